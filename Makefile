@@ -1,0 +1,39 @@
+# One command each on a fresh machine: `make train`, `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# The CPU wheel of torch lies on this machine's disk; installing it first keeps pip from
+# fetching a multi-GB CUDA build to satisfy the package's torch requirement.
+TORCH  ?= torch==2.13.0
+ARGS   ?=
+
+.PHONY: install train test test-fast eval bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install $(TORCH)
+	$(PY) -m pip install -e '.[dev]'
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(PY) train.py $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+eval: $(STAMP)
+	$(PY) eval.py $(ARGS)
+
+bench: $(STAMP)
+	$(PY) bench/train_overhead.py
+
+clean:
+	rm -rf outputs multirun wandb lightning_logs .pytest_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,1 @@
+"""Image super-resolution experiments on PyTorch Lightning and Hydra."""

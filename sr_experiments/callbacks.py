@@ -1,0 +1,66 @@
+"""Callbacks: the validation image panel (LR | bicubic | SR | HR)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from PIL import Image
+
+
+def panel_row(lr: torch.Tensor, bicubic: torch.Tensor, sr: torch.Tensor, hr: torch.Tensor, crop: int) -> np.ndarray:
+    """Centre crops (HR side ``crop``) of LR (nearest-upscaled), bicubic, SR and HR side by side, uint8 HWC."""
+    scale = hr.shape[-1] // lr.shape[-1]
+    crop = min(crop, hr.shape[-2], hr.shape[-1]) // scale * scale
+    y = (hr.shape[-2] - crop) // 2 // scale * scale
+    x = (hr.shape[-1] - crop) // 2 // scale * scale
+    lr_up = lr.repeat_interleave(scale, -2).repeat_interleave(scale, -1)
+    tiles = [t[..., y : y + crop, x : x + crop] for t in (lr_up, bicubic, sr, hr)]
+    gap = torch.ones(3, crop, 4, device=hr.device)
+    row = torch.cat([tiles[0], gap, tiles[1], gap, tiles[2], gap, tiles[3]], dim=-1)
+    return (row.clamp(0, 1) * 255 + 0.5).floor().byte().permute(1, 2, 0).cpu().numpy()
+
+
+class ImagePanel(L.Callback):
+    """After each validation, shows LR | bicubic | SR | HR crops of the first ``num_images`` images.
+
+    Sent to W&B (``log_image``) and TensorBoard (``add_image``) when those loggers are active, and
+    always written as ``<run dir>/images/<name>.png`` (latest validation) so a CSV-only run has it too.
+    """
+
+    def __init__(self, num_images: int = 4, crop: int = 128, dirpath: str | None = None) -> None:
+        self.num_images, self.crop, self.dirpath = num_images, crop, dirpath
+        self._rows: list[tuple[str, np.ndarray]] = []
+
+    def on_validation_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if trainer.sanity_checking or batch_idx >= self.num_images or not isinstance(outputs, dict):
+            return
+        lr, hr, sr = batch["lr"][0], batch["hr"][0], outputs["sr"][0]
+        with torch.no_grad():
+            bic = pl_module.bicubic(lr[None])[0]
+        self._rows.append((str(batch["name"][0]), panel_row(lr, bic, sr, hr, self.crop)))
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        rows, self._rows = self._rows, []
+        if not rows or not trainer.is_global_zero:
+            return
+        out = Path(self.dirpath or trainer.default_root_dir) / "images"
+        out.mkdir(parents=True, exist_ok=True)
+        for name, img in rows:
+            Image.fromarray(img).save(out / f"{name}.png")
+        caption = "LR | bicubic | SR | HR"
+        for logger in trainer.loggers:
+            kind = type(logger).__name__
+            if kind == "WandbLogger":
+                logger.log_image(
+                    key="val/panel", images=[img for _, img in rows], caption=[f"{n}: {caption}" for n, _ in rows],
+                    step=trainer.global_step,
+                )
+            elif kind == "TensorBoardLogger":
+                for name, img in rows:
+                    logger.experiment.add_image(f"val/{name}", img, trainer.global_step, dataformats="HWC")

@@ -1,0 +1,172 @@
+"""``SRLitModule``: any registered SR network, its loss, optimizer, schedule and metrics."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from sr_experiments.losses import build_loss
+from sr_experiments.metrics import SRMetrics
+from sr_experiments.models import build_network, count_parameters
+from sr_experiments.models.bicubic import Bicubic
+
+DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-4, "betas": [0.9, 0.999]}
+
+
+def _plain(value: Any) -> Any:
+    """DictConfig -> plain containers, so hparams pickle with ``weights_only`` and need no Hydra."""
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
+
+
+class SRLitModule(L.LightningModule):
+    """Trains ``network`` on (LR, HR) patches and validates with the SR metric protocol.
+
+    Args:
+        network: network spec ``{"name": ..., "scale": ..., **constructor args}`` (the ``model``
+            config node); stored in the checkpoint so a model can be rebuilt without its config.
+        scale: upscaling factor; also the border shaved before measuring.
+        loss: ``l1``, ``mse`` or ``charbonnier``.
+        optimizer: Hydra ``_partial_`` config of a torch optimizer (``params`` is filled in).
+        scheduler: Hydra ``_partial_`` config of ``sr_experiments.schedules.build_scheduler``
+            (``optimizer`` and ``total_steps`` are filled in), or ``None`` for a constant rate.
+        charbonnier_eps: epsilon of the Charbonnier loss.
+    """
+
+    def __init__(
+        self,
+        network: Mapping[str, Any],
+        scale: int,
+        loss: str = "l1",
+        optimizer: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
+        charbonnier_eps: float = 1e-3,
+    ) -> None:
+        super().__init__()
+        network = dict(_plain(network))
+        if int(network.get("scale", scale)) != int(scale):
+            raise ValueError(f"model.scale={network['scale']} differs from scale={scale}; set the top-level scale only")
+        network["scale"] = int(scale)
+        self.save_hyperparameters(
+            {
+                "network": network,
+                "scale": int(scale),
+                "loss": str(loss),
+                "optimizer": _plain(optimizer) if optimizer is not None else dict(DEFAULT_OPTIMIZER),
+                "scheduler": _plain(scheduler),
+                "charbonnier_eps": float(charbonnier_eps),
+            }
+        )
+        self.net = build_network(network)
+        self.loss_fn = build_loss(loss, charbonnier_eps)
+        self.bicubic = Bicubic(int(scale))
+        self.val_metrics = SRMetrics(border=int(scale))
+        self.bicubic_metrics = SRMetrics(border=int(scale))
+        # Run state, kept across resumes through on_save/load_checkpoint.
+        self.bicubic_result: dict[str, float] | None = None
+        self.history: list[dict[str, float]] = []
+
+    @property
+    def num_params(self) -> int:
+        return count_parameters(self.net)
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        return self.net(lr)
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        # Batches travel as uint8 (4x less to copy); convert on the device.
+        for key in ("lr", "hr"):
+            if key in batch and batch[key].dtype == torch.uint8:
+                batch[key] = batch[key].float().div_(255.0)
+        return batch
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        sr = self.net(batch["lr"])
+        loss = self.loss_fn(sr.float(), batch["hr"])
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss is {loss.item()} at step {self.global_step}; lower lr (now "
+                f"{self.optimizers().param_groups[0]['lr']:.3g}) or add scheduler.warmup_steps"
+            )
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(sr))
+        self.log("lr", self.optimizers().param_groups[0]["lr"], prog_bar=False, batch_size=len(sr))
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
+        lr, hr = batch["lr"], batch["hr"]
+        sr = self.net(lr).float().clamp(0, 1)
+        self.val_metrics.update(sr, hr, batch["index"], batch["gray"])
+        if self.bicubic_result is None:
+            self.bicubic_metrics.update(self.bicubic(lr), hr, batch["index"], batch["gray"])
+        return {"sr": sr}
+
+    def on_validation_epoch_end(self) -> None:
+        m = self.val_metrics.compute()
+        self.val_metrics.reset()
+        if self.trainer.sanity_checking:
+            self.bicubic_metrics.reset()
+            return
+        if self.bicubic_result is None:
+            b = self.bicubic_metrics.compute()
+            self.bicubic_metrics.reset()
+            self.bicubic_result = {"psnr": float(b["psnr"]), "ssim": float(b["ssim"]), "images": int(b["images"])}
+        psnr, ssim = float(m["psnr"]), float(m["ssim"])
+        self.history.append({"step": int(self.global_step), "psnr": psnr, "ssim": ssim})
+        best = max(h["psnr"] for h in self.history)
+        # Metric states are already synchronised across processes: every rank logs the same value.
+        self.log_dict(
+            {
+                "val/psnr": psnr,
+                "val/ssim": ssim,
+                "val/psnr_best": best,
+                "val/psnr_bicubic": self.bicubic_result["psnr"],
+                "val/ssim_bicubic": self.bicubic_result["ssim"],
+            },
+            prog_bar=False,
+        )
+        self.log("val/psnr_gain", psnr - self.bicubic_result["psnr"], prog_bar=True)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(
+                f"model={self.hparams.network['name']} has no trainable parameters; there is nothing to train "
+                "(evaluate it with eval.py instead)"
+            )
+        optimizer = instantiate(self.hparams.optimizer)(params=params)
+        if not self.hparams.scheduler:
+            return {"optimizer": optimizer}
+        total = self.trainer.max_steps
+        if total is None or total < 0:
+            total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise ValueError("set trainer.max_steps (or trainer.max_epochs) so the LR schedule knows its length")
+        scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer, total_steps=int(total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["sr_run"] = {"bicubic": self.bicubic_result, "history": self.history}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        run = checkpoint.get("sr_run") or {}
+        self.bicubic_result = run.get("bicubic")
+        self.history = list(run.get("history", []))
+
+    def run_summary(self) -> dict[str, Any]:
+        """Best and final validation results, the bicubic baseline and the network size."""
+        best = max(self.history, key=lambda h: h["psnr"]) if self.history else None
+        final = self.history[-1] if self.history else None
+        return {
+            "model": self.hparams.network["name"],
+            "scale": self.hparams.scale,
+            "params": self.num_params,
+            "best": best,
+            "final": final,
+            "bicubic": self.bicubic_result,
+            "history": self.history,
+        }

@@ -1,0 +1,36 @@
+"""Super-resolution networks, registered by name for ``build_network(cfg.model)``.
+
+Importing this package imports every network module, which registers it.
+"""
+
+from sr_experiments.models.registry import (
+    NETWORKS,
+    build_network,
+    check_scale,
+    count_parameters,
+    list_networks,
+    register,
+)
+
+# The imports register the networks (one module per registry name).
+from sr_experiments.models.bicubic import Bicubic
+from sr_experiments.models.edsr import EDSR
+from sr_experiments.models.espcn import ESPCN
+from sr_experiments.models.fsrcnn import FSRCNN
+from sr_experiments.models.seed import Seed
+from sr_experiments.models.srcnn import SRCNN
+
+__all__ = [
+    "NETWORKS",
+    "register",
+    "list_networks",
+    "build_network",
+    "count_parameters",
+    "check_scale",
+    "Bicubic",
+    "EDSR",
+    "ESPCN",
+    "FSRCNN",
+    "Seed",
+    "SRCNN",
+]

@@ -1,0 +1,97 @@
+"""Name -> network class registry, and ``build_network`` for the ``model:`` config group.
+
+Kept apart from ``__init__`` so that network modules can import ``register`` without a
+circular import; ``sr_experiments.models`` re-exports everything here.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, TypeVar
+
+from torch import nn
+
+__all__ = ["NETWORKS", "register", "list_networks", "build_network", "count_parameters", "check_scale"]
+
+NETWORKS: dict[str, type[nn.Module]] = {}
+
+_T = TypeVar("_T", bound=type)
+
+
+def register(name: str) -> Callable[[_T], _T]:
+    """Class decorator adding a network to ``NETWORKS`` under ``name`` (the config's ``model.name``)."""
+
+    def decorator(cls: _T) -> _T:
+        if name in NETWORKS:
+            raise ValueError(f"network {name!r} is already registered (by {NETWORKS[name].__qualname__})")
+        NETWORKS[name] = cls
+        return cls
+
+    return decorator
+
+
+def list_networks() -> list[str]:
+    """Registered network names, sorted."""
+    return sorted(NETWORKS)
+
+
+def _constructor_args(cls: type) -> tuple[list[str], list[str], bool]:
+    """(all argument names, required ones, whether it takes ``**kwargs``) of ``cls.__init__``."""
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]  # drop self
+    named = [p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    required = [p.name for p in named if p.default is p.empty]
+    return [p.name for p in named], required, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+def build_network(spec: Mapping[str, Any]) -> nn.Module:
+    """Instantiate ``spec["name"]`` with every other key of ``spec`` as a constructor argument.
+
+    ``spec`` may be a plain mapping or an OmegaConf ``DictConfig`` (the Hydra ``model`` node).
+    Argument names are checked against the constructor first, so a typo on the command line
+    (``model.dept=8``) gives a ValueError naming the key instead of a TypeError from deep inside.
+    """
+    from omegaconf import DictConfig, OmegaConf  # imported here: only configs need it
+
+    if isinstance(spec, DictConfig):
+        spec = OmegaConf.to_container(spec, resolve=True)
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"model spec must be a mapping with a 'name' key, got {type(spec).__name__}")
+    kwargs = dict(spec)
+    if "name" not in kwargs:
+        raise ValueError(f"model spec has no 'name' (registered networks: {', '.join(list_networks())})")
+    name = kwargs.pop("name")
+    if name not in NETWORKS:
+        raise ValueError(f"unknown network {name!r} (registered: {', '.join(list_networks())})")
+    cls = NETWORKS[name]
+    accepted, required, var_kwargs = _constructor_args(cls)
+    if not var_kwargs:
+        for key in kwargs:
+            if key not in accepted:
+                raise ValueError(
+                    f"model.{key} is not an argument of network {name!r} (accepted: {', '.join(accepted)})"
+                )
+    missing = [key for key in required if key not in kwargs]
+    if missing:
+        raise ValueError(f"network {name!r} needs {', '.join('model.' + k for k in missing)}")
+    return cls(**kwargs)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters (elements, not tensors) of ``module``."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def check_scale(network: str, scale: Any, supported: Collection[int] | None = None) -> int:
+    """Return ``scale`` if it is an integer upscaling factor >= 2 (and in ``supported``), else raise.
+
+    Configs may hand over any YAML value, so a float ``2.0`` or a bool is refused here rather than
+    producing a wrong output size later.
+    """
+    ok = isinstance(scale, int) and not isinstance(scale, bool) and scale >= 2
+    if ok and supported is not None:
+        ok = scale in supported
+    if not ok:
+        allowed = ", ".join(map(str, sorted(supported))) if supported is not None else "any integer >= 2"
+        raise ValueError(f"network {network!r} does not support scale {scale!r} (supported: {allowed})")
+    return scale

@@ -1,0 +1,103 @@
+"""Compose a training run from the Hydra config, fit it, and write ``metrics.json``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
+from omegaconf import DictConfig, OmegaConf
+
+from sr_experiments.checkpoint_io import AtomicCheckpointIO, load_checkpoint_file
+from sr_experiments.lit_module import SRLitModule
+
+log = logging.getLogger(__name__)
+
+
+def instantiate_group(cfg: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a ``callbacks:`` / ``logger:`` group that has a ``_target_``."""
+    if not cfg:
+        return []
+    return [instantiate(c) for c in cfg.values() if isinstance(c, DictConfig) and "_target_" in c]
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A short table: bicubic, best, final, and the gain of the best over bicubic."""
+    lines = [f"{'':<18}{'PSNR (dB)':>10}{'SSIM':>9}"]
+    bic, best, final = summary.get("bicubic"), summary.get("best"), summary.get("final")
+    if bic:
+        lines.append(f"{'bicubic':<18}{bic['psnr']:>10.2f}{bic['ssim']:>9.4f}")
+    if best:
+        lines.append(f"{summary['model'] + ' (best)':<18}{best['psnr']:>10.2f}{best['ssim']:>9.4f}")
+    if final:
+        lines.append(f"{summary['model'] + ' (final)':<18}{final['psnr']:>10.2f}{final['ssim']:>9.4f}")
+    if bic and best:
+        lines.append(f"{'gain over bicubic':<18}{best['psnr'] - bic['psnr']:>+10.2f}{best['ssim'] - bic['ssim']:>+9.4f}")
+    lines.append(
+        f"x{summary['scale']}, {summary['params']:,} parameters, {summary['steps']} steps, "
+        f"{summary['train_seconds']:.0f} s; validation: {summary.get('val_images', '?')} images"
+    )
+    return "\n".join(lines)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit the configured model; returns the run summary (also written to ``metrics.json``)."""
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+
+    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    module: SRLitModule = instantiate(cfg.module, _recursive_=False)
+    if module.num_params == 0:
+        raise ValueError(f"model={cfg.model.name} has no trainable parameters: evaluate it with eval.py instead")
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar callback then
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                     plugins=[AtomicCheckpointIO()])
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path and not cfg.get("resume", True):
+        # Fine-tune: weights only, fresh optimizer, schedule and step count.
+        state = load_checkpoint_file(ckpt_path)
+        module.load_state_dict(state["state_dict"] if "state_dict" in state else state)
+        log.info("fine-tuning from the weights of %s", ckpt_path)
+        ckpt_path = None
+    elif ckpt_path:
+        log.info("resuming from %s", ckpt_path)
+
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    elapsed = time.perf_counter() - start
+
+    summary = module.run_summary()
+    summary.update(
+        steps=int(trainer.global_step),
+        train_seconds=round(elapsed, 1),
+        val_images=len(datamodule.val_set) if getattr(datamodule, "val_set", None) is not None else None,
+        run_dir=str(output_dir),
+        best_checkpoint=getattr(trainer.checkpoint_callback, "best_model_path", None) or None,
+        overrides=_overrides(),
+    )
+    if trainer.is_global_zero:
+        (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+        print("\n" + format_summary(summary) + f"\nrun directory: {output_dir}\n", flush=True)
+    return summary
+
+
+def _overrides() -> list[str]:
+    """The command-line overrides of this run (empty outside a Hydra app)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    return list(HydraConfig.get().overrides.task)

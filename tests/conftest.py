@@ -1,0 +1,56 @@
+"""Shared fixtures: the benchmark data beside the checkout, and composed training configs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+
+def find_data_dir() -> Path | None:
+    """$SR_DATA, else ../shared/data beside the checkout (where CI has it)."""
+    for cand in (os.environ.get("SR_DATA"), ROOT.parent / "shared" / "data"):
+        if cand and (Path(cand) / "Set5" / "HR").is_dir():
+            return Path(cand).resolve()
+    return None
+
+
+DATA_DIR = find_data_dir()
+needs_data = pytest.mark.skipif(
+    DATA_DIR is None,
+    reason="benchmark data not found: set SR_DATA or put Set5/Set14/T91/BSD200 in ../shared/data",
+)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if DATA_DIR is None:
+        pytest.skip("benchmark data not found: set SR_DATA or put Set5/Set14/T91/BSD200 in ../shared/data")
+    return DATA_DIR
+
+
+def compose_train(overrides: list[str], output_dir: Path) -> DictConfig:
+    """conf/train.yaml with ``overrides``, writing into ``output_dir`` (no Hydra run dir)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+# A run small enough for a unit test: tiny patches, few images' worth of steps.
+FAST = [
+    "trainer.max_steps=4",
+    "data.patches_per_epoch=16",
+    "data.batch_size=4",
+    "data.patch_size=16",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "callbacks.image_panel.num_images=1",
+]

@@ -1,0 +1,141 @@
+"""train.py end to end: composed configs, fast_dev_run, the README commands, resume, fine-tune."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FAST, ROOT, compose_train
+from hydra.utils import instantiate
+
+from sr_experiments.checkpoint_io import CheckpointLoadError, load_checkpoint_file
+from sr_experiments.models import build_network, list_networks
+from sr_experiments.train import train
+
+MODEL_CONFIGS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
+DATA_PRESETS = sorted(p.stem for p in (ROOT / "conf" / "data").glob("*.yaml"))
+
+
+def test_fast_dev_run_of_composed_config(tmp_path: Path) -> None:
+    cfg = compose_train([*FAST, "trainer.fast_dev_run=true"], tmp_path)
+    summary = train(cfg)
+    assert summary["steps"] == 1
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["bicubic"]["psnr"] > 20 and saved["final"]["psnr"] > 0 and saved["params"] > 0
+
+
+def test_nested_and_top_level_overrides(tmp_path: Path) -> None:
+    cfg = compose_train(
+        ["model=deep", "lr=1e-4", "trainer.max_steps=100", "data.batch_size=32", "model.depth=8", "scale=3"], tmp_path
+    )
+    assert cfg.trainer.max_steps == 100 and cfg.data.batch_size == 32 and cfg.data.scale == 3
+    module = instantiate(cfg.module, _recursive_=False)
+    assert len(module.net.body) == 8 and module.net.upsample[0].out_channels == 9 * 32
+    assert module.hparams.optimizer["lr"] == 1e-4
+
+
+def test_seed_model_sets_its_sketched_recipe(tmp_path: Path) -> None:
+    cfg = compose_train(["model=seed"], tmp_path)
+    assert cfg.lr == 1e-4 and cfg.loss == "mse" and cfg.model.name == "seed"
+    assert compose_train(["model=seed", "lr=3e-4"], tmp_path).lr == 3e-4  # the command line still wins
+
+
+@pytest.mark.parametrize("model", MODEL_CONFIGS)
+def test_every_model_config_builds(tmp_path: Path, model: str) -> None:
+    cfg = compose_train([f"model={model}", "scale=4"], tmp_path)
+    assert cfg.model.name in list_networks()
+    net = build_network(cfg.model)
+    assert net(torch.rand(1, 3, 12, 12)).shape == (1, 3, 48, 48)
+
+
+@pytest.mark.parametrize("preset", DATA_PRESETS)
+def test_every_data_preset_composes(tmp_path: Path, preset: str) -> None:
+    overrides = [f"data={preset}", "paths.data_dir=/data/sr"]
+    if preset == "folder":
+        overrides += ["data.train_dir=/my/train", "data.val_dir=/my/val"]
+    cfg = compose_train(overrides, tmp_path)
+    dirs = cfg.data.train_dir if isinstance(cfg.data.train_dir, str) else list(cfg.data.train_dir)
+    assert dirs  # resolved without missing values
+    if preset.startswith(("t91", "bsd")):
+        assert cfg.data.val_dir == "/data/sr/Set5"
+
+
+def test_parameter_free_model_refuses_to_train(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        train(compose_train([*FAST, "model=bicubic"], tmp_path))
+
+
+def test_resume_from_last_checkpoint_continues_the_run(tmp_path: Path) -> None:
+    first = train(compose_train(FAST, tmp_path / "a"))
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    assert first["steps"] == 4 and last.is_file() and (tmp_path / "a" / "checkpoints" / "best.ckpt").is_file()
+    assert not list((tmp_path / "a" / "checkpoints").glob(".*tmp"))  # atomic writes leave nothing behind
+    ckpt = load_checkpoint_file(last)  # weights_only=True
+    assert ckpt["global_step"] == 4 and ckpt["hyper_parameters"]["network"]["name"] == "edsr"
+
+    overrides = [o for o in FAST if not o.startswith("trainer.max_steps")]
+    resumed = train(compose_train([*overrides, "trainer.max_steps=8", f"ckpt_path={last}"], tmp_path / "b"))
+    assert resumed["steps"] == 8
+    assert [h["step"] for h in resumed["history"]] == [4, 8]  # history carried over, not restarted
+    assert resumed["bicubic"] == first["bicubic"]
+
+
+def test_fine_tune_loads_weights_only(tmp_path: Path) -> None:
+    train(compose_train(FAST, tmp_path / "a"))
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    tuned = train(compose_train([*FAST, f"ckpt_path={last}", "resume=false"], tmp_path / "b"))
+    assert tuned["steps"] == 4 and [h["step"] for h in tuned["history"]] == [4]
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_checkpoint_that_runs_code_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "payload": _RunsCode()}, bad, pickle_protocol=pickle.HIGHEST_PROTOCOL)
+    with pytest.raises(CheckpointLoadError, match="evil.ckpt"):
+        load_checkpoint_file(bad)
+    assert not (tmp_path / "pwned").exists()
+
+
+def _run_cli(args: list[str], cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "train.py", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args",
+    [["model=deep", "lr=1e-4", "trainer.max_steps=20"], ["model=seed", "trainer.max_steps=20"]],
+    ids=["deep", "seed"],
+)
+def test_cli_commands_as_typed(tmp_path: Path, args: list[str]) -> None:
+    proc = _run_cli([*args, f"hydra.run.dir={tmp_path}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["steps"] == 20 and metrics["final"]["psnr"] > 0
+    assert "gain over bicubic" in proc.stdout
+
+
+@pytest.mark.slow
+def test_cli_trains_on_t91_bsd200(tmp_path: Path, data_dir: Path) -> None:
+    proc = _run_cli(["data=t91_bsd200", f"paths.data_dir={data_dir}", "trainer.max_steps=50", f"hydra.run.dir={tmp_path}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["steps"] == 50 and metrics["val_images"] == 5  # validated on Set5
+
+
+@pytest.mark.slow
+def test_cli_missing_data_gives_a_clear_error(tmp_path: Path) -> None:
+    proc = _run_cli(["data=t91", f"paths.data_dir={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert proc.returncode != 0
+    assert "paths.data_dir" in proc.stderr and "nowhere" in proc.stderr
