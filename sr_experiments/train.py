@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,11 @@ from sr_experiments.checkpoint_io import AtomicCheckpointIO, load_checkpoint_fil
 from sr_experiments.lit_module import SRLitModule
 
 log = logging.getLogger(__name__)
+
+# Expected and harmless: the module converts uint8 batches on the device on purpose, and
+# Lightning's own pytree helper trips a torch deprecation.
+warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer`.*")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
 def instantiate_group(cfg: DictConfig | None) -> list[Any]:
@@ -77,6 +83,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    finish_run(trainer, module, datamodule)
     elapsed = time.perf_counter() - start
 
     summary = module.run_summary()
@@ -92,6 +99,28 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
         print("\n" + format_summary(summary) + f"\nrun directory: {output_dir}\n", flush=True)
     return summary
+
+
+def finish_run(trainer: L.Trainer, module: SRLitModule, datamodule: L.LightningDataModule) -> None:
+    """Validate and checkpoint the final step when ``max_steps`` stopped training mid-epoch.
+
+    Lightning validates and checkpoints at epoch ends only; without this a run shorter than an
+    epoch reports nothing, and ``last.ckpt`` would lag the weights the run ended with.
+    """
+    if trainer.interrupted or trainer.global_step == 0:
+        return
+    if module.history and module.history[-1]["step"] == trainer.global_step:
+        return
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+    ckpt = trainer.checkpoint_callback
+    if ckpt is None or not ckpt.dirpath:
+        return
+    dirpath = Path(ckpt.dirpath)
+    trainer.save_checkpoint(dirpath / f"{ckpt.CHECKPOINT_NAME_LAST}{ckpt.FILE_EXTENSION}")
+    if module.history[-1]["psnr"] >= max(h["psnr"] for h in module.history):
+        best = dirpath / f"{ckpt.filename or 'best'}{ckpt.FILE_EXTENSION}"
+        trainer.save_checkpoint(best)
+        ckpt.best_model_path = str(best)
 
 
 def _overrides() -> list[str]:

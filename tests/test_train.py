@@ -139,3 +139,20 @@ def test_cli_missing_data_gives_a_clear_error(tmp_path: Path) -> None:
     proc = _run_cli(["data=t91", f"paths.data_dir={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'run'}"])
     assert proc.returncode != 0
     assert "paths.data_dir" in proc.stderr and "nowhere" in proc.stderr
+
+
+def test_experiment_recipe_sets_groups_and_keys(tmp_path: Path) -> None:
+    cfg = compose_train(["experiment=edsr_t91_bsd200_x2", "paths.data_dir=/data/sr"], tmp_path)
+    assert cfg.model.name == "edsr" and cfg.model.depth == 16 and cfg.lr == 1e-4
+    assert cfg.scheduler.name == "multistep" and cfg.trainer.max_steps == 300000
+    assert list(cfg.data.train_dir) == ["/data/sr/T91", "/data/sr/BSD200"]
+
+
+def test_run_shorter_than_an_epoch_still_validates_and_checkpoints_its_last_step(tmp_path: Path) -> None:
+    overrides = [o for o in FAST if not o.startswith("trainer.max_steps")]
+    summary = train(compose_train([*overrides, "trainer.max_steps=6"], tmp_path / "a"))  # epochs of 4 steps
+    assert [h["step"] for h in summary["history"]] == [4, 6]
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    assert load_checkpoint_file(last)["global_step"] == 6
+    resumed = train(compose_train([*overrides, "trainer.max_steps=10", f"ckpt_path={last}"], tmp_path / "b"))
+    assert resumed["steps"] == 10 and resumed["history"][-1]["step"] == 10
