@@ -1,0 +1,15 @@
+"""Evaluate on the SR benchmarks: `python eval.py ckpt_path=CKPT` or `python eval.py model=bicubic` (conf/eval.yaml)."""
+
+import hydra
+from omegaconf import DictConfig
+
+from sr_experiments.run_eval import run_eval
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    run_eval(cfg)
+
+
+if __name__ == "__main__":
+    main()

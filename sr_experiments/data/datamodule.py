@@ -1,0 +1,118 @@
+"""``SRDataModule``: paired patch sampling for training, whole images for validation."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from sr_experiments.data.datasets import PairedImageDataset, PairedPatchDataset
+from sr_experiments.data.pairs import ImagePair, load_pair
+from sr_experiments.data.sources import ImageSource, resolve_sources
+
+log = logging.getLogger(__name__)
+
+
+def _as_list(value: str | Sequence[str] | None) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+class SRDataModule(L.LightningDataModule):
+    """Training patches and validation images for one scale.
+
+    Args:
+        train_dir: folder(s) of training images, each a set root in the standard layout
+            (``<root>/HR``, optional ``<root>/LR_bicubic/X{s}``) or a plain image folder, or
+            ``sample:train`` for the photos bundled with scikit-image.
+        val_dir: the same for validation (whole images, HR mod-cropped to the scale).
+        scale: upscaling factor.
+        patch_size: LR patch side; the HR patch is ``patch_size * scale``.
+        batch_size: training patches per step.
+        patches_per_epoch: epoch length in patches (validation runs once per epoch).
+        num_workers: DataLoader worker processes for training patches (0 = in the main process).
+        lr_source: ``auto`` (LR files where present, else MATLAB-compatible downscale),
+            ``folder`` or ``generate``.
+        augment: random flips and 90-degree rotations.
+        pin_memory: pin host memory for faster GPU transfer; ``None`` = when CUDA is available.
+    """
+
+    def __init__(
+        self,
+        train_dir: str | Sequence[str],
+        val_dir: str | Sequence[str],
+        scale: int = 2,
+        patch_size: int = 48,
+        batch_size: int = 16,
+        patches_per_epoch: int = 16000,
+        num_workers: int = 0,
+        lr_source: str = "auto",
+        augment: bool = True,
+        pin_memory: bool | None = None,
+    ) -> None:
+        super().__init__()
+        if scale not in (2, 3, 4) and not (isinstance(scale, int) and scale >= 2):
+            raise ValueError(f"scale must be an integer >= 2 (2, 3 or 4 for the benchmarks), got {scale!r}")
+        self.train_dirs, self.val_dirs = _as_list(train_dir), _as_list(val_dir)
+        if not self.val_dirs:
+            raise ValueError("data.val_dir is empty: validation needs at least one folder of images")
+        self.scale, self.patch_size, self.batch_size = int(scale), int(patch_size), int(batch_size)
+        self.patches_per_epoch, self.num_workers = int(patches_per_epoch), int(num_workers)
+        self.lr_source, self.augment = lr_source, augment
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.train_pairs: list[ImagePair] | None = None
+        self.val_pairs: list[ImagePair] | None = None
+        self.train_set: PairedPatchDataset | None = None
+        self.val_set: PairedImageDataset | None = None
+
+    def _load(self, dirs: list[str], key: str) -> list[ImagePair]:
+        sources: list[ImageSource] = []
+        for d in dirs:
+            sources += resolve_sources(d, self.scale, self.lr_source, key=key)
+        # Decoding and resizing release the GIL: threads overlap them.
+        with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+            return list(pool.map(lambda s: load_pair(s, self.scale), sources))
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.val_pairs is None:
+            self.val_pairs = self._load(self.val_dirs, "data.val_dir")
+            self.val_set = PairedImageDataset(self.val_pairs)
+        if stage in (None, "fit") and self.train_pairs is None:
+            if not self.train_dirs:
+                raise ValueError("data.train_dir is empty: training needs at least one folder of images")
+            self.train_pairs = self._load(self.train_dirs, "data.train_dir")
+            self.train_set = PairedPatchDataset(
+                self.train_pairs, self.scale, self.patch_size, self.patches_per_epoch, self.augment
+            )
+            if self.train_set.skipped:
+                log.warning(
+                    "%d training images are smaller than the %dx%d LR patch and are skipped: %s",
+                    len(self.train_set.skipped), self.patch_size, self.patch_size, ", ".join(self.train_set.skipped[:10]),
+                )
+            log.info(
+                "data: %d training images, %d validation images, x%d, LR patch %d, batch %d",
+                len(self.train_set.pairs), len(self.val_pairs), self.scale, self.patch_size, self.batch_size,
+            )
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        # Whole images differ in size: one per batch.
+        return DataLoader(self.val_set, batch_size=1, shuffle=False, num_workers=0, pin_memory=self.pin_memory)

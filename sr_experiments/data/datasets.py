@@ -1,0 +1,75 @@
+"""Torch datasets over cached image pairs: random aligned patches for training, whole images for validation."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+from sr_experiments.data.pairs import ImagePair
+
+
+def random_crop(pair: ImagePair, patch: int, scale: int, generator: torch.Generator | None = None):
+    """Aligned crop: LR patch ``patch`` x ``patch`` at (y, x), HR patch ``patch*scale`` at (y*s, x*s)."""
+    _, h, w = pair.lr.shape
+    y = int(torch.randint(0, h - patch + 1, (1,), generator=generator))
+    x = int(torch.randint(0, w - patch + 1, (1,), generator=generator))
+    lr = pair.lr[:, y : y + patch, x : x + patch]
+    hr = pair.hr[:, y * scale : (y + patch) * scale, x * scale : (x + patch) * scale]
+    return lr, hr, (y, x)
+
+
+def augment(lr: torch.Tensor, hr: torch.Tensor, generator: torch.Generator | None = None):
+    """Random horizontal flip, vertical flip and transpose: all 8 dihedral transforms, same on both."""
+    hflip, vflip, transpose = torch.randint(0, 2, (3,), generator=generator).tolist()
+    if hflip:
+        lr, hr = lr.flip(-1), hr.flip(-1)
+    if vflip:
+        lr, hr = lr.flip(-2), hr.flip(-2)
+    if transpose:
+        lr, hr = lr.transpose(-1, -2), hr.transpose(-1, -2)
+    return lr, hr
+
+
+class PairedPatchDataset(Dataset):
+    """Random aligned (LR, HR) patches; an epoch is ``length`` patches, not a pass over images.
+
+    Item ``i`` is a patch of image ``i % len(pairs)`` at a random place, so a shuffled epoch visits
+    images evenly. Randomness comes from torch's global RNG, which Lightning seeds per worker.
+    Items are uint8 (3, p, p) / (3, p*s, p*s) tensors; the module converts to float on device.
+    """
+
+    def __init__(self, pairs: list[ImagePair], scale: int, patch_size: int, length: int, augment: bool = True):
+        usable = [p for p in pairs if min(p.lr.shape[1:]) >= patch_size]
+        if not usable:
+            raise ValueError(
+                f"no training image is at least {patch_size}x{patch_size} pixels at LR; lower data.patch_size"
+            )
+        if length < 1:
+            raise ValueError(f"data.patches_per_epoch must be positive, got {length}")
+        self.pairs, self.scale, self.patch_size = usable, scale, patch_size
+        self.length, self.augment = length, augment
+        self.skipped = [p.name for p in pairs if p not in usable]
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        pair = self.pairs[i % len(self.pairs)]
+        lr, hr, _ = random_crop(pair, self.patch_size, self.scale)
+        if self.augment:
+            lr, hr = augment(lr, hr)
+        return {"lr": lr.contiguous(), "hr": hr.contiguous()}
+
+
+class PairedImageDataset(Dataset):
+    """Whole (LR, HR) images with their index (for exact DDP metrics), name and gray flag."""
+
+    def __init__(self, pairs: list[ImagePair]):
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> dict:
+        p = self.pairs[i]
+        return {"lr": p.lr, "hr": p.hr, "index": i, "gray": p.gray, "name": p.name}

@@ -1,0 +1,53 @@
+"""Decoded, aligned (LR, HR) image pairs, cached in memory as uint8."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from sr_experiments.data.image_io import load_rgb
+from sr_experiments.data.sources import ImageSource
+from sr_experiments.imresize import imresize
+
+
+@dataclass
+class ImagePair:
+    name: str
+    lr: torch.Tensor  # (3, h, w) uint8
+    hr: torch.Tensor  # (3, h*scale, w*scale) uint8
+    gray: bool  # the HR file is single-channel
+
+
+def mod_crop(img: np.ndarray, scale: int) -> np.ndarray:
+    """Crop an (H, W, C) array so that H and W are multiples of ``scale`` (top-left kept)."""
+    h, w = img.shape[:2]
+    return img[: h - h % scale, : w - w % scale]
+
+
+def to_chw(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+
+
+def load_pair(source: ImageSource, scale: int) -> ImagePair:
+    """Decode one HR (mod-cropped to ``scale``) and its LR: the LR file, or a MATLAB downscale."""
+    hr_np, gray = load_rgb(source.hr)
+    hr = to_chw(mod_crop(hr_np, scale))
+    if hr.shape[1] < scale or hr.shape[2] < scale:
+        raise ValueError(f"{source.hr}: image of {hr_np.shape[1]}x{hr_np.shape[0]} is smaller than the scale x{scale}")
+    if source.lr is None:
+        lr = imresize(hr, scale=1 / scale)
+    else:
+        lr = to_chw(load_rgb(source.lr)[0])
+        expected = (hr.shape[1] // scale, hr.shape[2] // scale)
+        if tuple(lr.shape[1:]) != expected:
+            raise ValueError(
+                f"{source.lr}: LR is {lr.shape[2]}x{lr.shape[1]} but its HR '{source.hr}' mod-cropped to x{scale} "
+                f"needs {expected[1]}x{expected[0]}; check the scale, or use data.lr_source=generate"
+            )
+    return ImagePair(source.name, lr.contiguous(), hr.contiguous(), gray)
+
+
+def load_pairs(sources: list[ImageSource], scale: int) -> list[ImagePair]:
+    return [load_pair(s, scale) for s in sources]

@@ -1,0 +1,238 @@
+"""Benchmark evaluation: standard sets x scales, the paper protocol, tables and per-image rows."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from sr_experiments.checkpoint_io import load_checkpoint_file
+from sr_experiments.data.image_io import load_rgb
+from sr_experiments.data.pairs import mod_crop, to_chw
+from sr_experiments.data.sources import SAMPLE_PREFIX, ImageSource, resolve_sources
+from sr_experiments.imresize import imresize
+from sr_experiments.inference import upscale
+from sr_experiments.metrics import sr_psnr_ssim
+from sr_experiments.models import build_network
+from sr_experiments.models.bicubic import Bicubic
+
+log = logging.getLogger(__name__)
+
+STANDARD_SETS = ("Set5", "Set14", "BSD100", "Urban100", "Manga109")
+ALIASES = {"B100": "BSD100", "BSD100": "B100"}  # folder names both spellings are found under
+HOW_TO_GET = (
+    "run `make data` (downloads the public benchmark sets into paths.data_dir) or put it there in the "
+    "standard layout <data_dir>/<Set>/HR/*.png [+ LR_bicubic/X<s>/<name>x<s>.png]"
+)
+
+
+@dataclass
+class ImageResult:
+    set: str
+    scale: int
+    model: str
+    image: str
+    psnr: float
+    ssim: float
+
+
+@dataclass
+class SetResult:
+    set: str
+    scale: int
+    model: str
+    psnr: float
+    ssim: float
+    images: int
+    lr_from: str  # "files" (MATLAB-made LR_bicubic) or "imresize" (made by the framework)
+    per_image: list[ImageResult] = field(default_factory=list, repr=False)
+
+    def row(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("per_image")
+        d["psnr"], d["ssim"] = round(self.psnr, 4), round(self.ssim, 6)
+        return d
+
+
+def load_network(ckpt_path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a trained network from a checkpoint of ``train.py`` (``weights_only`` loading).
+
+    The network spec (name, scale, constructor arguments) is stored in the checkpoint, so no
+    ``model=...`` has to be repeated.
+    """
+    ckpt = load_checkpoint_file(ckpt_path)
+    try:
+        spec = dict(ckpt["hyper_parameters"]["network"])
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"checkpoint '{ckpt_path}' has no network spec (hyper_parameters.network); "
+            "was it written by train.py?"
+        ) from None
+    net = build_network(spec)
+    state = {k[len("net.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    net.load_state_dict(state, strict=True)
+    return net.eval(), spec
+
+
+def find_latest_checkpoint(root: str | Path = "outputs") -> Path:
+    """The newest ``best.ckpt`` (else ``last.ckpt``) under ``root``."""
+    root = Path(root)
+    found = sorted(root.rglob("best.ckpt"), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
+    if not found and root.is_dir():
+        found = sorted(root.rglob("last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(
+            f"no checkpoint under '{root}/': train one first (`make train`) or pass ckpt_path=PATH (make eval CKPT=PATH)"
+        )
+    return found[-1]
+
+
+def locate_set(name: str, data_dir: str | Path) -> tuple[str, str] | None:
+    """(display name, source spec) of a set, or None when it is absent.
+
+    ``name`` is a set folder under ``data_dir`` (``B100`` and ``BSD100`` are one set), an
+    absolute path to such a folder, or ``sample:val``.
+    """
+    if name.startswith(SAMPLE_PREFIX):
+        return name, name
+    canonical = "BSD100" if name in ("B100", "BSD100") else name
+    candidates = [Path(name)] if Path(name).is_absolute() else [Path(data_dir) / name]
+    if name in ALIASES:
+        candidates.append(Path(data_dir) / ALIASES[name])
+    for c in candidates:
+        if (c / "HR").is_dir() or (c.is_dir() and any(c.iterdir())):
+            return (canonical if not Path(name).is_absolute() else c.name), str(c)
+    return None
+
+
+class _HRCache:
+    """Decoded HR images, shared across scales (decoding is a third of a bicubic evaluation)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[Path, tuple[np.ndarray, bool]] = {}
+
+    def get(self, path: Path) -> tuple[np.ndarray, bool]:
+        if path not in self._cache:
+            self._cache[path] = load_rgb(path)
+        return self._cache[path]
+
+
+def _pair(source: ImageSource, scale: int, cache: _HRCache) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    rgb, gray = cache.get(source.hr)
+    hr = to_chw(mod_crop(rgb, scale))
+    if source.lr is not None:
+        lr = to_chw(load_rgb(source.lr)[0])
+        if tuple(lr.shape[1:]) != (hr.shape[1] // scale, hr.shape[2] // scale):
+            raise ValueError(f"{source.lr}: LR size does not match its HR '{source.hr}' at x{scale}")
+    else:
+        lr = imresize(hr, scale=1 / scale)
+    return lr, hr, gray
+
+
+@dataclass
+class InferenceOptions:
+    device: str = "cpu"
+    self_ensemble: bool = False
+    tile: int | None = None
+    tile_overlap: int = 32
+    tile_batch: int = 1
+
+
+def evaluate_set(
+    nets: dict[str, nn.Module],
+    set_name: str,
+    sources: list[ImageSource],
+    scale: int,
+    options: InferenceOptions,
+    cache: _HRCache | None = None,
+    save_dir: Path | None = None,
+) -> list[SetResult]:
+    """PSNR/SSIM of each network in ``nets`` (label -> module) on one set at one scale."""
+    cache = cache or _HRCache()
+    results = {label: SetResult(set_name, scale, label, 0.0, 0.0, 0, "") for label in nets}
+    device = torch.device(options.device)
+    lr_from = "files" if all(s.lr is not None for s in sources) else (
+        "imresize" if all(s.lr is None for s in sources) else "files+imresize"
+    )
+    for source in sources:
+        lr, hr, gray = _pair(source, scale, cache)
+        lr_f = lr[None].to(device).float() / 255
+        hr_f = hr[None].to(device).float() / 255
+        for label, net in nets.items():
+            if isinstance(net, Bicubic):  # exact, parameter-free: no tiling or ensemble needed
+                with torch.inference_mode():
+                    sr = net(lr_f)
+            else:
+                sr = upscale(net, lr_f, scale, options.tile, options.tile_overlap, options.self_ensemble, options.tile_batch)
+            sr = sr.float().clamp(0, 1)
+            p, s = sr_psnr_ssim(sr, hr_f, scale, torch.tensor([gray]))
+            results[label].per_image.append(ImageResult(set_name, scale, label, source.name, float(p), float(s)))
+            if save_dir is not None and not isinstance(net, Bicubic):
+                out = save_dir / set_name / f"x{scale}"
+                out.mkdir(parents=True, exist_ok=True)
+                img = (sr[0] * 255 + 0.5).floor().byte().permute(1, 2, 0).cpu().numpy()
+                Image.fromarray(img[..., 0] if gray else img).save(out / f"{source.name}.png")
+    for r in results.values():
+        r.images = len(r.per_image)
+        r.psnr = float(np.mean([i.psnr for i in r.per_image]))
+        r.ssim = float(np.mean([i.ssim for i in r.per_image]))
+        r.lr_from = lr_from
+    return list(results.values())
+
+
+def format_table(results: list[SetResult], model: str) -> str:
+    """Set x scale table; for a trained model, bicubic and the gain beside it."""
+    by_key: dict[tuple[str, int], dict[str, SetResult]] = {}
+    for r in results:
+        by_key.setdefault((r.set, r.scale), {})[r.model] = r
+    with_baseline = model != "bicubic" and any("bicubic" in v for v in by_key.values())
+    head = f"| {'set':<10} | scale | {model + ' PSNR/SSIM':>22} |"
+    sep = "|" + "-" * 12 + "|-------|" + "-" * 24 + "|"
+    if with_baseline:
+        head += f" {'bicubic PSNR/SSIM':>18} | {'gain':>16} |"
+        sep += "-" * 20 + "|" + "-" * 18 + "|"
+    lines = [head, sep]
+    for (set_name, scale), rows in by_key.items():
+        m = rows[model]
+        line = f"| {set_name:<10} | x{scale:<4} | {m.psnr:>13.2f} / {m.ssim:.4f} |"
+        if with_baseline:
+            b = rows["bicubic"]
+            line += f" {b.psnr:>9.2f} / {b.ssim:.4f} | {m.psnr - b.psnr:>+7.2f} / {m.ssim - b.ssim:+.4f} |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def write_results(results: list[SetResult], out_dir: Path, table: str) -> None:
+    """results.json / .csv / .md and per_image.json / .csv in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = [r.row() for r in results]
+    (out_dir / "results.json").write_text(json.dumps(rows, indent=2))
+    _write_csv(out_dir / "results.csv", rows)
+    (out_dir / "results.md").write_text(table + "\n")
+    per_image = [
+        {**asdict(i), "psnr": round(i.psnr, 4), "ssim": round(i.ssim, 6)} for r in results for i in r.per_image
+    ]
+    (out_dir / "per_image.json").write_text(json.dumps(per_image, indent=2))
+    _write_csv(out_dir / "per_image.csv", per_image)
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        path.write_text("")
+        return
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def resolve_eval_sources(spec: str, scale: int, lr_source: str = "auto") -> list[ImageSource]:
+    return resolve_sources(spec, scale, lr_source=lr_source, key="eval.sets")
