@@ -7,8 +7,12 @@ STAMP  := $(VENV)/.installed
 # fetching a multi-GB CUDA build to satisfy the package's torch requirement.
 TORCH  ?= torch==2.13.0
 ARGS   ?=
+# make eval / make data: CKPT=path (default: newest best.ckpt under outputs/), DATA=paths.data_dir
+CKPT   ?= latest
+DATA   ?=
+DATA_ARG := $(if $(DATA),paths.data_dir=$(DATA))
 
-.PHONY: install train test test-fast eval bench clean
+.PHONY: install train test test-fast eval data bench clean
 
 install: $(STAMP)
 
@@ -29,10 +33,14 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
 
 eval: $(STAMP)
-	$(PY) eval.py $(ARGS)
+	$(PY) eval.py ckpt_path=$(CKPT) $(DATA_ARG) $(ARGS)
+
+data: $(STAMP)
+	$(PY) -m sr_experiments.download --dest $(or $(DATA),$(SR_DATA),data)
 
 bench: $(STAMP)
 	$(PY) bench/train_overhead.py
+	$(PY) bench/eval_bicubic.py
 
 clean:
 	rm -rf outputs multirun wandb lightning_logs .pytest_cache

@@ -155,7 +155,12 @@ def evaluate_set(
     cache: _HRCache | None = None,
     save_dir: Path | None = None,
 ) -> list[SetResult]:
-    """PSNR/SSIM of each network in ``nets`` (label -> module) on one set at one scale."""
+    """PSNR/SSIM of each network in ``nets`` (label -> module) on one set at one scale.
+
+    The first entry is the evaluated model (its outputs are saved when ``save_dir`` is given);
+    the others are baselines run on the same LR.
+    """
+    model_label = next(iter(nets))
     cache = cache or _HRCache()
     results = {label: SetResult(set_name, scale, label, 0.0, 0.0, 0, "") for label in nets}
     device = torch.device(options.device)
@@ -175,7 +180,7 @@ def evaluate_set(
             sr = sr.float().clamp(0, 1)
             p, s = sr_psnr_ssim(sr, hr_f, scale, torch.tensor([gray]))
             results[label].per_image.append(ImageResult(set_name, scale, label, source.name, float(p), float(s)))
-            if save_dir is not None and not isinstance(net, Bicubic):
+            if save_dir is not None and label == model_label:
                 out = save_dir / set_name / f"x{scale}"
                 out.mkdir(parents=True, exist_ok=True)
                 img = (sr[0] * 255 + 0.5).floor().byte().permute(1, 2, 0).cpu().numpy()
@@ -197,8 +202,8 @@ def format_table(results: list[SetResult], model: str) -> str:
     head = f"| {'set':<10} | scale | {model + ' PSNR/SSIM':>22} |"
     sep = "|" + "-" * 12 + "|-------|" + "-" * 24 + "|"
     if with_baseline:
-        head += f" {'bicubic PSNR/SSIM':>18} | {'gain':>16} |"
-        sep += "-" * 20 + "|" + "-" * 18 + "|"
+        head += f" {'bicubic PSNR/SSIM':>18} | {'gain':>17} |"
+        sep += "-" * 20 + "|" + "-" * 19 + "|"
     lines = [head, sep]
     for (set_name, scale), rows in by_key.items():
         m = rows[model]

@@ -156,3 +156,15 @@ def test_run_shorter_than_an_epoch_still_validates_and_checkpoints_its_last_step
     assert load_checkpoint_file(last)["global_step"] == 6
     resumed = train(compose_train([*overrides, "trainer.max_steps=10", f"ckpt_path={last}"], tmp_path / "b"))
     assert resumed["steps"] == 10 and resumed["history"][-1]["step"] == 10
+
+
+@pytest.mark.slow
+def test_multirun_sweep_writes_one_run_per_combination(tmp_path: Path) -> None:
+    args = ["-m", "lr=1e-3,2e-3", "model.depth=2,4", "data.patches_per_epoch=16", "data.batch_size=4",
+            "data.patch_size=16", "trainer.max_steps=4", "trainer.enable_progress_bar=false", f"hydra.sweep.dir={tmp_path}"]
+    proc = _run_cli(args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = sorted(tmp_path.glob("*/metrics.json"))
+    assert len(runs) == 4
+    combos = {tuple(o for o in json.loads(r.read_text())["overrides"] if o.startswith(("lr=", "model.depth="))) for r in runs}
+    assert combos == {(f"lr={lr}", f"model.depth={d}") for lr in ("0.001", "0.002") for d in (2, 4)}

@@ -1,0 +1,192 @@
+"""eval.py: published bicubic numbers, set discovery, checkpoint round trip, tiling, self-ensemble."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import CONF, FAST, ROOT, compose_train
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+from PIL import Image
+
+from sr_experiments.evaluation import find_latest_checkpoint, load_network, locate_set
+from sr_experiments.inference import _tile_plan, self_ensemble, tiled_forward, upscale
+from sr_experiments.metrics import sr_psnr_ssim
+from sr_experiments.models import build_network
+from sr_experiments.run_eval import run_eval
+from sr_experiments.train import train
+
+PUBLISHED_BICUBIC = {
+    ("Set5", 2): (33.66, 0.9299), ("Set5", 3): (30.39, 0.8682), ("Set5", 4): (28.42, 0.8104),
+    ("Set14", 2): (30.24, 0.8688), ("Set14", 3): (27.55, 0.7742), ("Set14", 4): (26.00, 0.7027),
+}
+
+
+def compose_eval(overrides: list[str], output_dir: Path):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="eval", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+@pytest.mark.slow
+def test_bicubic_cli_reproduces_published_numbers_with_framework_lr(tmp_path: Path, data_dir: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "eval.py", "model=bicubic", f"paths.data_dir={data_dir}", "eval.sets=[Set5,Set14]",
+         "eval.scales=[2,3,4]", "eval.lr_source=generate", f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert {(r["set"], r["scale"]) for r in rows} == set(PUBLISHED_BICUBIC)
+    for r in rows:
+        psnr, ssim = PUBLISHED_BICUBIC[(r["set"], r["scale"])]
+        assert r["model"] == "bicubic" and r["lr_from"] == "imresize"
+        assert abs(r["psnr"] - psnr) <= 0.03 and abs(r["ssim"] - ssim) <= 0.001, r
+        assert r["images"] == (5 if r["set"] == "Set5" else 14)
+    for name in ("results.csv", "results.md", "per_image.json", "per_image.csv"):
+        assert (tmp_path / name).is_file()
+    assert len(json.loads((tmp_path / "per_image.json").read_text())) == 3 * (5 + 14)
+    assert "| Set14      | x4" in proc.stdout
+
+
+def test_missing_sets_are_reported_and_b100_is_bsd100(tmp_path: Path, data_dir: Path, capsys) -> None:
+    cfg = compose_eval([f"paths.data_dir={data_dir}", "eval.sets=[Set5,B100,NoSuchSet]", "eval.scales=[4]"], tmp_path)
+    results = run_eval(cfg)
+    out = capsys.readouterr().out
+    assert [(r.set, r.scale) for r in results] == [("Set5", 4)]
+    assert "B100: not found" in out and "NoSuchSet: not found" in out and "make data" in out
+    (tmp_path / "d" / "B100" / "HR").mkdir(parents=True)
+    assert locate_set("BSD100", tmp_path / "d") == ("BSD100", str(tmp_path / "d" / "B100"))
+
+
+def test_no_set_at_all_is_a_clear_error(tmp_path: Path) -> None:
+    cfg = compose_eval([f"paths.data_dir={tmp_path}", "eval.sets=[Set5]"], tmp_path / "out")
+    with pytest.raises(FileNotFoundError, match="paths.data_dir"):
+        run_eval(cfg)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    train(compose_train(FAST, out))
+    return out
+
+
+def test_checkpoint_evaluates_to_the_psnr_training_reported(trained_run: Path, tmp_path: Path) -> None:
+    reported = json.loads((trained_run / "metrics.json").read_text())
+    ckpt = trained_run / "checkpoints" / "best.ckpt"
+    cfg = compose_eval([f"ckpt_path={ckpt}", "eval.sets=[sample:val]"], tmp_path)
+    results = {r.model: r for r in run_eval(cfg)}
+    assert results["edsr"].psnr == pytest.approx(reported["best"]["psnr"], abs=1e-4)
+    assert results["edsr"].ssim == pytest.approx(reported["best"]["ssim"], abs=1e-6)
+    assert results["bicubic"].psnr == pytest.approx(reported["bicubic"]["psnr"], abs=1e-4)
+    assert "gain" in (tmp_path / "results.md").read_text()
+
+
+def test_checkpoint_scale_is_enforced_and_latest_is_found(trained_run: Path, tmp_path: Path) -> None:
+    ckpt = trained_run / "checkpoints" / "best.ckpt"
+    with pytest.raises(ValueError, match="x2"):
+        run_eval(compose_eval([f"ckpt_path={ckpt}", "eval.sets=[sample:val]", "eval.scales=[3]"], tmp_path))
+    assert find_latest_checkpoint(trained_run) == ckpt
+    net, spec = load_network(ckpt)
+    assert spec["name"] == "edsr" and not net.training
+
+
+def test_trainable_model_without_checkpoint_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="ckpt_path"):
+        run_eval(compose_eval(["model=edsr", "eval.sets=[sample:val]"], tmp_path))
+
+
+def test_save_images_and_gray_files(tmp_path: Path) -> None:
+    hr_dir = tmp_path / "data" / "Mine" / "HR"
+    hr_dir.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (9, 9, 3), dtype=np.uint8)
+    rgb = np.asarray(Image.fromarray(small).resize((48, 48), Image.BICUBIC))
+    Image.fromarray(rgb).save(hr_dir / "color.png")
+    Image.fromarray(rgb[..., 1]).save(hr_dir / "gray.png")
+    cfg = compose_eval([f"paths.data_dir={tmp_path / 'data'}", "eval.sets=[Mine]", "eval.save_images=true"], tmp_path / "o")
+    (result,) = run_eval(cfg)
+    saved = tmp_path / "o" / "images" / "Mine" / "x2"
+    with Image.open(saved / "gray.png") as g_img, Image.open(saved / "color.png") as c_img:
+        assert g_img.mode == "L" and c_img.mode == "RGB" and g_img.size == c_img.size == (48, 48)
+    per = {i.image: i for i in result.per_image}
+    g = torch.from_numpy(rgb[..., 1].copy()).float()[None, None].repeat(1, 3, 1, 1) / 255
+    lr = (g * 255).round().byte()
+    from sr_experiments.imresize import imresize
+
+    sr = imresize(imresize(lr, scale=0.5), scale=2).float() / 255
+    direct = 10 * math.log10(255**2 / float(((sr[0, 0] - g[0, 0]) * 255)[2:-2, 2:-2].pow(2).mean()))
+    assert per["gray"].psnr == pytest.approx(direct, abs=1e-6)  # gray values, not 219/255-scaled Y
+
+
+def _rf_net(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_network({"name": "edsr", "scale": 2, "depth": 2, "width": 8}).eval()
+
+
+def test_tile_plan_owns_every_pixel_once_with_context() -> None:
+    for length, tile, overlap in [(100, 32, 8), (33, 32, 8), (10, 32, 8), (257, 64, 17)]:
+        plan = _tile_plan(length, tile, overlap)
+        owned = [p for s, a, b in plan for p in range(a, b)]
+        assert owned == list(range(length))
+        for s, a, b in plan:
+            assert s <= a and b <= s + min(tile, length)
+            assert a == 0 or a - s >= overlap // 2
+            assert b == length or s + tile - b >= overlap // 2
+
+
+def test_tiled_equals_untiled_for_receptive_field_below_overlap() -> None:
+    # depth-2 EDSR: 3x3 convs first, 4 in the body, after body, upsampler at LR -> RF 15 LR pixels.
+    net = _rf_net()
+    lr = torch.rand(1, 3, 70, 53, generator=torch.Generator().manual_seed(0))
+    hr = torch.rand(1, 3, 140, 106, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        full = net(lr)
+        tiled = tiled_forward(net, lr, 2, tile=24, overlap=16, tile_batch=3)
+    assert (full - tiled).abs().max() < 1e-5
+    p_full = sr_psnr_ssim(full.clamp(0, 1), hr, 2)[0].item()
+    p_tiled = sr_psnr_ssim(tiled.clamp(0, 1), hr, 2)[0].item()
+    assert abs(p_full - p_tiled) < 0.01
+    # Too little overlap: tiles see different context, outputs differ (the bound is real).
+    with torch.inference_mode():
+        poor = tiled_forward(net, lr, 2, tile=24, overlap=2)
+    assert (full - poor).abs().max() > 1e-4
+
+
+def test_self_ensemble_is_the_mean_of_the_eight_undone_transforms() -> None:
+    net = _rf_net(1)
+    lr = torch.rand(1, 3, 12, 17)
+    with torch.inference_mode():
+        ours = self_ensemble(net, lr)
+        outs = []
+        x = lr.numpy()
+        for k in range(4):
+            for flip in (False, True):
+                t = np.rot90(x, k, axes=(2, 3))
+                t = t[..., ::-1] if flip else t
+                y = net(torch.from_numpy(np.ascontiguousarray(t))).numpy()
+                y = y[..., ::-1] if flip else y
+                outs.append(np.rot90(y, -k, axes=(2, 3)))
+        expected = np.mean(outs, axis=0)
+    assert ours.shape == (1, 3, 24, 34)
+    np.testing.assert_allclose(ours.numpy(), expected, atol=1e-6)
+    assert not torch.allclose(ours, net(lr).detach(), atol=1e-4)  # it does change the output
+
+
+def test_ensemble_and_tiling_combine() -> None:
+    net = _rf_net(2)
+    lr = torch.rand(1, 3, 40, 40)
+    plain = upscale(net, lr, 2, ensemble=True)
+    tiled = upscale(net, lr, 2, tile=24, overlap=16, ensemble=True)
+    assert (plain - tiled).abs().max() < 1e-5
