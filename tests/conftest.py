@@ -54,3 +54,32 @@ FAST = [
     "trainer.enable_model_summary=false",
     "callbacks.image_panel.num_images=1",
 ]
+
+
+def assert_one_training_step(net, x) -> None:
+    """One Adam step on an L1 loss: finite loss, finite gradients for every parameter, weights move."""
+    import torch
+
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    before = [p.detach().clone() for p in net.parameters()]
+    out = net(x)
+    loss = torch.nn.functional.l1_loss(out, torch.rand_like(out))
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss)
+    for name, p in net.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert torch.isfinite(p).all(), name
+    assert any(not torch.equal(b, p) for b, p in zip(before, net.parameters()))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tests on one torch thread (tiny tensors; see the network tests)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -15,10 +15,17 @@ from sr_experiments.models.registry import (
 # The imports register the networks (one module per registry name).
 from sr_experiments.models.bicubic import Bicubic
 from sr_experiments.models.edsr import EDSR
+from sr_experiments.models.edsr_large import EDSRLarge
 from sr_experiments.models.espcn import ESPCN
 from sr_experiments.models.fsrcnn import FSRCNN
+from sr_experiments.models.imdn import IMDN
+from sr_experiments.models.rcan import RCAN
+from sr_experiments.models.rrdbnet import RRDBNet
+from sr_experiments.models.safmn import SAFMN
 from sr_experiments.models.seed import Seed
 from sr_experiments.models.srcnn import SRCNN
+from sr_experiments.models.swinir import SwinIR, SwinIRLight
+from sr_experiments.models.vdsr import VDSR
 
 __all__ = [
     "NETWORKS",
@@ -29,8 +36,16 @@ __all__ = [
     "check_scale",
     "Bicubic",
     "EDSR",
+    "EDSRLarge",
     "ESPCN",
     "FSRCNN",
+    "IMDN",
+    "RCAN",
+    "RRDBNet",
+    "SAFMN",
     "Seed",
     "SRCNN",
+    "SwinIR",
+    "SwinIRLight",
+    "VDSR",
 ]

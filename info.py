@@ -1,0 +1,20 @@
+"""Parameters and 720p MACs of a network: `python info.py model=NAME scale=S`; the last line is JSON."""
+
+import json
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from sr_experiments.info import format_info, network_info
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    spec = OmegaConf.to_container(cfg.model, resolve=True)
+    info = network_info(spec)
+    print(format_info(info, spec))
+    print(json.dumps({k: info[k] for k in ("model", "scale", "params", "macs_720p")}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Size of a network: parameters, and multiply-accumulates for a 1280x720 output.
+
+MACs are counted by torch's ``FlopCounterMode`` (convolutions, linear layers, matmuls and
+attention; element-wise ops are not counted, as in the SR literature) on the meta device: no
+memory is allocated and nothing is computed, so a 40M-parameter network is counted instantly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from sr_experiments.models import build_network, count_parameters
+
+OUTPUT_720P = (720, 1280)  # (height, width) of the output MACs are reported for
+
+
+def count_macs(spec: Mapping[str, Any], lr_size: tuple[int, int]) -> int:
+    """Multiply-accumulates of one forward pass on a (1, 3, *lr_size) input."""
+    with torch.device("meta"):
+        net = build_network(spec).eval()
+        x = torch.empty(1, 3, *lr_size)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        net(x)
+    return counter.get_total_flops() // 2
+
+
+def network_info(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"model", "scale", "params", "macs_720p", "lr_size_720p"}`` for a network spec.
+
+    The LR input is ``ceil(720 / s) x ceil(1280 / s)``: exactly 1280x720 out at x2 and x4,
+    1281x720 at x3 (1280 is not a multiple of 3).
+    """
+    scale = int(spec["scale"])
+    params = count_parameters(build_network(spec))
+    lr_size = (math.ceil(OUTPUT_720P[0] / scale), math.ceil(OUTPUT_720P[1] / scale))
+    return {
+        "model": spec["name"],
+        "scale": scale,
+        "params": params,
+        "macs_720p": count_macs(spec, lr_size),
+        "lr_size_720p": list(lr_size),
+    }
+
+
+def format_info(info: dict[str, Any], spec: Mapping[str, Any]) -> str:
+    args = ", ".join(f"{k}={v}" for k, v in spec.items() if k not in ("name", "scale"))
+    h, w = info["lr_size_720p"]
+    return "\n".join(
+        [
+            f"network     {info['model']} x{info['scale']}" + (f" ({args})" if args else ""),
+            f"parameters  {info['params']:,} ({info['params'] / 1e6:.3f} M)",
+            f"MACs        {info['macs_720p'] / 1e9:,.2f} G for a {w * info['scale']}x{h * info['scale']} output "
+            f"(LR {w}x{h}; FlopCounterMode, conv/linear/matmul)",
+        ]
+    )

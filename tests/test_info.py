@@ -1,0 +1,42 @@
+"""info.py: parameter counts and 720p MACs (counted by FlopCounterMode, checked by hand here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+from sr_experiments.info import count_macs, network_info
+from sr_experiments.models import build_network, count_parameters
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_espcn_macs_match_the_hand_count(scale: int) -> None:
+    h, w = 360 * 2 // scale, 640 * 2 // scale
+    per_pixel = 5 * 5 * 3 * 64 + 3 * 3 * 64 * 32 + 3 * 3 * 32 * 3 * scale**2  # three convs at LR
+    assert count_macs({"name": "espcn", "scale": scale}, (h, w)) == per_pixel * h * w
+
+
+def test_info_reports_params_and_720p_output() -> None:
+    info = network_info({"name": "edsr", "scale": 2})
+    assert info["params"] == 1_369_859 == count_parameters(build_network({"name": "edsr", "scale": 2}))
+    assert info["lr_size_720p"] == [360, 640]
+    # EDSR-baseline x2 at 720p: conv_first (3->64), 32 body convs + conv_after_body (64->64) and the
+    # x2 upsampler conv (64->256) at LR; conv_last (64->3) at HR.
+    body = 9 * 3 * 64 + 33 * 9 * 64 * 64 + 9 * 64 * 256
+    hr_tail = 9 * 64 * 3  # conv_last at HR
+    assert info["macs_720p"] == 360 * 640 * body + 720 * 1280 * hr_tail
+
+
+def test_cli_prints_json_last_line(tmp_path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "info.py", "model=fsrcnn", "scale=3", f"hydra.run.dir={tmp_path}", "hydra.output_subdir=null"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    last = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert last["model"] == "fsrcnn" and last["scale"] == 3 and last["params"] == 24_683
+    assert last["macs_720p"] > 0 and set(last) == {"model", "scale", "params", "macs_720p"}
