@@ -7,6 +7,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from sr_experiments.imresize import imresize
 from sr_experiments.inference import upscale
 from sr_experiments.metrics import sr_psnr_ssim
 from sr_experiments.models import build_network
+from sr_experiments.models.pretrained import load_pretrained
 from sr_experiments.models.bicubic import Bicubic
 
 log = logging.getLogger(__name__)
@@ -62,24 +64,22 @@ class SetResult:
         return d
 
 
-def load_network(ckpt_path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a trained network from a checkpoint of ``train.py`` (``weights_only`` loading).
+def load_network(ckpt_path: str | Path, model: Mapping[str, Any] | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a trained network from a checkpoint (``weights_only`` loading).
 
-    The network spec (name, scale, constructor arguments) is stored in the checkpoint, so no
-    ``model=...`` has to be repeated.
+    A checkpoint of ``train.py`` carries its network spec, so no ``model=...`` has to be
+    repeated. A bare weights file (an official ``.pth`` release) needs ``model`` (the spec from
+    ``model=NAME scale=S``).
     """
     ckpt = load_checkpoint_file(ckpt_path)
-    try:
-        spec = dict(ckpt["hyper_parameters"]["network"])
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"checkpoint '{ckpt_path}' has no network spec (hyper_parameters.network); "
-            "was it written by train.py?"
-        ) from None
-    net = build_network(spec)
-    state = {k[len("net.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-    net.load_state_dict(state, strict=True)
-    return net.eval(), spec
+    spec = (ckpt.get("hyper_parameters") or {}).get("network") if isinstance(ckpt, Mapping) else None
+    if spec is None:
+        if model is None:
+            raise ValueError(f"'{ckpt_path}' holds weights without a network spec: name the network with model=NAME scale=S")
+        spec = dict(model)
+    net = build_network(dict(spec))
+    load_pretrained(net, ckpt)
+    return net.eval(), dict(spec)
 
 
 def find_latest_checkpoint(root: str | Path = "outputs") -> Path:

@@ -52,9 +52,11 @@ class SRLitModule(L.LightningModule):
         if int(network.get("scale", scale)) != int(scale):
             raise ValueError(f"model.scale={network['scale']} differs from scale={scale}; set the top-level scale only")
         network["scale"] = int(scale)
+        # The checkpoint must rebuild the network without the pretrained file it started from.
+        saved_spec = {k: v for k, v in network.items() if k not in ("pretrained", "pretrained_key")}
         self.save_hyperparameters(
             {
-                "network": network,
+                "network": saved_spec,
                 "scale": int(scale),
                 "loss": str(loss),
                 "optimizer": _plain(optimizer) if optimizer is not None else dict(DEFAULT_OPTIMIZER),

@@ -46,7 +46,8 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
         ckpt_path = find_latest_checkpoint(cfg.paths.get("runs_dir", "outputs"))
         print(f"checkpoint: {ckpt_path}")
     if ckpt_path:
-        net, spec = load_network(ckpt_path)
+        model_spec = {**OmegaConf.to_container(cfg.model, resolve=True), "scale": int(cfg.scale)}
+        net, spec = load_network(ckpt_path, model=model_spec)
         model_scale = int(spec["scale"])
         scales = [int(s) for s in ev.scales] if ev.scales else [model_scale]
         bad = [s for s in scales if s != model_scale]

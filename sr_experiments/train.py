@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sr_experiments.checkpoint_io import AtomicCheckpointIO, load_checkpoint_file
 from sr_experiments.lit_module import SRLitModule
+from sr_experiments.models.pretrained import load_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +35,17 @@ def instantiate_group(cfg: DictConfig | None) -> list[Any]:
 
 def format_summary(summary: dict[str, Any]) -> str:
     """A short table: bicubic, best, final, and the gain of the best over bicubic."""
-    lines = [f"{'':<18}{'PSNR (dB)':>10}{'SSIM':>9}"]
+    w = max(18, len(summary["model"]) + 9)
+    lines = [f"{'':<{w}}{'PSNR (dB)':>10}{'SSIM':>9}"]
     bic, best, final = summary.get("bicubic"), summary.get("best"), summary.get("final")
     if bic:
-        lines.append(f"{'bicubic':<18}{bic['psnr']:>10.2f}{bic['ssim']:>9.4f}")
+        lines.append(f"{'bicubic':<{w}}{bic['psnr']:>10.2f}{bic['ssim']:>9.4f}")
     if best:
-        lines.append(f"{summary['model'] + ' (best)':<18}{best['psnr']:>10.2f}{best['ssim']:>9.4f}")
+        lines.append(f"{summary['model'] + ' (best)':<{w}}{best['psnr']:>10.2f}{best['ssim']:>9.4f}")
     if final:
-        lines.append(f"{summary['model'] + ' (final)':<18}{final['psnr']:>10.2f}{final['ssim']:>9.4f}")
+        lines.append(f"{summary['model'] + ' (final)':<{w}}{final['psnr']:>10.2f}{final['ssim']:>9.4f}")
     if bic and best:
-        lines.append(f"{'gain over bicubic':<18}{best['psnr'] - bic['psnr']:>+10.2f}{best['ssim'] - bic['ssim']:>+9.4f}")
+        lines.append(f"{'gain over bicubic':<{w}}{best['psnr'] - bic['psnr']:>+10.2f}{best['ssim'] - bic['ssim']:>+9.4f}")
     lines.append(
         f"x{summary['scale']}, {summary['params']:,} parameters, {summary['steps']} steps, "
         f"{summary['train_seconds']:.0f} s; validation: {summary.get('val_images', '?')} images"
@@ -72,13 +74,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path and not cfg.get("resume", True):
-        # Fine-tune: weights only, fresh optimizer, schedule and step count.
+    if ckpt_path:
         state = load_checkpoint_file(ckpt_path)
-        module.load_state_dict(state["state_dict"] if "state_dict" in state else state)
-        log.info("fine-tuning from the weights of %s", ckpt_path)
-        ckpt_path = None
-    elif ckpt_path:
+        if not cfg.get("resume", True) or "loops" not in state:
+            # Fine-tune: weights only (ours, or an official release), fresh optimizer, schedule, steps.
+            load_pretrained(module.net, state)
+            log.info("fine-tuning from the weights of %s", ckpt_path)
+            ckpt_path = None
+    if ckpt_path:
         log.info("resuming from %s", ckpt_path)
 
     start = time.perf_counter()

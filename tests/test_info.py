@@ -10,7 +10,9 @@ import pytest
 from conftest import ROOT
 
 from sr_experiments.info import count_macs, network_info
-from sr_experiments.models import build_network, count_parameters
+import torch
+
+from sr_experiments.models import NETWORKS, build_network, count_parameters, list_networks
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
@@ -40,3 +42,28 @@ def test_cli_prints_json_last_line(tmp_path) -> None:
     last = json.loads(proc.stdout.strip().splitlines()[-1])
     assert last["model"] == "fsrcnn" and last["scale"] == 3 and last["params"] == 24_683
     assert last["macs_720p"] > 0 and set(last) == {"model", "scale", "params", "macs_720p"}
+
+
+CASES = [
+    (name, scale)
+    for name in list_networks()
+    for scale in (2, 3, 4)
+    if scale in getattr(NETWORKS[name], "supported_scales", (2, 3, 4))
+]
+
+
+@pytest.mark.parametrize(("name", "scale"), CASES, ids=[f"{n}-x{s}" for n, s in CASES])
+def test_info_works_for_every_network(name: str, scale: int) -> None:
+    info = network_info({"name": name, "scale": scale})  # meta device: nothing is allocated
+    with torch.device("meta"):
+        assert info["params"] == count_parameters(build_network({"name": name, "scale": scale}))
+    assert info["macs_720p"] > 0 or name == "bicubic"
+
+
+PUBLISHED_MACS_X2 = {"edsr": 316.3e9, "imdn": 158.8e9, "rcan": 3530e9, "swinir_light": 244e9}  # papers' tables
+
+
+@pytest.mark.parametrize("name", list(PUBLISHED_MACS_X2))
+def test_macs_agree_with_published_figures(name: str) -> None:
+    # Papers count a few element-wise ops too; conv/linear/matmul MACs agree within 2%.
+    assert network_info({"name": name, "scale": 2})["macs_720p"] == pytest.approx(PUBLISHED_MACS_X2[name], rel=0.02)

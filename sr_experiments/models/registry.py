@@ -48,6 +48,8 @@ def build_network(spec: Mapping[str, Any]) -> nn.Module:
     """Instantiate ``spec["name"]`` with every other key of ``spec`` as a constructor argument.
 
     ``spec`` may be a plain mapping or an OmegaConf ``DictConfig`` (the Hydra ``model`` node).
+    ``pretrained`` (a weights file) and ``pretrained_key`` are not constructor arguments: the
+    weights are loaded into the built network (see ``models/pretrained.py``).
     Argument names are checked against the constructor first, so a typo on the command line
     (``model.dept=8``) gives a ValueError naming the key instead of a TypeError from deep inside.
     """
@@ -61,6 +63,7 @@ def build_network(spec: Mapping[str, Any]) -> nn.Module:
     if "name" not in kwargs:
         raise ValueError(f"model spec has no 'name' (registered networks: {', '.join(list_networks())})")
     name = kwargs.pop("name")
+    pretrained, pretrained_key = kwargs.pop("pretrained", None), kwargs.pop("pretrained_key", None)
     if name not in NETWORKS:
         raise ValueError(f"unknown network {name!r} (registered: {', '.join(list_networks())})")
     cls = NETWORKS[name]
@@ -74,7 +77,12 @@ def build_network(spec: Mapping[str, Any]) -> nn.Module:
     missing = [key for key in required if key not in kwargs]
     if missing:
         raise ValueError(f"network {name!r} needs {', '.join('model.' + k for k in missing)}")
-    return cls(**kwargs)
+    net = cls(**kwargs)
+    if pretrained:  # model.pretrained=PATH: an official release or a checkpoint of ours
+        from sr_experiments.models.pretrained import load_pretrained
+
+        load_pretrained(net, pretrained, pretrained_key)
+    return net
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -489,7 +489,8 @@ class SwinIR(nn.Module):
         self.patch_embed = PatchEmbed(embed_dim, norm=patch_norm)
         self.patch_unembed = PatchUnEmbed(embed_dim)
         self.pos_drop = nn.Dropout(p=drop_rate)
-        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, sum(depths))]
+        # Stochastic-depth decay rule; computed on the CPU so the model also builds on the meta device.
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         self.layers = nn.ModuleList(
             RSTB(
                 dim=embed_dim,
@@ -615,13 +616,10 @@ def load_official(
     The derived buffers the files carry are dropped by the blocks' load hooks, so plain
     ``load_state_dict`` works too. Returns ``load_state_dict``'s result.
     """
+    from sr_experiments.models.pretrained import unwrap_state_dict
+
     if not isinstance(checkpoint, Mapping):
         checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    if key is not None:
-        checkpoint = checkpoint[key]
-    else:
-        for k in ("params", "params_ema"):
-            if k in checkpoint:
-                checkpoint = checkpoint[k]
-                break
-    return net.load_state_dict(checkpoint, strict=strict)
+    if key is None and "params" in checkpoint:  # the classical releases: "params", as main_test_swinir.py
+        key = "params"
+    return net.load_state_dict(unwrap_state_dict(checkpoint, key), strict=strict)
