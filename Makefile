@@ -41,6 +41,7 @@ data: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/train_overhead.py
 	$(PY) bench/eval_bicubic.py
+	$(PY) bench/zoo.py
 
 clean:
 	rm -rf outputs multirun wandb lightning_logs .pytest_cache

@@ -215,3 +215,24 @@ def test_every_experiment_composes_and_builds(tmp_path: Path, experiment: str) -
         assert build_network(cfg.model) is not None
     assert module.hparams.scale == cfg.scale and cfg.trainer.max_steps > 0
     assert str(cfg.data.val_dir) == "/data/sr/Set5"
+
+
+def test_crash_mid_epoch_leaves_a_resumable_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sr_experiments.lit_module import SRLitModule
+
+    original = SRLitModule.training_step
+
+    def crash_at_step_6(self, batch, batch_idx):
+        if self.global_step == 6:
+            raise RuntimeError("simulated crash")
+        return original(self, batch, batch_idx)
+
+    overrides = [o for o in FAST if not o.startswith("trainer.max_steps")]
+    monkeypatch.setattr(SRLitModule, "training_step", crash_at_step_6)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(compose_train([*overrides, "trainer.max_steps=12"], tmp_path / "a"))
+    saved = tmp_path / "a" / "checkpoints" / "interrupted.ckpt"
+    assert load_checkpoint_file(saved)["global_step"] == 6  # not 4, the last epoch end
+    monkeypatch.setattr(SRLitModule, "training_step", original)
+    resumed = train(compose_train([*overrides, "trainer.max_steps=12", f"ckpt_path={saved}"], tmp_path / "b"))
+    assert resumed["steps"] == 12

@@ -1,0 +1,64 @@
+"""Every registered network: parameters, MACs for a 720p output, and CPU inference time.
+
+    python bench/zoo.py [--size 256] [--scale 2] [--out FILE.md]
+
+Inference: fp32, ``torch.inference_mode``, one ``size`` x ``size`` LR image at ``scale``; a warm-up
+on a small input first, then the median of 3 runs (1 run for networks above 500 GMACs at 720p,
+which take tens of seconds each on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sr_experiments.info import network_info  # noqa: E402
+from sr_experiments.models import NETWORKS, build_network, list_networks  # noqa: E402
+
+
+def time_inference(spec: dict, size: int, repeats: int) -> float:
+    torch.manual_seed(0)
+    net = build_network(spec).eval()
+    with torch.inference_mode():
+        net(torch.rand(1, 3, 32, 32))
+        times = []
+        for _ in range(repeats):
+            x = torch.rand(1, 3, size, size)
+            t = time.perf_counter()
+            net(x)
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--scale", type=int, default=2)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    rows = [f"| network | params | GMACs (720p out, x{args.scale}) | CPU s / {args.size}x{args.size} LR (x{args.scale}) |",
+            "|---|---:|---:|---:|"]
+    for name in list_networks():
+        if args.scale not in getattr(NETWORKS[name], "supported_scales", (2, 3, 4)):
+            continue
+        spec = {"name": name, "scale": args.scale}
+        info = network_info(spec)
+        seconds = time_inference(spec, args.size, 1 if info["macs_720p"] > 500e9 else 3)
+        rows.append(f"| `{name}` | {info['params']:,} | {info['macs_720p'] / 1e9:,.1f} | {seconds:.2f} |")
+        print(rows[-1], flush=True)
+    text = f"torch {torch.__version__}, {torch.get_num_threads()} threads\n\n" + "\n".join(rows) + "\n"
+    if args.out:
+        args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
