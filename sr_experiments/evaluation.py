@@ -17,9 +17,8 @@ from torch import nn
 
 from sr_experiments.checkpoint_io import load_checkpoint_file
 from sr_experiments.data.image_io import load_rgb
-from sr_experiments.data.pairs import mod_crop, to_chw
+from sr_experiments.data.pairs import load_pair
 from sr_experiments.data.sources import SAMPLE_PREFIX, ImageSource, resolve_sources
-from sr_experiments.imresize import imresize
 from sr_experiments.inference import upscale
 from sr_experiments.metrics import sr_psnr_ssim
 from sr_experiments.models import build_network
@@ -125,18 +124,6 @@ class _HRCache:
         return self._cache[path]
 
 
-def _pair(source: ImageSource, scale: int, cache: _HRCache) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    rgb, gray = cache.get(source.hr)
-    hr = to_chw(mod_crop(rgb, scale))
-    if source.lr is not None:
-        lr = to_chw(load_rgb(source.lr)[0])
-        if tuple(lr.shape[1:]) != (hr.shape[1] // scale, hr.shape[2] // scale):
-            raise ValueError(f"{source.lr}: LR size does not match its HR '{source.hr}' at x{scale}")
-    else:
-        lr = imresize(hr, scale=1 / scale)
-    return lr, hr, gray
-
-
 @dataclass
 class InferenceOptions:
     device: str = "cpu"
@@ -168,9 +155,10 @@ def evaluate_set(
         "imresize" if all(s.lr is None for s in sources) else "files+imresize"
     )
     for source in sources:
-        lr, hr, gray = _pair(source, scale, cache)
-        lr_f = lr[None].to(device).float() / 255
-        hr_f = hr[None].to(device).float() / 255
+        pair = load_pair(source, scale, cache.get(source.hr))
+        gray = pair.gray
+        lr_f = pair.lr[None].to(device).float() / 255
+        hr_f = pair.hr[None].to(device).float() / 255
         for label, net in nets.items():
             if isinstance(net, Bicubic):  # exact, parameter-free: no tiling or ensemble needed
                 with torch.inference_mode():

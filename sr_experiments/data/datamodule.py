@@ -59,7 +59,7 @@ class SRDataModule(L.LightningDataModule):
         pin_memory: bool | None = None,
     ) -> None:
         super().__init__()
-        if scale not in (2, 3, 4) and not (isinstance(scale, int) and scale >= 2):
+        if not isinstance(scale, int) or isinstance(scale, bool) or scale < 2:
             raise ValueError(f"scale must be an integer >= 2 (2, 3 or 4 for the benchmarks), got {scale!r}")
         self.train_dirs, self.val_dirs = _as_list(train_dir), _as_list(val_dir)
         if not self.val_dirs:

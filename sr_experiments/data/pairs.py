@@ -30,9 +30,13 @@ def to_chw(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
 
 
-def load_pair(source: ImageSource, scale: int) -> ImagePair:
-    """Decode one HR (mod-cropped to ``scale``) and its LR: the LR file, or a MATLAB downscale."""
-    hr_np, gray = load_rgb(source.hr)
+def load_pair(source: ImageSource, scale: int, decoded: tuple[np.ndarray, bool] | None = None) -> ImagePair:
+    """Decode one HR (mod-cropped to ``scale``) and its LR: the LR file, or a MATLAB downscale.
+
+    ``decoded`` is ``load_rgb(source.hr)`` when the caller already has it (evaluation reuses one
+    decode across scales).
+    """
+    hr_np, gray = decoded if decoded is not None else load_rgb(source.hr)
     hr = to_chw(mod_crop(hr_np, scale))
     if hr.shape[1] < scale or hr.shape[2] < scale:
         raise ValueError(f"{source.hr}: image of {hr_np.shape[1]}x{hr_np.shape[0]} is smaller than the scale x{scale}")
@@ -47,7 +51,3 @@ def load_pair(source: ImageSource, scale: int) -> ImagePair:
                 f"needs {expected[1]}x{expected[0]}; check the scale, or use data.lr_source=generate"
             )
     return ImagePair(source.name, lr.contiguous(), hr.contiguous(), gray)
-
-
-def load_pairs(sources: list[ImageSource], scale: int) -> list[ImagePair]:
-    return [load_pair(s, scale) for s in sources]
