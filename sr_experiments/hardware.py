@@ -1,0 +1,104 @@
+"""What the hardware does fast: the precision and memory layout to use, and its measured peak.
+
+Precision is chosen per device, never silently: every choice comes with the reason, which runs
+log. bf16 autocast pays only where the hardware has native bf16 matrix units (AVX512-BF16 or
+AMX on CPUs, Ampere+ on GPUs); elsewhere oneDNN/cuDNN emulate it and it is slower than fp32.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """A Lightning ``precision`` value, the autocast dtype it implies, and why it was chosen."""
+
+    precision: str  # "bf16-mixed" | "16-mixed" | "32"
+    reason: str
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(self.precision)
+
+
+def device_type(device: str | torch.device | None = None) -> str:
+    """``"cuda"`` or ``"cpu"`` for a device spec; ``None``/``"auto"``/``"gpu"`` resolve to what is present."""
+    if device is None or str(device) in ("auto", "gpu"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device).type
+
+
+def cpu_bf16_support() -> tuple[bool, str]:
+    """Whether this CPU has native bf16 matrix instructions, and which."""
+    cpu = torch.cpu
+    if getattr(cpu, "_is_amx_tile_supported", lambda: False)():
+        return True, "CPU has AMX (bf16 tiles)"
+    if getattr(cpu, "_is_avx512_bf16_supported", lambda: False)():
+        return True, "CPU has AVX512-BF16"
+    return False, f"CPU has no native bf16 (capability {torch.backends.cpu.get_cpu_capability()}); bf16 would be emulated"
+
+
+def choose_precision(requested: str | int | None, device: str | torch.device | None = None) -> PrecisionChoice:
+    """Resolve ``trainer.precision`` / ``precision``: ``auto`` picks per device, anything else is kept.
+
+    ``auto``: ``bf16-mixed`` on CPUs with AVX512-BF16/AMX and on GPUs that support bf16, ``32``
+    elsewhere.
+    """
+    req = "auto" if requested is None else str(requested)
+    if req != "auto":
+        return PrecisionChoice(_normalise(req), f"precision={req} was set explicitly")
+    kind = device_type(device)
+    if kind == "cuda":
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return PrecisionChoice("bf16-mixed", f"GPU {torch.cuda.get_device_name()} supports bf16")
+        return PrecisionChoice("32", "GPU without bf16 support")
+    if kind == "cpu":
+        ok, why = cpu_bf16_support()
+        return PrecisionChoice("bf16-mixed" if ok else "32", why)
+    return PrecisionChoice("32", f"no bf16 rule for device type {kind!r}")
+
+
+def _normalise(precision: str) -> str:
+    aliases = {"32-true": "32", "fp32": "32", "bf16": "bf16-mixed", "16": "16-mixed", "fp16": "16-mixed"}
+    return aliases.get(precision, precision)
+
+
+def peak_conv_gmacs(
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.bfloat16,
+    channels_last: bool = True,
+    channels: int = 64,
+    size: int = 128,
+    batch: int = 8,
+    seconds: float = 2.0,
+) -> float:
+    """Measured throughput (GMAC/s) of a large 3x3 ``conv2d``: the machine's practical peak for
+    the layer SR networks are made of. fp32 weights under autocast when ``dtype`` is lower."""
+    dev = torch.device(device)
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1).to(dev)
+    x = torch.rand(batch, channels, size, size, device=dev)
+    if channels_last:
+        conv = conv.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    macs = batch * channels * channels * 9 * size * size
+    use_autocast = dtype != torch.float32
+    with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype, enabled=use_autocast):
+        for _ in range(2):
+            conv(x)
+        _sync(dev)
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds or n < 3:
+            conv(x)
+            n += 1
+        _sync(dev)
+        elapsed = time.perf_counter() - start
+    return macs * n / elapsed / 1e9
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
