@@ -12,7 +12,7 @@ CKPT   ?= latest
 DATA   ?=
 DATA_ARG := $(if $(DATA),paths.data_dir=$(DATA))
 
-.PHONY: install train test test-fast eval data bench clean
+.PHONY: install train test test-fast eval data bench bench-parity clean
 
 install: $(STAMP)
 
@@ -42,6 +42,11 @@ bench: $(STAMP)
 	$(PY) bench/train_overhead.py
 	$(PY) bench/eval_bicubic.py
 	$(PY) bench/zoo.py
+	$(PY) bench/train_speed.py --compile
+
+# Quality parity of the fast defaults with fp32 (two CPU-recipe trainings: tens of minutes).
+bench-parity: $(STAMP)
+	$(PY) bench/precision_parity.py $(DATA_ARG) $(ARGS)
 
 clean:
 	rm -rf outputs multirun wandb lightning_logs .pytest_cache

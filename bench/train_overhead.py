@@ -4,7 +4,8 @@
 
 Both loops train the default model (or the one the overrides pick) from the same initial
 weights with the same optimizer and schedule. The bare loop steps over batches drawn from the
-datamodule beforehand (tensors already in memory); the framework runs ``Trainer.fit`` with the
+datamodule beforehand (tensors already in memory), with the precision and memory format the
+framework chose (so the difference is the framework's own cost); the framework runs ``Trainer.fit`` with the
 datamodule, the Lightning loop, logging and the LR schedule, validation off. Rounds alternate
 bare / framework so that machine noise hits both alike; medians are reported.
 """
@@ -25,6 +26,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import open_dict
+
+from sr_experiments.hardware import choose_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -53,7 +56,7 @@ def compose_cfg(overrides: list[str], out: Path):
     return cfg
 
 
-def bare_loop(module, batches: list[dict], steps: int) -> float:
+def bare_loop(module, batches: list[dict], steps: int, dtype: torch.dtype | None) -> float:
     """Median seconds per step of forward + loss + backward + optimizer + scheduler step."""
     net = copy.deepcopy(module.net)
     optimizer = instantiate(module.hparams.optimizer)(params=net.parameters())
@@ -64,7 +67,11 @@ def bare_loop(module, batches: list[dict], steps: int) -> float:
         b = batches[i % len(batches)]
         t = time.perf_counter()
         lr, hr = b["lr"].float().div_(255), b["hr"].float().div_(255)
-        loss = loss_fn(net(lr), hr)
+        if module.channels_last:
+            lr = lr.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            sr = net(lr)
+        loss = loss_fn(sr.float(), hr)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -82,7 +89,8 @@ def framework_loop(cfg, steps: int, out: Path) -> float:
     # Validation, checkpoints and the progress bar are per-epoch or cosmetic: off, so the median
     # step is the per-step cost of the loop, the datamodule, logging and the schedule.
     trainer = instantiate(
-        cfg.trainer, default_root_dir=str(out), max_steps=steps, limit_val_batches=0, num_sanity_val_steps=0,
+        cfg.trainer, precision=choose_precision(cfg.trainer.precision, cfg.trainer.accelerator).precision,
+        default_root_dir=str(out), max_steps=steps, limit_val_batches=0, num_sanity_val_steps=0,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         callbacks=[timer], logger=loggers or False,
     )
@@ -122,16 +130,18 @@ def main() -> None:
         datamodule = instantiate(cfg.data)
         datamodule.setup("fit")
         module = instantiate(cfg.module, _recursive_=False)
+        precision = choose_precision(cfg.trainer.precision, cfg.trainer.accelerator)
         batches = [b for _, b in zip(range(16), datamodule.train_dataloader())]
         bare, framework = [], []
         for r in range(args.rounds):
-            bare.append(bare_loop(module, batches, args.steps))
+            bare.append(bare_loop(module, batches, args.steps, precision.autocast_dtype))
             framework.append(framework_loop(cfg, args.steps, out / f"r{r}"))
         patches_per_s = data_rate(datamodule, 200)
     b, f = statistics.median(bare), statistics.median(framework)
     bs = cfg.data.batch_size
     consume = bs / f
     print(f"machine: {torch.get_num_threads()} torch threads, torch {torch.__version__}, lightning {L.__version__}")
+    print(f"precision: {precision.precision} ({precision.reason}); channels_last: {module.channels_last}")
     print(f"model: {cfg.model.name} {dict((k, v) for k, v in cfg.model.items() if k != 'name')}, batch {bs}, "
           f"LR patch {cfg.data.patch_size}, x{cfg.scale}, {args.rounds} rounds x {args.steps} steps")
     print(f"bare PyTorch step:  {b * 1000:8.1f} ms  (rounds: {', '.join(f'{x * 1000:.1f}' for x in bare)})")

@@ -9,7 +9,9 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from sr_experiments.losses import build_loss
 from sr_experiments.metrics import SRMetrics
@@ -17,6 +19,28 @@ from sr_experiments.models import build_network, count_parameters
 from sr_experiments.models.bicubic import Bicubic
 
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-4, "betas": [0.9, 0.999]}
+
+
+def conv_param_fraction(net: nn.Module) -> float:
+    """Share of ``net``'s parameters that sit in convolutions (0 for a parameter-free net)."""
+    total = sum(p.numel() for p in net.parameters())
+    conv = sum(p.numel() for m in net.modules() if isinstance(m, nn.modules.conv._ConvNd) for p in m.parameters(recurse=False))
+    return conv / total if total else 0.0
+
+
+def choose_channels_last(net: nn.Module, requested: bool | str | None) -> tuple[bool, str]:
+    """``channels_last`` on or off, and why: ``auto`` turns it on for convolutional networks.
+
+    oneDNN and cuDNN run convolutions fastest on NHWC tensors; a transformer (SwinIR) spends its
+    time in linear layers on token tensors, where the layout only adds conversions.
+    """
+    if requested is None or str(requested) == "auto":
+        frac = conv_param_fraction(net)
+        on = frac >= 0.5
+        return on, f"auto: {frac:.0%} of the parameters are in convolutions"
+    if isinstance(requested, str):
+        raise ValueError(f"model.channels_last must be true, false or auto, got {requested!r}")
+    return bool(requested), f"model.channels_last={bool(requested)} was set explicitly"
 
 
 def _plain(value: Any) -> Any:
@@ -49,6 +73,9 @@ class SRLitModule(L.LightningModule):
     ) -> None:
         super().__init__()
         network = dict(_plain(network))
+        # How the network runs (not part of what a checkpoint rebuilds).
+        compile_net = bool(network.pop("compile", False))
+        channels_last = network.pop("channels_last", "auto")
         if int(network.get("scale", scale)) != int(scale):
             raise ValueError(f"model.scale={network['scale']} differs from scale={scale}; set the top-level scale only")
         network["scale"] = int(scale)
@@ -65,6 +92,15 @@ class SRLitModule(L.LightningModule):
             }
         )
         self.net = build_network(network)
+        self.channels_last, why = choose_channels_last(self.net, channels_last)
+        rank_zero_info(f"memory format: {'channels_last' if self.channels_last else 'contiguous'} ({why})")
+        if self.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        self.compiled = compile_net
+        # Training steps go through the compiled wrapper; ``self.net`` (and so the state dict keys,
+        # ``net.*``) stays the plain module, so checkpoints load with or without compile, and
+        # validation on whole images of varying sizes does not recompile per size.
+        object.__setattr__(self, "_train_net", torch.compile(self.net) if compile_net else self.net)
         self.loss_fn = build_loss(loss, charbonnier_eps)
         self.bicubic = Bicubic(int(scale))
         self.val_metrics = SRMetrics(border=int(scale))
@@ -85,10 +121,13 @@ class SRLitModule(L.LightningModule):
         for key in ("lr", "hr"):
             if key in batch and batch[key].dtype == torch.uint8:
                 batch[key] = batch[key].float().div_(255.0)
+        if self.channels_last and batch.get("lr") is not None and batch["lr"].dim() == 4:
+            batch["lr"] = batch["lr"].contiguous(memory_format=torch.channels_last)
         return batch
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        sr = self.net(batch["lr"])
+        sr = self._train_net(batch["lr"])
+        # The loss in fp32 whatever the autocast dtype of the network.
         loss = self.loss_fn(sr.float(), batch["hr"])
         # Checking every step would force a device->host sync on each step; the logging interval
         # catches a diverged run just as well.
@@ -103,7 +142,10 @@ class SRLitModule(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
         lr, hr = batch["lr"], batch["hr"]
-        sr = self.net(lr).float().clamp(0, 1)
+        # Validation in fp32 whatever the training precision: val/psnr is then the number eval.py
+        # (and a paper's table) gives for the same weights, not a bf16 approximation of it.
+        with torch.autocast(lr.device.type, enabled=False):
+            sr = self.net(lr.float()).float().clamp(0, 1)
         self.val_metrics.update(sr, hr, batch["index"], batch["gray"])
         if self.bicubic_result is None:
             self.bicubic_metrics.update(self.bicubic(lr), hr, batch["index"], batch["gray"])
@@ -169,6 +211,8 @@ class SRLitModule(L.LightningModule):
             "model": self.hparams.network["name"],
             "scale": self.hparams.scale,
             "params": self.num_params,
+            "channels_last": self.channels_last,
+            "compile": self.compiled,
             "best": best,
             "final": final,
             "bicubic": self.bicubic_result,

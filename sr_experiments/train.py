@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from sr_experiments.checkpoint_io import AtomicCheckpointIO, load_checkpoint_file
+from sr_experiments.hardware import choose_precision
 from sr_experiments.lit_module import SRLitModule
 from sr_experiments.models.pretrained import load_pretrained
 
@@ -68,8 +69,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar callback then
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     loggers = instantiate_group(cfg.get("logger"))
+    precision = choose_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator"))
+    log.info("precision: %s (%s)", precision.precision, precision.reason)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                     plugins=[AtomicCheckpointIO()])
+                                     precision=precision.precision, plugins=[AtomicCheckpointIO()])
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -91,6 +94,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     summary = module.run_summary()
     summary.update(
+        precision=precision.precision,
+        precision_reason=precision.reason,
         steps=int(trainer.global_step),
         train_seconds=round(elapsed, 1),
         val_images=len(datamodule.val_set) if getattr(datamodule, "val_set", None) is not None else None,

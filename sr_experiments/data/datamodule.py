@@ -26,6 +26,17 @@ def _as_list(value: str | Sequence[str] | None) -> list[str]:
     return [str(v) for v in value]
 
 
+def default_num_workers() -> int:
+    """Workers for ``num_workers=auto``: none when training on the CPU, where a worker would take a
+    core from the network's threads while the main process already crops and augments ~40x
+    faster than even a bf16 model consumes (bench/train_overhead.py); with a GPU, one worker per
+    spare core (up to 8), so the CPU prepares batches while the GPU computes."""
+    if not torch.cuda.is_available():
+        return 0
+    per_gpu = (os.cpu_count() or 2) // max(1, torch.cuda.device_count())
+    return max(1, min(8, per_gpu - 1))
+
+
 class SRDataModule(L.LightningDataModule):
     """Training patches and validation images for one scale.
 
@@ -38,7 +49,8 @@ class SRDataModule(L.LightningDataModule):
         patch_size: LR patch side; the HR patch is ``patch_size * scale``.
         batch_size: training patches per step.
         patches_per_epoch: epoch length in patches (validation runs once per epoch).
-        num_workers: DataLoader worker processes for training patches (0 = in the main process).
+        num_workers: DataLoader worker processes for training patches (0 = in the main process);
+            ``auto``: see ``default_num_workers``.
         lr_source: ``auto`` (LR files where present, else MATLAB-compatible downscale),
             ``folder`` or ``generate``.
         augment: random flips and 90-degree rotations.
@@ -53,7 +65,7 @@ class SRDataModule(L.LightningDataModule):
         patch_size: int = 48,
         batch_size: int = 16,
         patches_per_epoch: int = 16000,
-        num_workers: int = 0,
+        num_workers: int | str = "auto",
         lr_source: str = "auto",
         augment: bool = True,
         pin_memory: bool | None = None,
@@ -65,7 +77,8 @@ class SRDataModule(L.LightningDataModule):
         if not self.val_dirs:
             raise ValueError("data.val_dir is empty: validation needs at least one folder of images")
         self.scale, self.patch_size, self.batch_size = int(scale), int(patch_size), int(batch_size)
-        self.patches_per_epoch, self.num_workers = int(patches_per_epoch), int(num_workers)
+        self.patches_per_epoch = int(patches_per_epoch)
+        self.num_workers = default_num_workers() if str(num_workers) == "auto" else int(num_workers)
         self.lr_source, self.augment = lr_source, augment
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.train_pairs: list[ImagePair] | None = None

@@ -15,6 +15,8 @@ from torch import nn
 __all__ = ["NETWORKS", "register", "list_networks", "build_network", "count_parameters", "check_scale"]
 
 NETWORKS: dict[str, type[nn.Module]] = {}
+# Keys of the ``model`` node that choose how the network runs, not how it is built.
+RUNTIME_KEYS = ("compile", "channels_last")
 
 _T = TypeVar("_T", bound=type)
 
@@ -49,7 +51,8 @@ def build_network(spec: Mapping[str, Any]) -> nn.Module:
 
     ``spec`` may be a plain mapping or an OmegaConf ``DictConfig`` (the Hydra ``model`` node).
     ``pretrained`` (a weights file) and ``pretrained_key`` are not constructor arguments: the
-    weights are loaded into the built network (see ``models/pretrained.py``).
+    weights are loaded into the built network (see ``models/pretrained.py``). ``compile`` and
+    ``channels_last`` are how the network runs, not what it is (``SRLitModule`` applies them).
     Argument names are checked against the constructor first, so a typo on the command line
     (``model.dept=8``) gives a ValueError naming the key instead of a TypeError from deep inside.
     """
@@ -64,6 +67,8 @@ def build_network(spec: Mapping[str, Any]) -> nn.Module:
         raise ValueError(f"model spec has no 'name' (registered networks: {', '.join(list_networks())})")
     name = kwargs.pop("name")
     pretrained, pretrained_key = kwargs.pop("pretrained", None), kwargs.pop("pretrained_key", None)
+    for key in RUNTIME_KEYS:
+        kwargs.pop(key, None)
     if name not in NETWORKS:
         raise ValueError(f"unknown network {name!r} (registered: {', '.join(list_networks())})")
     cls = NETWORKS[name]
