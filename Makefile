@@ -11,8 +11,10 @@ ARGS   ?=
 CKPT   ?= latest
 DATA   ?=
 DATA_ARG := $(if $(DATA),paths.data_dir=$(DATA))
+# make compare SWEEP=outputs/train/multiruns/<date_time> (several: SWEEP="dir1 dir2")
+SWEEP  ?=
 
-.PHONY: install train test test-fast eval data bench clean
+.PHONY: install train test test-fast eval data bench compare clean
 
 install: $(STAMP)
 
@@ -42,6 +44,10 @@ bench: $(STAMP)
 	$(PY) bench/train_overhead.py
 	$(PY) bench/eval_bicubic.py
 	$(PY) bench/zoo.py
+
+compare: $(STAMP)
+	$(if $(SWEEP),,$(error set SWEEP=<sweep directory>, e.g. make compare SWEEP=outputs/train/multiruns/<date_time>))
+	$(PY) compare.py $(SWEEP) $(ARGS)
 
 clean:
 	rm -rf outputs multirun wandb lightning_logs .pytest_cache
