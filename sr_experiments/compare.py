@@ -81,12 +81,17 @@ def varying_keys(runs: list[Run]) -> list[str]:
 def _short(value: str) -> str:
     """Numbers as 3 significant digits (Optuna's lr=0.0005611516415334506 -> 0.000561); others as is."""
     x = _number(value)
-    return value if x is None or x == int(x) or len(value) <= 8 else f"{x:.3g}"
+    return value if x is None or not math.isfinite(x) or x == int(x) or len(value) <= 8 else f"{x:.3g}"
 
 
 def run_label(run: Run, keys: list[str]) -> str:
     """``lr=0.001,model.depth=8``: the run's values of the varied keys (its folder name if none)."""
     return ",".join(f"{k}={_short(run.params[k])}" for k in keys if k in run.params) or run.path.name
+
+
+def by_psnr(runs: list[Run]) -> list[Run]:
+    """Highest best PSNR first; runs that never validated last."""
+    return sorted(runs, key=lambda r: math.inf if math.isnan(r.best_psnr) else -r.best_psnr)
 
 
 def _fmt(x: float, digits: int) -> str:
@@ -98,7 +103,7 @@ def table_rows(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
     keys = varying_keys(runs)
     header = ["run", "params", "best PSNR (dB)", "SSIM", "gain (dB)", "steps", "wall time (s)"]
     rows = []
-    for r in sorted(runs, key=lambda r: -r.best_psnr if not math.isnan(r.best_psnr) else math.inf):
+    for r in by_psnr(runs):
         label = run_label(r, keys)
         m = r.metrics
         rows.append([
@@ -127,7 +132,7 @@ def plot_curves(runs: list[Run], out: Path) -> Path:
 
     keys = varying_keys(runs)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in sorted(runs, key=lambda r: -r.best_psnr if not math.isnan(r.best_psnr) else math.inf):
+    for r in by_psnr(runs):
         hist = r.metrics.get("history") or []
         label = run_label(r, keys)
         ax.plot([h["step"] for h in hist], [h["psnr"] for h in hist], marker="o", ms=3, label=label)
@@ -145,10 +150,8 @@ def plot_curves(runs: list[Run], out: Path) -> Path:
 
 
 def plot_axis(runs: list[Run], out: Path) -> Path | None:
-    """Best PSNR against the numeric varied axis (lr preferred), one line per value of another.
-
-    Returns ``None`` (no plot) when no varied key is numeric.
-    """
+    """Best PSNR against the numeric varied axis (``lr`` first), one line per combination of the
+    other varied keys (e.g. one per depth). ``None`` (no plot) when no varied key is numeric."""
     import matplotlib.pyplot as plt
 
     keys = varying_keys(runs)
@@ -157,22 +160,24 @@ def plot_axis(runs: list[Run], out: Path) -> Path | None:
         return None
     x_key = "lr" if "lr" in numeric else numeric[0]
     others = [k for k in keys if k != x_key]
-    series_key = next((k for k in others if k.endswith("depth")), others[0] if others else None)
-    groups: dict[str, list[Run]] = {}
+    groups: dict[tuple[str, ...], list[Run]] = {}
     for r in runs:
-        groups.setdefault(r.params.get(series_key, "") if series_key else "", []).append(r)
+        groups.setdefault(tuple(r.params.get(k, "") for k in others), []).append(r)
+
+    def order(values: tuple[str, ...]) -> tuple:
+        return tuple((_number(v) is None, _number(v) or 0.0, v) for v in values)
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for value in sorted(groups, key=lambda v: (_number(v) is None, _number(v) or 0, v)):
-        pts = sorted((_number(r.params[x_key]), r.best_psnr) for r in groups[value])
-        label = f"{series_key}={value}" if series_key else None
+    for values in sorted(groups, key=order):
+        pts = sorted((_number(r.params[x_key]), r.best_psnr) for r in groups[values])
+        label = ",".join(f"{k}={v}" for k, v in zip(others, values)) or None
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
     xs = [_number(r.params[x_key]) for r in runs]
-    if x_key.split(".")[-1] in ("lr", "learning_rate") or (min(xs) > 0 and max(xs) / min(xs) >= 10):
+    if x_key.rsplit(".", 1)[-1] == "lr" or (min(xs) > 0 and max(xs) / min(xs) >= 10):
         ax.set_xscale("log")
     ax.set(xlabel=x_key, ylabel="best validation PSNR (dB)", title=f"Best PSNR vs {x_key}")
     ax.grid(alpha=0.3, which="both")
-    if series_key:
+    if others:
         ax.legend(fontsize=8)
     path = out / f"psnr_vs_{x_key.replace('/', '_')}.png"
     fig.tight_layout()

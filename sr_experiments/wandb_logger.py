@@ -122,10 +122,15 @@ class SweepWandbLogger(WandbLogger):
         self._wandb_init.pop("anonymous", None)  # Lightning always passes it; wandb warns it is gone
         self.log_best_checkpoint = bool(log_model)
         self._finished = False
+        self._size_logged = False
 
     @rank_zero_only
     def log_graph(self, model: Any, input_array: Any = None) -> None:
-        # Lightning hands the module to every logger once, at fit start: the moment to record its size.
+        # Lightning hands the module to every logger when fit (and validate) starts: the moment to
+        # record its size, once.
+        if self._size_logged:
+            return
+        self._size_logged = True
         net_spec = model.hparams.get("network") if hasattr(model, "hparams") else None
         summary = {"params": int(model.num_params)} if hasattr(model, "num_params") else {}
         if net_spec:

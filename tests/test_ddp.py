@@ -53,7 +53,17 @@ def test_two_process_validation_equals_single_process(tmp_path: Path, data_dir: 
                         enable_model_summary=False, enable_checkpointing=False)
     trainer.validate(module, datamodule=data, verbose=False)
     single = module.history[-1]
+    print(f"DDP vs single-process val/psnr: {metrics['history'][-1]['psnr']!r} vs {single['psnr']!r}")
     assert abs(single["psnr"] - metrics["history"][-1]["psnr"]) < 1e-4
     assert abs(single["ssim"] - metrics["history"][-1]["ssim"]) < 1e-6
     assert module.bicubic_result["images"] == 5
     assert abs(module.bicubic_result["psnr"] - metrics["bicubic"]["psnr"]) < 1e-4
+
+
+@pytest.mark.slow
+def test_ddp_inside_a_multirun_is_refused_with_the_alternatives(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "train.py", "-m", "trainer=ddp_cpu", "lr=1e-3,2e-3", *TINY,
+                           f"hydra.sweep.dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "inside a multirun" in proc.stderr and "hydra/launcher=gpus" in proc.stderr
+    assert not list(tmp_path.glob("*/metrics.json"))

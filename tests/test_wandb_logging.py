@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import FAST, compose_train
+from conftest import FAST, ROOT, compose_train
 from wandb_records import read_offline_run
 
 from sr_experiments.train import train
@@ -53,3 +56,19 @@ def test_offline_run_has_config_metrics_summary_and_checkpoint(tmp_path: Path, m
     assert s["params"] == summary["params"] and s["macs_720p"] > 0
     assert s["best/psnr"] == pytest.approx(summary["best"]["psnr"]) and s["steps"] == 4
     assert [a["type"] for a in run["artifacts"]] == ["model"] and "best" in run["artifacts"][0]["aliases"]
+
+
+@pytest.mark.slow
+def test_sweep_runs_share_a_group_and_are_named_by_their_overrides(tmp_path: Path) -> None:
+    sweep = tmp_path / "my_sweep"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_SILENT": "true"}
+    env.pop("WANDB_MODE", None)
+    args = ["-m", "logger=wandb", "lr=1e-3,2e-3", *FAST, "trainer.max_steps=2", f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = [read_offline_run(d)["run"] for d in sorted(sweep.glob("*/wandb/offline-run-*"))]
+    assert len(runs) == 2  # one W&B run per job, though both jobs ran in one process
+    assert {r["group"] for r in runs} == {"my_sweep"}
+    assert [r["name"].split(",")[0] for r in runs] == ["lr=0.001", "lr=0.002"]
+    assert all("data=sample" in r["tags"] for r in runs)
