@@ -11,8 +11,10 @@ ARGS   ?=
 CKPT   ?= latest
 DATA   ?=
 DATA_ARG := $(if $(DATA),paths.data_dir=$(DATA))
+# make compare SWEEP=outputs/train/multiruns/<date_time> (several: SWEEP="dir1 dir2")
+SWEEP  ?=
 
-.PHONY: install train test test-fast eval data bench bench-parity clean
+.PHONY: install train test test-fast eval data bench bench-parity compare clean
 
 install: $(STAMP)
 
@@ -47,6 +49,10 @@ bench: $(STAMP)
 # Quality parity of the fast defaults with fp32 (two CPU-recipe trainings: tens of minutes).
 bench-parity: $(STAMP)
 	$(PY) bench/precision_parity.py $(DATA_ARG) $(ARGS)
+
+compare: $(STAMP)
+	$(if $(SWEEP),,$(error set SWEEP=<sweep directory>, e.g. make compare SWEEP=outputs/train/multiruns/<date_time>))
+	$(PY) compare.py $(SWEEP) $(ARGS)
 
 clean:
 	rm -rf outputs multirun wandb lightning_logs .pytest_cache

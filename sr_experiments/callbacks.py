@@ -8,6 +8,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from PIL import Image
 
 
@@ -55,12 +56,11 @@ class ImagePanel(L.Callback):
             Image.fromarray(img).save(out / f"{name}.png")
         caption = "LR | bicubic | SR | HR"
         for logger in trainer.loggers:
-            kind = type(logger).__name__
-            if kind == "WandbLogger":
+            if isinstance(logger, WandbLogger):
                 logger.log_image(
                     key="val/panel", images=[img for _, img in rows], caption=[f"{n}: {caption}" for n, _ in rows],
                     step=trainer.global_step,
                 )
-            elif kind == "TensorBoardLogger":
+            elif isinstance(logger, TensorBoardLogger):
                 for name, img in rows:
                     logger.experiment.add_image(f"val/{name}", img, trainer.global_step, dataformats="HWC")

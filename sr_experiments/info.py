@@ -30,6 +30,11 @@ def count_macs(spec: Mapping[str, Any], lr_size: tuple[int, int]) -> int:
     return counter.get_total_flops() // 2
 
 
+def lr_size_720p(scale: int) -> tuple[int, int]:
+    """LR (height, width) whose x``scale`` output covers 1280x720: ``ceil(720 / s) x ceil(1280 / s)``."""
+    return math.ceil(OUTPUT_720P[0] / scale), math.ceil(OUTPUT_720P[1] / scale)
+
+
 def network_info(spec: Mapping[str, Any]) -> dict[str, Any]:
     """``{"model", "scale", "params", "macs_720p", "lr_size_720p"}`` for a network spec.
 
@@ -38,7 +43,7 @@ def network_info(spec: Mapping[str, Any]) -> dict[str, Any]:
     """
     scale = int(spec["scale"])
     params = count_parameters(build_network(spec))
-    lr_size = (math.ceil(OUTPUT_720P[0] / scale), math.ceil(OUTPUT_720P[1] / scale))
+    lr_size = lr_size_720p(scale)
     return {
         "model": spec["name"],
         "scale": scale,

@@ -10,14 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from sr_experiments.checkpoint_io import AtomicCheckpointIO, load_checkpoint_file
+from sr_experiments.distributed import check_ddp_launch
 from sr_experiments.hardware import choose_precision
 from sr_experiments.lit_module import SRLitModule
 from sr_experiments.models.pretrained import load_pretrained
+from sr_experiments.wandb_logger import finish_loggers
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +28,8 @@ log = logging.getLogger(__name__)
 # Lightning's own pytree helper trips a torch deprecation.
 warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer`.*")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+# Validation metrics are synchronised by SRMetrics itself: every rank logs the same value.
+warnings.filterwarnings("ignore", message=r".*sync_dist=True.*when logging on epoch level.*")
 
 
 def instantiate_group(cfg: DictConfig | None) -> list[Any]:
@@ -56,6 +61,7 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit the configured model; returns the run summary (also written to ``metrics.json``)."""
+    started_at = time.time()  # wall clock, so parallel sweep jobs can be checked for overlap
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if cfg.get("seed") is not None:
@@ -73,6 +79,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info("precision: %s (%s)", precision.precision, precision.reason)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                      precision=precision.precision, plugins=[AtomicCheckpointIO()])
+    check_ddp_launch(trainer)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -102,10 +109,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         run_dir=str(output_dir),
         best_checkpoint=getattr(trainer.checkpoint_callback, "best_model_path", None) or None,
         overrides=_overrides(),
+        torch_threads=torch.get_num_threads(),
+        world_size=int(trainer.world_size),
+        started_at=round(started_at, 3),
+        finished_at=round(time.time(), 3),
     )
     if trainer.is_global_zero:
         (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
         print("\n" + format_summary(summary) + f"\nrun directory: {output_dir}\n", flush=True)
+    finish_loggers(trainer, summary)
     return summary
 
 

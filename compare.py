@@ -1,0 +1,32 @@
+"""Compare the runs of sweeps without any service: `python compare.py SWEEP_DIR [MORE ...] [--out DIR]`.
+
+Prints a table sorted by best validation PSNR and writes comparison.md, comparison.csv,
+psnr_curves.png and psnr_vs_<axis>.png into the first directory (or --out).
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from sr_experiments.compare import compare
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="+", type=Path, help="sweep directories (train.py -m), runs or metrics.json files")
+    parser.add_argument("--out", type=Path, default=None, help="where to write the table and plots (default: the first path)")
+    args = parser.parse_args(argv)
+    try:
+        table, written = compare(args.paths, args.out)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"compare.py: {e}", file=sys.stderr)
+        return 2
+    print(table)
+    if not any(p.name.startswith("psnr_vs_") for p in written):
+        print("(no psnr_vs_<axis>.png: no override with numeric values varies between the runs)")
+    print("\nwrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""Compare the runs of one or more sweeps from their ``metrics.json`` files: table and plots.
+
+Needs no network and no W&B: every run of ``train.py`` writes ``metrics.json`` (best and final
+validation results, bicubic baseline, parameters, steps, wall time, history, overrides).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Overrides that say where things are, not what was tried.
+_IGNORED_PREFIXES = ("hydra.", "paths.", "ckpt_path", "trainer.enable_")
+
+
+@dataclass
+class Run:
+    """One run's results, read from its ``metrics.json``."""
+
+    path: Path
+    params: dict[str, str]  # override key -> value, as typed on the command line
+    metrics: dict[str, Any] = field(repr=False)
+
+    @property
+    def best_psnr(self) -> float:
+        best = self.metrics.get("best")
+        return float(best["psnr"]) if best else float("nan")
+
+    @property
+    def best_ssim(self) -> float:
+        best = self.metrics.get("best")
+        return float(best["ssim"]) if best else float("nan")
+
+    @property
+    def gain(self) -> float:
+        bic = self.metrics.get("bicubic")
+        return self.best_psnr - float(bic["psnr"]) if bic else float("nan")
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, str]:
+    """``["lr=0.001", "model=deep", "+x=1"]`` -> ``{"lr": "0.001", "model": "deep", "x": "1"}``."""
+    out = {}
+    for item in overrides:
+        key, sep, value = item.lstrip("+~").partition("=")
+        if sep and not key.startswith(_IGNORED_PREFIXES):
+            out[key] = value
+    return out
+
+
+def find_runs(paths: list[Path]) -> list[Run]:
+    """Every run (a ``metrics.json``) under each path; a path may also be one run or one file."""
+    runs: list[Run] = []
+    for path in paths:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist: expected a sweep directory (train.py -m ...) or a run")
+        files = [path] if path.is_file() else sorted(path.rglob("metrics.json"))
+        if not files:
+            raise FileNotFoundError(
+                f"no runs under {path}: expected <run>/metrics.json files, as train.py writes in each job directory"
+            )
+        for f in files:
+            try:
+                metrics = json.loads(f.read_text())
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{f} is not valid JSON ({e}); was the run interrupted while writing it?") from e
+            runs.append(Run(f.parent, parse_overrides(metrics.get("overrides", [])), metrics))
+    return runs
+
+
+def varying_keys(runs: list[Run]) -> list[str]:
+    """Override keys whose value differs between runs (a key missing from a run counts as a value)."""
+    keys = sorted({k for r in runs for k in r.params})
+    return [k for k in keys if len({r.params.get(k) for r in runs}) > 1]
+
+
+def _short(value: str) -> str:
+    """Numbers as 3 significant digits (Optuna's lr=0.0005611516415334506 -> 0.000561); others as is."""
+    x = _number(value)
+    return value if x is None or not math.isfinite(x) or x == int(x) or len(value) <= 8 else f"{x:.3g}"
+
+
+def run_label(run: Run, keys: list[str]) -> str:
+    """``lr=0.001,model.depth=8``: the run's values of the varied keys (its folder name if none)."""
+    return ",".join(f"{k}={_short(run.params[k])}" for k in keys if k in run.params) or run.path.name
+
+
+def by_psnr(runs: list[Run]) -> list[Run]:
+    """Highest best PSNR first; runs that never validated last."""
+    return sorted(runs, key=lambda r: math.inf if math.isnan(r.best_psnr) else -r.best_psnr)
+
+
+def _fmt(x: float, digits: int) -> str:
+    return "—" if math.isnan(x) else f"{x:.{digits}f}"
+
+
+def table_rows(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) sorted by best PSNR, highest first; the run column names the varied overrides."""
+    keys = varying_keys(runs)
+    header = ["run", "params", "best PSNR (dB)", "SSIM", "gain (dB)", "steps", "wall time (s)"]
+    rows = []
+    for r in by_psnr(runs):
+        label = run_label(r, keys)
+        m = r.metrics
+        rows.append([
+            label, f"{m.get('params', 0):,}", _fmt(r.best_psnr, 2), _fmt(r.best_ssim, 4), _fmt(r.gain, 2),
+            str(m.get("steps", "")), _fmt(float(m.get("train_seconds", math.nan)), 0),
+        ])
+    return header, rows
+
+
+def format_markdown(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def plot_curves(runs: list[Run], out: Path) -> Path:
+    """Validation PSNR against step, one line per run, bicubic dashed."""
+    import matplotlib.pyplot as plt
+
+    keys = varying_keys(runs)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in by_psnr(runs):
+        hist = r.metrics.get("history") or []
+        label = run_label(r, keys)
+        ax.plot([h["step"] for h in hist], [h["psnr"] for h in hist], marker="o", ms=3, label=label)
+    bics = {round(r.metrics["bicubic"]["psnr"], 4) for r in runs if r.metrics.get("bicubic")}
+    if len(bics) == 1:
+        ax.axhline(bics.pop(), color="gray", ls="--", lw=1, label="bicubic")
+    ax.set(xlabel="step", ylabel="validation PSNR (dB)", title="Validation PSNR")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    path = out / "psnr_curves.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_axis(runs: list[Run], out: Path) -> Path | None:
+    """Best PSNR against the numeric varied axis (``lr`` first), one line per combination of the
+    other varied keys (e.g. one per depth). ``None`` (no plot) when no varied key is numeric."""
+    import matplotlib.pyplot as plt
+
+    keys = varying_keys(runs)
+    numeric = [k for k in keys if all(_number(r.params.get(k)) is not None for r in runs)]
+    if not numeric:
+        return None
+    x_key = "lr" if "lr" in numeric else numeric[0]
+    others = [k for k in keys if k != x_key]
+    groups: dict[tuple[str, ...], list[Run]] = {}
+    for r in runs:
+        groups.setdefault(tuple(r.params.get(k, "") for k in others), []).append(r)
+
+    def order(values: tuple[str, ...]) -> tuple:
+        return tuple((_number(v) is None, _number(v) or 0.0, v) for v in values)
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for values in sorted(groups, key=order):
+        pts = sorted((_number(r.params[x_key]), r.best_psnr) for r in groups[values])
+        label = ",".join(f"{k}={v}" for k, v in zip(others, values)) or None
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+    xs = [_number(r.params[x_key]) for r in runs]
+    if x_key.rsplit(".", 1)[-1] == "lr" or (min(xs) > 0 and max(xs) / min(xs) >= 10):
+        ax.set_xscale("log")
+    ax.set(xlabel=x_key, ylabel="best validation PSNR (dB)", title=f"Best PSNR vs {x_key}")
+    ax.grid(alpha=0.3, which="both")
+    if others:
+        ax.legend(fontsize=8)
+    path = out / f"psnr_vs_{x_key.replace('/', '_')}.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def compare(paths: list[Path], out: Path | None = None) -> tuple[str, list[Path]]:
+    """Read every run under ``paths``; write ``comparison.md``/``.csv`` and the plots into ``out``
+    (default: the first path). Returns the markdown table and the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display needed
+    runs = find_runs(paths)
+    out = Path(out) if out is not None else Path(paths[0])
+    if out.is_file():
+        out = out.parent
+    out.mkdir(parents=True, exist_ok=True)
+    header, rows = table_rows(runs)
+    table = format_markdown(header, rows)
+    md, csv_path = out / "comparison.md", out / "comparison.csv"
+    md.write_text(table + "\n")
+    with csv_path.open("w", newline="") as f:
+        # Plain numbers for spreadsheets: no thousands separators.
+        csv.writer(f).writerows([header, *([r[0], r[1].replace(",", ""), *r[2:]] for r in rows)])
+    written = [md, csv_path, plot_curves(runs, out)]
+    axis_plot = plot_axis(runs, out)
+    if axis_plot is not None:
+        written.append(axis_plot)
+    return table, written

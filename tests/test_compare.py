@@ -1,0 +1,106 @@
+"""compare.py: tables and plots from metrics.json files, synthetic and from a real sweep."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from sr_experiments.compare import compare, find_runs, parse_overrides, table_rows, varying_keys
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def write_run(root: Path, name: str, overrides: list[str], psnr: float, steps: int = 10, params: int = 1000) -> None:
+    run = root / name
+    run.mkdir(parents=True)
+    history = [{"step": s, "psnr": psnr - (steps - s) * 0.1, "ssim": 0.9} for s in range(2, steps + 1, 2)]
+    metrics = {"params": params, "best": max(history, key=lambda h: h["psnr"]), "bicubic": {"psnr": 30.0, "ssim": 0.85},
+               "history": history, "steps": steps, "train_seconds": 12.3,
+               "overrides": [*overrides, "trainer.max_steps=10", f"paths.data_dir=/data/{name}"]}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+
+
+@pytest.fixture
+def grid(tmp_path: Path) -> Path:
+    psnr = {("1e-4", 8): 31.0, ("1e-4", 16): 31.5, ("1e-3", 8): 32.0, ("1e-3", 16): 32.5, ("1e-2", 8): 30.5, ("1e-2", 16): 29.0}
+    for i, ((lr, depth), p) in enumerate(psnr.items()):
+        write_run(tmp_path / "sweep", str(i), [f"lr={lr}", f"model.depth={depth}"], p)
+    return tmp_path / "sweep"
+
+
+def test_parse_overrides_drops_locations() -> None:
+    assert parse_overrides(["lr=1e-3", "+x=1", "paths.data_dir=/d", "hydra.run.dir=/r", "model=deep"]) == {
+        "lr": "1e-3", "x": "1", "model": "deep"}
+
+
+def test_table_is_sorted_by_psnr_and_names_the_varied_keys(grid: Path) -> None:
+    runs = find_runs([grid])
+    assert varying_keys(runs) == ["lr", "model.depth"]  # max_steps and data_dir do not vary or are dropped
+    header, rows = table_rows(runs)
+    assert header[:3] == ["run", "params", "best PSNR (dB)"]
+    assert [r[0] for r in rows[:2]] == ["lr=1e-3,model.depth=16", "lr=1e-3,model.depth=8"]
+    psnrs = [float(r[2]) for r in rows]
+    assert psnrs == sorted(psnrs, reverse=True) and len(rows) == 6
+    assert rows[0][4] == "2.50" and rows[0][1] == "1,000"  # gain over bicubic, params
+
+
+def test_compare_writes_table_csv_and_plots(grid: Path, tmp_path: Path) -> None:
+    table, written = compare([grid], tmp_path / "out")
+    names = sorted(p.name for p in written)
+    assert names == ["comparison.csv", "comparison.md", "psnr_curves.png", "psnr_vs_lr.png"]
+    for p in written:
+        assert p.parent == tmp_path / "out" and p.stat().st_size > 0
+        if p.suffix == ".png":
+            assert p.read_bytes()[:8] == PNG
+    assert (tmp_path / "out" / "comparison.md").read_text().strip() == table
+    csv_lines = (tmp_path / "out" / "comparison.csv").read_text().splitlines()
+    assert csv_lines[1].startswith("\"lr=1e-3,model.depth=16\",1000,32.50")
+
+
+def test_one_varied_axis_and_none(tmp_path: Path) -> None:
+    for i, lr in enumerate(["1e-4", "1e-3"]):
+        write_run(tmp_path / "one", str(i), [f"lr={lr}"], 30 + i)
+    _, written = compare([tmp_path / "one"])
+    assert (tmp_path / "one" / "psnr_vs_lr.png").is_file()
+    write_run(tmp_path / "none", "0", ["model=deep"], 30)
+    _, written = compare([tmp_path / "none"])
+    assert not any(p.name.startswith("psnr_vs_") for p in written)
+
+
+def test_missing_runs_are_named(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no runs under .*empty.*metrics.json"):
+        find_runs([tmp_path / "empty"])
+    proc = subprocess.run([sys.executable, "compare.py", str(tmp_path / "nowhere")], cwd=ROOT, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2 and "nowhere" in proc.stderr
+
+
+@pytest.mark.slow
+def test_acceptance_sweep_of_four_runs_then_compare(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    args = ["-m", "lr=1e-4,1e-3", "model=shallow,deep", "trainer.max_steps=10", f"hydra.sweep.dir={sweep}",
+            "data.patches_per_epoch=20", "data.batch_size=4", "data.patch_size=16", "trainer.enable_progress_bar=false",
+            "trainer.enable_model_summary=false", "callbacks.image_panel.num_images=1"]
+    proc = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(list(sweep.glob("*/metrics.json"))) == 4
+
+    proc = subprocess.run([sys.executable, "compare.py", str(sweep)], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("| lr=")]
+    assert len(lines) == 4 and {ln.split("|")[1].strip() for ln in lines} == {
+        f"lr={lr},model={m}" for lr in ("0.0001", "0.001") for m in ("shallow", "deep")}
+    psnrs = [float(ln.split("|")[3]) for ln in lines]
+    assert psnrs == sorted(psnrs, reverse=True)
+    for name in ("comparison.md", "comparison.csv", "psnr_curves.png", "psnr_vs_lr.png"):
+        assert (sweep / name).is_file()
+    assert (sweep / "psnr_vs_lr.png").read_bytes()[:8] == PNG
