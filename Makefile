@@ -7,12 +7,15 @@ STAMP  := $(VENV)/.installed
 # fetching a multi-GB CUDA build to satisfy the package's torch requirement.
 TORCH  ?= torch==2.13.0
 ARGS   ?=
+# make upscale: IN=file|folder|glob OUT=folder (CKPT as for eval)
+IN     ?=
+OUT    ?= outputs/upscaled
 # make eval / make data: CKPT=path (default: newest best.ckpt under outputs/), DATA=paths.data_dir
 CKPT   ?= latest
 DATA   ?=
 DATA_ARG := $(if $(DATA),paths.data_dir=$(DATA))
 
-.PHONY: install train test test-fast eval data bench clean
+.PHONY: install train test test-fast eval upscale export data bench clean
 
 install: $(STAMP)
 
@@ -35,6 +38,12 @@ test-fast: $(STAMP)
 eval: $(STAMP)
 	$(PY) eval.py ckpt_path=$(CKPT) $(DATA_ARG) $(ARGS)
 
+upscale: $(STAMP)
+	$(PY) upscale.py ckpt_path=$(CKPT) input=$(IN) output=$(OUT) $(ARGS)
+
+export: $(STAMP)
+	$(PY) export.py ckpt_path=$(CKPT) $(ARGS)
+
 data: $(STAMP)
 	$(PY) -m sr_experiments.download --dest $(or $(DATA),$(SR_DATA),data)
 
@@ -42,6 +51,7 @@ bench: $(STAMP)
 	$(PY) bench/train_overhead.py
 	$(PY) bench/eval_bicubic.py
 	$(PY) bench/zoo.py
+	$(PY) bench/upscale.py
 
 clean:
 	rm -rf outputs multirun wandb lightning_logs .pytest_cache

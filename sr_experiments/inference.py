@@ -28,7 +28,20 @@ def _tile_plan(length: int, tile: int, overlap: int) -> list[tuple[int, int, int
     return plan
 
 
-def tiled_forward(net: Net, lr: torch.Tensor, scale: int, tile: int, overlap: int, tile_batch: int = 1) -> torch.Tensor:
+def count_tiles(height: int, width: int, tile: int, overlap: int) -> int:
+    """Number of tiles ``tiled_forward`` runs for an ``height`` x ``width`` input."""
+    return len(_tile_plan(height, tile, overlap)) * len(_tile_plan(width, tile, overlap))
+
+
+def tiled_forward(
+    net: Net,
+    lr: torch.Tensor,
+    scale: int,
+    tile: int,
+    overlap: int,
+    tile_batch: int = 1,
+    progress: Callable[[int], None] | None = None,
+) -> torch.Tensor:
     """``net(lr)`` computed tile by tile: equal to the untiled output when the network's
     receptive field (in LR pixels) is smaller than ``overlap``.
 
@@ -38,6 +51,10 @@ def tiled_forward(net: Net, lr: torch.Tensor, scale: int, tile: int, overlap: in
         tile: LR tile side, context included.
         overlap: LR pixels shared by neighbouring tiles (must be < tile).
         tile_batch: tiles run through the network at once.
+        progress: called with the number of tiles just done.
+
+    The output is float32 even when the network runs in bf16/fp16 (autocast): stitching into a
+    low-precision buffer would round every pixel a second time.
     """
     if overlap < 0 or overlap >= tile:
         raise ValueError(f"eval.tile_overlap must be in [0, tile), got overlap={overlap} for tile={tile}")
@@ -50,12 +67,20 @@ def tiled_forward(net: Net, lr: torch.Tensor, scale: int, tile: int, overlap: in
         crops = torch.cat([lr[..., y0 : y0 + th, x0 : x0 + tw] for (y0, _, _), (x0, _, _) in chunk])
         sr = net(crops)
         if out is None:
-            out = sr.new_zeros(n, sr.shape[1], h * scale, w * scale)
+            # Every output pixel is owned by exactly one tile, so no zero fill; keep the network's
+            # memory layout so that stitching copies without transposing.
+            layout = torch.channels_last if sr.dim() == 4 and sr.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+            out = torch.empty(
+                n, sr.shape[1], h * scale, w * scale,
+                dtype=torch.promote_types(sr.dtype, torch.float32), device=sr.device, memory_format=layout,
+            )
         for k, ((y0, ya, yb), (x0, xa, xb)) in enumerate(chunk):
             part = sr[k * n : (k + 1) * n]
             out[..., ya * scale : yb * scale, xa * scale : xb * scale] = part[
                 ..., (ya - y0) * scale : (yb - y0) * scale, (xa - x0) * scale : (xb - x0) * scale
             ]
+        if progress is not None:
+            progress(len(chunk))
     assert out is not None
     return out
 
@@ -84,10 +109,11 @@ def upscale(
     overlap: int = 32,
     ensemble: bool = False,
     tile_batch: int = 1,
+    progress: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Inference with the options users combine: tiling inside, self-ensemble outside."""
     forward: Net = net
     if tile:
-        forward = lambda x: tiled_forward(net, x, scale, tile, overlap, tile_batch)  # noqa: E731
+        forward = lambda x: tiled_forward(net, x, scale, tile, overlap, tile_batch, progress)  # noqa: E731
     with torch.inference_mode():
         return self_ensemble(forward, lr) if ensemble else forward(lr)
