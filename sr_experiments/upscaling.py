@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sr_experiments.engines import Engine, auto_tile, onnx_engine, resolve_device, torch_engine
 from sr_experiments.image_files import FORMATS, Picture, find_inputs, output_path, read_picture, write_picture
-from sr_experiments.inference import count_tiles, upscale
+from sr_experiments.inference import Tile, count_tiles, fit_tiles, upscale
 from sr_experiments.models.bicubic import Bicubic
 
 
@@ -74,7 +74,7 @@ def upscale_alpha(alpha: np.ndarray, scale: int) -> np.ndarray:
     return F.interpolate(a, scale_factor=scale, mode="bicubic", align_corners=False)[0, 0].clamp_(0, 1).numpy()
 
 
-def upscale_picture(engine: Engine, pic: Picture, cfg: DictConfig, tile: int | None, bar=None) -> Picture:
+def upscale_picture(engine: Engine, pic: Picture, cfg: DictConfig, tile: Tile | None, bar=None) -> Picture:
     lr = _to_tensor(pic.rgb, engine.device)
     sr = upscale(engine, lr, engine.scale, tile, int(cfg.tile_overlap), bool(cfg.ensemble), int(cfg.tile_batch),
                  progress=bar.update if bar is not None else None)
@@ -119,15 +119,22 @@ def run_upscale(cfg: DictConfig) -> Summary:
 
     summary, start = Summary(), time.perf_counter()
     show = bool(cfg.progress)
+    written: dict[Path, Path] = {}  # output -> input: a.png and a.jpg would both become a.png
     for path in tqdm(inputs, desc="images", unit="img", disable=not show or len(inputs) < 2, file=sys.stderr):
         try:
+            target = output_path(out_dir, path, fmt)
+            if target in written:
+                raise ValueError(f"its output {target} is already written from {written[target]} (same name)")
             pic = read_picture(path, int(cfg.max_pixels))
             w, h = pic.size
-            n_tiles = (count_tiles(h, w, tile, int(cfg.tile_overlap)) if tile else 1) * (8 if cfg.ensemble else 1)
+            # tile is the largest side; equal tiles that just cover this image waste the least.
+            fitted = fit_tiles(h, w, tile, int(cfg.tile_overlap)) if tile else None
+            n_tiles = (count_tiles(h, w, fitted, int(cfg.tile_overlap)) if fitted else 1) * (8 if cfg.ensemble else 1)
             with tqdm(total=n_tiles, desc=path.name, unit="tile", leave=False, file=sys.stderr,
                       disable=not show or n_tiles < 4) as bar:
-                sr = upscale_picture(engine, pic, cfg, tile, bar)
-            write_picture(output_path(out_dir, path, fmt), sr, fmt, int(cfg.quality))
+                sr = upscale_picture(engine, pic, cfg, fitted, bar)
+            write_picture(target, sr, fmt, int(cfg.quality))
+            written[target] = path
             if cfg.compare:
                 write_picture(out_dir / f"{path.stem}_compare.png", compare_image(pic, sr, engine.scale), "png")
         except (ValueError, OSError, RuntimeError) as e:  # ImageFileError is a ValueError
