@@ -11,7 +11,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from sr_experiments.evaluation import find_latest_checkpoint, load_network
-from sr_experiments.export import export_network
+from sr_experiments.export import ExportError, export_network
 
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
 
@@ -26,7 +26,10 @@ def main(cfg: DictConfig) -> None:
     model = {**OmegaConf.to_container(cfg.model, resolve=True), "scale": int(cfg.scale)}
     net, spec = load_network(ckpt, model=model)
     out = Path(cfg.output) if cfg.output else Path(ckpt).with_suffix(SUFFIXES[cfg.format])
-    diff = export_network(net, spec, cfg.format, out)
+    try:
+        diff = export_network(net, spec, cfg.format, out)
+    except ExportError as e:
+        sys.exit(f"export: {e}")
     print(f"export: {out} ({cfg.format}, {spec['name']} x{spec['scale']}); max abs difference from PyTorch "
           f"on a random image: {diff:.2e}")
 

@@ -74,14 +74,22 @@ def check_export(net: nn.Module, path: Path, fmt: str, seed: int = 0) -> float:
 
 
 def export_network(net: nn.Module, spec: Mapping[str, Any], fmt: str, path: str | Path) -> float:
-    """Export ``net`` (fp32, eval) to ``path`` as ``fmt`` and check it; returns the max abs difference."""
+    """Export ``net`` (fp32, eval) to ``path`` as ``fmt`` and check it; returns the max abs difference.
+
+    Networks whose forward depends on Python-side shape arithmetic (bicubic pre-upsampling in
+    SRCNN/VDSR, SwinIR's window padding, SAFMN's adaptive pooling in ONNX) fail here with an
+    ExportError rather than producing a file fixed to the traced size."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     net = net.float().eval().cpu()
-    if fmt == "onnx":
-        export_onnx(net, spec, path)
-    elif fmt == "torchscript":
-        export_torchscript(net, spec, path)
-    else:
+    if fmt not in ("onnx", "torchscript"):
         raise ValueError(f"format={fmt} is not one of onnx, torchscript")
-    return check_export(net, path, fmt)
+    try:
+        (export_onnx if fmt == "onnx" else export_torchscript)(net, spec, path)
+        return check_export(net, path, fmt)
+    except Exception as e:
+        path.unlink(missing_ok=True)  # never leave a file that does not compute what the network does
+        if isinstance(e, ExportError):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ExportError(f"{spec['name']} cannot be exported to {fmt}: {type(e).__name__}: {first}") from e

@@ -85,9 +85,10 @@ def tiled_forward(
     low-precision buffer would round every pixel a second time.
     """
     tile_h, tile_w = _sides(tile)
-    if overlap < 0 or overlap >= min(tile_h, tile_w):
-        raise ValueError(f"eval.tile_overlap must be in [0, tile), got overlap={overlap} for tile={tile}")
     n, c, h, w = lr.shape
+    # An axis the tile covers whole is not split: no overlap needed there.
+    if overlap < 0 or any(overlap >= t and t < length for t, length in ((tile_h, h), (tile_w, w))):
+        raise ValueError(f"eval.tile_overlap must be in [0, tile), got overlap={overlap} for tile={tile}")
     out: torch.Tensor | None = None
     jobs = [(ys, xs) for ys in _tile_plan(h, tile_h, overlap) for xs in _tile_plan(w, tile_w, overlap)]
     th, tw = min(tile_h, h), min(tile_w, w)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import ROOT
 
-from sr_experiments.export import CHECK_SIZE, TRACE_SIZE, check_export, export_network, run_exported
+from sr_experiments.export import CHECK_SIZE, ExportError, TRACE_SIZE, check_export, export_network, run_exported
 from sr_experiments.models import build_network
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -49,6 +49,13 @@ def test_a_wrong_export_is_caught(tmp_path: Path) -> None:
     other = build_network(spec).eval()  # other random weights: the file no longer matches
     with pytest.raises(RuntimeError, match="max abs difference"):
         check_export(other, tmp_path / "m.onnx", "onnx")
+
+
+def test_a_network_fixed_to_the_traced_size_is_refused_and_no_file_is_left(tmp_path: Path) -> None:
+    spec = {"name": "bicubic", "scale": 2}  # Python-side resize arithmetic: traced shapes are constants
+    with pytest.raises(ExportError, match="output shape"):
+        export_network(build_network(spec), spec, "onnx", tmp_path / "b.onnx")
+    assert not (tmp_path / "b.onnx").exists()
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ from skimage import data as skdata
 from sr_experiments.engines import auto_tile, torch_engine
 from sr_experiments.image_files import read_picture
 from sr_experiments.imresize import imresize
-from sr_experiments.inference import upscale
+from sr_experiments.inference import count_tiles, fit_tiles, upscale
 from sr_experiments.metrics import sr_psnr_ssim
 from sr_experiments.models import build_network
 from sr_experiments.png16 import read_png16, write_png16
@@ -85,6 +85,18 @@ def test_auto_tile_respects_budget_and_4k_cap() -> None:
     assert big * big * engine.bytes_per_lr_pixel <= 1024 << 20 and "budget" in why
     halved, _ = auto_tile(engine, overlap=32, tile_batch=4, budget_mb=64)
     assert halved < small
+
+
+def test_fit_tiles_waste_little_and_respect_the_cap() -> None:
+    for h, w, cap in ((1080, 1920, 720), (2160, 3840, 1024), (64, 96, 48), (300, 200, 4096)):
+        th, tw = fit_tiles(h, w, cap, 32)
+        computed = count_tiles(h, w, (th, tw), 32) * th * tw
+        assert th * tw <= cap * cap and th <= h and tw <= w
+        if h * w > 4 * cap * cap:  # large images: under 10% recomputed overlap (square tiles: 50% at 1080/720)
+            assert computed < 1.10 * h * w, (h, w, th, tw)
+    lr = torch.rand(1, 3, 70, 90)
+    net = default_net()
+    assert torch.allclose(upscale(net, lr, 2, fit_tiles(70, 90, 56, 32), 32), upscale(net, lr, 2), atol=1e-5)
 
 
 def _write_inputs(folder: Path) -> dict[str, tuple[str, tuple[int, int]]]:
