@@ -127,8 +127,9 @@ def run_upscale(cfg: DictConfig) -> Summary:
                 raise ValueError(f"its output {target} is already written from {written[target]} (same name)")
             pic = read_picture(path, int(cfg.max_pixels))
             w, h = pic.size
-            # tile is the largest side; equal tiles that just cover this image waste the least.
-            fitted = fit_tiles(h, w, tile, int(cfg.tile_overlap)) if tile else None
+            # tile is the largest side; equal tiles that just cover this image waste the least. The
+            # self-ensemble also runs the image rotated, so it keeps square tiles.
+            fitted = fit_tiles(h, w, tile, int(cfg.tile_overlap)) if tile and not cfg.ensemble else tile
             n_tiles = (count_tiles(h, w, fitted, int(cfg.tile_overlap)) if fitted else 1) * (8 if cfg.ensemble else 1)
             with tqdm(total=n_tiles, desc=path.name, unit="tile", leave=False, file=sys.stderr,
                       disable=not show or n_tiles < 4) as bar:
