@@ -7,6 +7,9 @@ STAMP  := $(VENV)/.installed
 # fetching a multi-GB CUDA build to satisfy the package's torch requirement.
 TORCH  ?= torch==2.13.0
 ARGS   ?=
+# make upscale: IN=file|folder|glob OUT=folder (CKPT as for eval)
+IN     ?=
+OUT    ?= outputs/upscaled
 # make eval / make data: CKPT=path (default: newest best.ckpt under outputs/), DATA=paths.data_dir
 CKPT   ?= latest
 DATA   ?=
@@ -14,7 +17,7 @@ DATA_ARG := $(if $(DATA),paths.data_dir=$(DATA))
 # make compare SWEEP=outputs/train/multiruns/<date_time> (several: SWEEP="dir1 dir2")
 SWEEP  ?=
 
-.PHONY: install train test test-fast eval data bench bench-parity compare clean
+.PHONY: install train test test-fast eval upscale export data bench bench-parity compare clean
 
 install: $(STAMP)
 
@@ -37,6 +40,12 @@ test-fast: $(STAMP)
 eval: $(STAMP)
 	$(PY) eval.py ckpt_path=$(CKPT) $(DATA_ARG) $(ARGS)
 
+upscale: $(STAMP)
+	$(PY) upscale.py ckpt_path=$(CKPT) input=$(IN) output=$(OUT) $(ARGS)
+
+export: $(STAMP)
+	$(PY) export.py ckpt_path=$(CKPT) $(ARGS)
+
 data: $(STAMP)
 	$(PY) -m sr_experiments.download --dest $(or $(DATA),$(SR_DATA),data)
 
@@ -44,6 +53,7 @@ bench: $(STAMP)
 	$(PY) bench/train_overhead.py
 	$(PY) bench/eval_bicubic.py
 	$(PY) bench/zoo.py
+	$(PY) bench/upscale.py
 	$(PY) bench/train_speed.py --compile
 
 # Quality parity of the fast defaults with fp32 (two CPU-recipe trainings: tens of minutes).

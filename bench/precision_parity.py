@@ -57,7 +57,8 @@ def main() -> None:
     if args.only:
         return
     results = {name: json.loads((args.out / name / "metrics.json").read_text()) for name in VARIANTS}
-    print(f"\nexperiment=cpu_x2_fast, {args.steps} steps, validation Set5 x2 ({'parallel' if args.parallel else 'sequential'})")
+    print(f"\nexperiment=cpu_x2_fast, {args.steps} steps, validation Set5 x2 "
+          f"({'runs read from ' + str(args.out) if args.report else 'parallel' if args.parallel else 'sequential'})")
     for name, r in results.items():
         print(f"{name:>9}: precision {r['precision']:>10}, channels_last {str(r['channels_last']):>5} | "
               f"best {r['best']['psnr']:.3f} dB / {r['best']['ssim']:.4f} | final {r['final']['psnr']:.3f} dB / "

@@ -1,0 +1,38 @@
+"""Export a checkpoint for deployment: `python export.py ckpt_path=CKPT format=onnx|torchscript` (conf/export.yaml).
+
+The file takes any input size and is checked against PyTorch on a random image (max abs
+difference < 1e-4, onnxruntime for ONNX); `python upscale.py ckpt_path=MODEL.onnx ...` runs it.
+"""
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from sr_experiments.evaluation import find_latest_checkpoint, load_network
+from sr_experiments.export import ExportError, export_network
+
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="export")
+def main(cfg: DictConfig) -> None:
+    ckpt = cfg.ckpt_path
+    if ckpt == "latest":
+        ckpt = find_latest_checkpoint(cfg.paths.get("runs_dir", "outputs"))
+    if cfg.format not in SUFFIXES:
+        sys.exit(f"export: format={cfg.format} is not one of {', '.join(SUFFIXES)}")
+    model = {**OmegaConf.to_container(cfg.model, resolve=True), "scale": int(cfg.scale)}
+    net, spec = load_network(ckpt, model=model)
+    out = Path(cfg.output) if cfg.output else Path(ckpt).with_suffix(SUFFIXES[cfg.format])
+    try:
+        diff = export_network(net, spec, cfg.format, out)
+    except ExportError as e:
+        sys.exit(f"export: {e}")
+    print(f"export: {out} ({cfg.format}, {spec['name']} x{spec['scale']}); max abs difference from PyTorch "
+          f"on a random image: {diff:.2e}")
+
+
+if __name__ == "__main__":
+    main()

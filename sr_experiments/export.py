@@ -1,0 +1,95 @@
+"""Export a trained network for deployment: ONNX (any input size) or TorchScript, each checked
+against the PyTorch output on a random image of another size than the one traced."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+TRACE_SIZE = (48, 64)  # (h, w) of the example input the graph is traced on
+CHECK_SIZE = (37, 53)  # (h, w) of the check input: odd, and unlike the trace size
+TOLERANCE = 1e-4
+
+
+class ExportError(RuntimeError):
+    """The exported model is missing or disagrees with PyTorch; the message says by how much."""
+
+
+def export_onnx(net: nn.Module, spec: Mapping[str, Any], path: Path, opset: int = 17) -> None:
+    """Write ``net`` as ONNX with dynamic batch, height and width; the spec (and scale) as metadata."""
+    import onnx
+
+    x = torch.rand(1, 3, *TRACE_SIZE)
+    axes = {0: "batch", 2: "height", 3: "width"}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # TracerWarnings about python ints in shapes; the check below is what counts
+        # dynamo=False: the TorchScript-based exporter handles these networks' dynamic H/W reliably.
+        torch.onnx.export(net, (x,), str(path), input_names=["lr"], output_names=["sr"],
+                          dynamic_axes={"lr": axes, "sr": axes}, opset_version=opset, dynamo=False)
+    model = onnx.load(str(path))
+    for key, value in (("scale", str(int(spec["scale"]))), ("network", json.dumps(dict(spec)))):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+
+
+def export_torchscript(net: nn.Module, spec: Mapping[str, Any], path: Path) -> None:
+    """``torch.jit.trace`` (shape-generic for convolutional networks; the check below proves it)."""
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(net, torch.rand(1, 3, *TRACE_SIZE), check_trace=False)
+    torch.jit.save(traced, str(path), _extra_files={"network.json": json.dumps(dict(spec))})
+
+
+def run_exported(path: Path, fmt: str, x: torch.Tensor) -> torch.Tensor:
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        (y,) = session.run(None, {"lr": x.numpy()})
+        return torch.from_numpy(np.asarray(y))
+    with torch.no_grad():
+        return torch.jit.load(str(path))(x)
+
+
+def check_export(net: nn.Module, path: Path, fmt: str, seed: int = 0) -> float:
+    """Max |exported - PyTorch| on a random ``CHECK_SIZE`` image; raises ExportError above ``TOLERANCE``."""
+    x = torch.rand(1, 3, *CHECK_SIZE, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        ref = net(x)
+    got = run_exported(path, fmt, x)
+    if got.shape != ref.shape:
+        raise ExportError(f"{path}: output shape {tuple(got.shape)} != PyTorch's {tuple(ref.shape)} on a {CHECK_SIZE} input")
+    diff = float((got - ref).abs().max())
+    if not diff < TOLERANCE:
+        raise ExportError(f"{path}: max abs difference {diff:.3g} from PyTorch exceeds {TOLERANCE:g}")
+    return diff
+
+
+def export_network(net: nn.Module, spec: Mapping[str, Any], fmt: str, path: str | Path) -> float:
+    """Export ``net`` (fp32, eval) to ``path`` as ``fmt`` and check it; returns the max abs difference.
+
+    Networks whose forward depends on Python-side shape arithmetic (bicubic pre-upsampling in
+    SRCNN/VDSR, SwinIR's window padding, SAFMN's adaptive pooling in ONNX) fail here with an
+    ExportError rather than producing a file fixed to the traced size."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    net = net.float().eval().cpu()
+    if fmt not in ("onnx", "torchscript"):
+        raise ValueError(f"format={fmt} is not one of onnx, torchscript")
+    try:
+        (export_onnx if fmt == "onnx" else export_torchscript)(net, spec, path)
+        return check_export(net, path, fmt)
+    except Exception as e:
+        path.unlink(missing_ok=True)  # never leave a file that does not compute what the network does
+        if isinstance(e, ExportError):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ExportError(f"{spec['name']} cannot be exported to {fmt}: {type(e).__name__}: {first}") from e

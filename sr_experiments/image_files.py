@@ -1,0 +1,156 @@
+"""Mode-preserving image files for ``upscale.py``: what comes in goes out in the same kind.
+
+Unlike ``data/image_io.load_rgb`` (training/eval: everything becomes 8-bit RGB on white), this
+keeps what the user's file is: grayscale stays grayscale, alpha is kept apart (and upscaled on
+its own), 16-bit stays 16-bit, the ICC profile is carried over, EXIF orientation is applied.
+Palette images come back as RGB (RGBA with transparency): an upscaled image has new colours.
+"""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from sr_experiments.data.image_io import IMAGE_SUFFIXES
+from sr_experiments.png16 import is_png16_color, read_png16, write_png16
+
+FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
+
+
+class ImageFileError(ValueError):
+    """An input could not be used; the message is one line and names the reason, not the path."""
+
+
+@dataclass
+class Picture:
+    """An image as the network sees it, plus what is needed to write it back in kind."""
+
+    rgb: np.ndarray  # (H, W, 3) float32 in [0, 1]; gray files replicated to three channels
+    alpha: np.ndarray | None  # (H, W) float32 in [0, 1], or None
+    gray: bool
+    bits: int  # 8 or 16
+    icc_profile: bytes | None
+    mode: str  # the file's PIL mode ("RGB;16" for 16-bit truecolour PNG)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height), as PIL says it."""
+        return self.rgb.shape[1], self.rgb.shape[0]
+
+
+def find_inputs(spec: str | Path) -> list[Path]:
+    """A file, every image directly inside a folder, or the files a glob matches (sorted)."""
+    path = Path(spec)
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if path.is_file():
+        return [path]
+    matches = sorted(Path(p) for p in glob.glob(str(spec), recursive=True) if Path(p).is_file())
+    if not matches:
+        raise FileNotFoundError(f"input={spec}: no such file or folder, and no file matches it as a glob")
+    return matches
+
+
+def read_picture(path: str | Path, max_pixels: int) -> Picture:
+    """Decode ``path`` keeping its mode; ``max_pixels`` is checked before the pixels are decoded."""
+    path = Path(path)
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # our own limit below, with a message that says what to do
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if w * h > max_pixels:
+                raise ImageFileError(
+                    f"{w}x{h} = {w * h / 1e6:.1f} MP is over max_pixels={max_pixels} (a decompression bomb "
+                    "guard; raise max_pixels if the image is genuine)"
+                )
+            icc = im.info.get("icc_profile")
+            if im.format == "PNG" and is_png16_color(path):
+                arr, icc16 = read_png16(path)
+                return _from_uint16_color(arr, icc16 or icc)
+            im = ImageOps.exif_transpose(im)
+            im.load()
+            return _from_pil(im, icc)
+    except UnidentifiedImageError:
+        raise ImageFileError("not an image file (PIL cannot identify it)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        if isinstance(e, ImageFileError):
+            raise
+        raise ImageFileError(f"cannot decode ({e}); the file is truncated or corrupt") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+def _from_uint16_color(arr: np.ndarray, icc: bytes | None) -> Picture:
+    # EXIF orientation inside a 16-bit PNG (an eXIf chunk, rare) is not applied by our codec.
+    f = arr.astype(np.float32) / 65535
+    return Picture(f[..., :3], f[..., 3] if f.shape[2] == 4 else None, False, 16, icc, "RGB;16")
+
+
+def _from_pil(im: Image.Image, icc: bytes | None) -> Picture:
+    mode = im.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I"):
+        a = np.asarray(im, dtype=np.float32) / 65535
+        return Picture(np.repeat(a[..., None], 3, axis=2), None, True, 16, icc, mode)
+    if mode == "F":
+        raise ImageFileError("floating-point images (mode F) are not supported; save it as 8- or 16-bit PNG")
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode in ("1", "L", "LA", "La"):
+        im = im.convert("LA" if mode in ("LA", "La") else "L")
+    elif mode not in ("RGB", "RGBA"):
+        if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+            icc = None  # a CMYK/Lab profile does not describe the RGB pixels written back
+        im = im.convert("RGBA" if mode in ("PA", "RGBa") else "RGB")
+    a = np.asarray(im, dtype=np.float32) / 255
+    if a.ndim == 2:
+        a = a[..., None]
+    gray = im.mode in ("L", "LA")
+    color, alpha = (a[..., :1], a[..., 1]) if im.mode == "LA" else (a[..., :3], a[..., 3] if im.mode == "RGBA" else None)
+    rgb = np.repeat(color, 3, axis=2) if gray else color
+    return Picture(np.ascontiguousarray(rgb), alpha, gray, 8, icc, mode)
+
+
+def output_path(out_dir: Path, src: Path, fmt: str) -> Path:
+    ext = "jpg" if FORMATS[fmt] == "JPEG" else fmt
+    return out_dir / f"{src.stem}.{ext}"
+
+
+def _quantise(x: np.ndarray, bits: int) -> np.ndarray:
+    peak = 65535 if bits == 16 else 255
+    q = np.floor(np.clip(x, 0, 1) * peak + 0.5)
+    return q.astype(np.uint16 if bits == 16 else np.uint8)
+
+
+def write_picture(path: Path, pic: Picture, fmt: str = "png", quality: int = 95) -> None:
+    """Write ``pic`` as ``fmt`` in the kind it came in; JPEG has no alpha or 16 bits, WebP no 16 bits:
+    alpha is then composited over white and 16-bit data rounded to 8 bits."""
+    kind = FORMATS[fmt]
+    rgb, alpha, bits = pic.rgb, pic.alpha, pic.bits
+    if kind != "PNG":
+        bits = 8
+        if kind == "JPEG" and alpha is not None:
+            rgb, alpha = rgb * alpha[..., None] + (1 - alpha[..., None]), None
+    save_args = {"icc_profile": pic.icc_profile} if pic.icc_profile else {}
+    if kind != "PNG":
+        save_args["quality"] = int(quality)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if pic.gray:
+        g = rgb.mean(axis=2)  # the network's three near-equal channels, back to one
+        if bits == 16:
+            Image.fromarray(_quantise(g, 16)).save(path, kind, **save_args)  # mode I;16
+            return
+        im = Image.fromarray(_quantise(g if alpha is None else np.stack([g, alpha], axis=2), 8))  # L or LA
+        if kind == "WEBP":
+            im = im.convert("RGBA" if alpha is not None else "RGB")
+        im.save(path, kind, **save_args)
+        return
+    full = rgb if alpha is None else np.concatenate([rgb, alpha[..., None]], axis=2)
+    if bits == 16:
+        write_png16(path, _quantise(full, 16), pic.icc_profile)
+        return
+    Image.fromarray(_quantise(full, 8)).save(path, kind, **save_args)

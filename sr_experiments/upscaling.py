@@ -1,0 +1,188 @@
+"""Upscale the user's own images: files, folders or globs, any mode, tiled, one bad file never stops the batch.
+
+``run_upscale(cfg)`` is the whole command (conf/upscale.yaml); ``upscale.py`` is its Hydra app and
+``cli()`` the ``sr-upscale`` console script.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+
+from sr_experiments.engines import Engine, auto_tile, onnx_engine, resolve_device, torch_engine
+from sr_experiments.image_files import FORMATS, Picture, find_inputs, output_path, read_picture, write_picture
+from sr_experiments.inference import Tile, count_tiles, fit_tiles, upscale
+from sr_experiments.models.bicubic import Bicubic
+
+
+@dataclass
+class Summary:
+    images: int = 0
+    megapixels: float = 0.0  # output pixels written
+    seconds: float = 0.0
+    failures: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        rate = self.megapixels / self.seconds if self.seconds else 0.0
+        return (f"upscale: {self.images} images, {self.megapixels:.2f} MP out in {self.seconds:.1f} s "
+                f"({rate:.2f} MP/s), {len(self.failures)} failed")
+
+
+def load_engine(cfg: DictConfig) -> Engine:
+    """The network from ``ckpt_path`` (its spec travels in the checkpoint, loaded with
+    ``weights_only=True``), an ONNX file, or a parameter-free ``model``."""
+    from sr_experiments.evaluation import find_latest_checkpoint, load_network
+    from sr_experiments.models import build_network
+
+    device = resolve_device(str(cfg.device))
+    ckpt = cfg.get("ckpt_path")
+    if ckpt == "latest":
+        ckpt = find_latest_checkpoint(cfg.paths.get("runs_dir", "outputs"))
+    if ckpt and str(ckpt).endswith(".onnx"):
+        return onnx_engine(ckpt, device)
+    if ckpt:
+        model = {**OmegaConf.to_container(cfg.model, resolve=True), "scale": int(cfg.scale)}
+        net, spec = load_network(ckpt, model=model)
+    else:
+        spec = {**OmegaConf.to_container(cfg.model, resolve=True), "scale": int(cfg.scale)}
+        spec = {k: v for k, v in spec.items() if v is not None}
+        net = build_network(spec)
+        if any(True for _ in net.parameters()) and not spec.get("pretrained"):
+            raise ValueError(f"model={spec['name']} has parameters: pass the trained weights with ckpt_path=PATH")
+    return torch_engine(net, spec, device, str(cfg.precision))
+
+
+def _to_tensor(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(rgb).permute(2, 0, 1)[None].to(device)
+
+
+def _to_array(x: torch.Tensor) -> np.ndarray:
+    # Clamp in fp32 before quantising (write_picture rounds): bf16 never reaches the file.
+    return x[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+
+
+def upscale_alpha(alpha: np.ndarray, scale: int) -> np.ndarray:
+    """Alpha is not a colour: a bicubic resize, clamped, rather than the network."""
+    a = torch.from_numpy(alpha)[None, None]
+    return F.interpolate(a, scale_factor=scale, mode="bicubic", align_corners=False)[0, 0].clamp_(0, 1).numpy()
+
+
+def upscale_picture(engine: Engine, pic: Picture, cfg: DictConfig, tile: Tile | None, bar=None) -> Picture:
+    lr = _to_tensor(pic.rgb, engine.device)
+    sr = upscale(engine, lr, engine.scale, tile, int(cfg.tile_overlap), bool(cfg.ensemble), int(cfg.tile_batch),
+                 progress=bar.update if bar is not None else None)
+    alpha = upscale_alpha(pic.alpha, engine.scale) if pic.alpha is not None else None
+    return Picture(_to_array(sr), alpha, pic.gray, pic.bits, pic.icc_profile, pic.mode)
+
+
+def compare_image(pic: Picture, sr: Picture, scale: int) -> Picture:
+    """bicubic | model, side by side, 8-bit RGB (alpha composited over white, as viewers show it)."""
+    with torch.inference_mode():
+        bic = _to_array(Bicubic(scale)(_to_tensor(pic.rgb, torch.device("cpu"))))
+    panels = []
+    for rgb, alpha in ((bic, sr.alpha), (sr.rgb, sr.alpha)):
+        panels.append(rgb if alpha is None else rgb * alpha[..., None] + (1 - alpha[..., None]))
+    gap = np.ones((sr.rgb.shape[0], 8, 3), np.float32)
+    return Picture(np.concatenate([panels[0], gap, panels[1]], axis=1), None, False, 8, sr.icc_profile, "RGB")
+
+
+def _tile_setting(cfg: DictConfig, engine: Engine) -> tuple[int | None, str]:
+    if str(cfg.tile) == "auto":
+        return auto_tile(engine, int(cfg.tile_overlap), int(cfg.tile_batch), cfg.get("tile_memory_mb"))
+    tile = int(cfg.tile)
+    return (tile or None), ("set by tile=" + str(tile))
+
+
+def run_upscale(cfg: DictConfig) -> Summary:
+    """Upscale every input; failures are reported one line each and counted, never raised."""
+    from tqdm import tqdm
+
+    fmt = str(cfg.format).lower()
+    if fmt not in FORMATS:
+        raise ValueError(f"format={cfg.format} is not one of {', '.join(FORMATS)}")
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    inputs = find_inputs(str(cfg.input))
+    out_dir = Path(str(cfg.output))
+    engine = load_engine(cfg)
+    tile, why = _tile_setting(cfg, engine)
+    print(f"upscale: {engine.label} x{engine.scale} on {engine.device}; precision {engine.precision.precision} "
+          f"({engine.precision.reason}){', channels_last' if engine.channels_last else ''}; "
+          f"tile {tile or 'off'} ({why}), overlap {cfg.tile_overlap}", file=sys.stderr, flush=True)
+
+    summary, start = Summary(), time.perf_counter()
+    show = bool(cfg.progress)
+    written: dict[Path, Path] = {}  # output -> input: a.png and a.jpg would both become a.png
+    for path in tqdm(inputs, desc="images", unit="img", disable=not show or len(inputs) < 2, file=sys.stderr):
+        try:
+            target = output_path(out_dir, path, fmt)
+            if target in written:
+                raise ValueError(f"its output {target} is already written from {written[target]} (same name)")
+            pic = read_picture(path, int(cfg.max_pixels))
+            w, h = pic.size
+            # tile is the largest side; equal tiles that just cover this image waste the least. The
+            # self-ensemble also runs the image rotated, so it keeps square tiles.
+            fitted = fit_tiles(h, w, tile, int(cfg.tile_overlap)) if tile and not cfg.ensemble else tile
+            n_tiles = (count_tiles(h, w, fitted, int(cfg.tile_overlap)) if fitted else 1) * (8 if cfg.ensemble else 1)
+            with tqdm(total=n_tiles, desc=path.name, unit="tile", leave=False, file=sys.stderr,
+                      disable=not show or n_tiles < 4) as bar:
+                sr = upscale_picture(engine, pic, cfg, fitted, bar)
+            write_picture(target, sr, fmt, int(cfg.quality))
+            written[target] = path
+            if cfg.compare:
+                write_picture(out_dir / f"{path.stem}_compare.png", compare_image(pic, sr, engine.scale), "png")
+        except (ValueError, OSError, RuntimeError) as e:  # ImageFileError is a ValueError
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            print(f"upscale: {path}: {reason} (skipped)", file=sys.stderr, flush=True)
+            summary.failures.append(str(path))
+            continue
+        summary.images += 1
+        summary.megapixels += sr.size[0] * sr.size[1] / 1e6
+    summary.seconds = time.perf_counter() - start
+    print(summary.line(), flush=True)
+    return summary
+
+
+def main(cfg: DictConfig) -> int:
+    """Exit status: 0 all written, 1 some inputs failed, 2 nothing could start (bad model/config)."""
+    try:
+        summary = run_upscale(cfg)
+    except (ValueError, OSError, RuntimeError) as e:
+        print(f"upscale: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 2
+    return 1 if summary.failures else 0
+
+
+FLAGS = {"--compare": "compare=true", "--ensemble": "ensemble=true", "--no-progress": "progress=false"}
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """``sr-upscale key=value ... [--compare] [--ensemble] [--no-progress]``: the Hydra overrides of
+    upscale.py, composed without a Hydra run (nothing is written but the images)."""
+    from hydra import compose, initialize_config_dir
+
+    args = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in args):
+        print(cli.__doc__ + "\n\n" + (Path(CONF_DIR) / "upscale.yaml").read_text())
+        return 0
+    unknown = [a for a in args if a.startswith("--") and a not in FLAGS]
+    if unknown:
+        print(f"sr-upscale: unknown option {unknown[0]} (options: {', '.join(FLAGS)}, or key=value overrides)", file=sys.stderr)
+        return 2
+    overrides = [FLAGS.get(a, a) for a in args]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="upscale", overrides=overrides)
+    return main(cfg)
+
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+if __name__ == "__main__":
+    sys.exit(cli())
