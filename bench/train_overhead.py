@@ -147,7 +147,7 @@ def main() -> None:
     print(f"bare PyTorch step:  {b * 1000:8.1f} ms  (rounds: {', '.join(f'{x * 1000:.1f}' for x in bare)})")
     print(f"framework step:     {f * 1000:8.1f} ms  (rounds: {', '.join(f'{x * 1000:.1f}' for x in framework)})")
     print(f"framework overhead: {100 * (f / b - 1):+8.1f} %")
-    print(f"data pipeline:      {patches_per_s:8.0f} patches/s (num_workers={cfg.data.num_workers}) vs model "
+    print(f"data pipeline:      {patches_per_s:8.0f} patches/s (num_workers={datamodule.num_workers}) vs model "
           f"{consume:.0f} patches/s -> {patches_per_s / consume:.1f}x headroom")
 
 
