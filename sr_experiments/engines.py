@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sr_experiments.hardware import PrecisionChoice, choose_precision
+from sr_experiments.hardware import PrecisionChoice, choose_channels_last, choose_precision
 
 MB = 1 << 20
 # A 3840x2160 output must stay under 2 GB of process RSS: torch + the image buffers take ~0.6 GB,
@@ -65,7 +65,8 @@ def torch_engine(net: nn.Module, spec: Mapping[str, Any], device: torch.device, 
         choice = PrecisionChoice("32", f"{spec['name']} has no parameters: nothing to gain from bf16")
     else:
         choice = choose_precision(precision, device)
-    channels_last = choice.autocast_dtype is not None and has_params
+    # NHWC pays for convolutions in bf16; transformers (SwinIR) would only pay for conversions.
+    channels_last = choice.autocast_dtype is not None and has_params and choose_channels_last(net, "auto")[0]
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     elem = 2 if choice.autocast_dtype is not None else 4

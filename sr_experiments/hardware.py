@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -102,3 +103,25 @@ def peak_conv_gmacs(
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def conv_param_fraction(net: nn.Module) -> float:
+    """Share of ``net``'s parameters that sit in convolutions (0 for a parameter-free net)."""
+    total = sum(p.numel() for p in net.parameters())
+    conv = sum(p.numel() for m in net.modules() if isinstance(m, nn.modules.conv._ConvNd) for p in m.parameters(recurse=False))
+    return conv / total if total else 0.0
+
+
+def choose_channels_last(net: nn.Module, requested: bool | str | None) -> tuple[bool, str]:
+    """``channels_last`` on or off, and why: ``auto`` turns it on for convolutional networks.
+
+    oneDNN and cuDNN run convolutions fastest on NHWC tensors; a transformer (SwinIR) spends its
+    time in linear layers on token tensors, where the layout only adds conversions.
+    """
+    if requested is None or str(requested) == "auto":
+        frac = conv_param_fraction(net)
+        on = frac >= 0.5
+        return on, f"auto: {frac:.0%} of the parameters are in convolutions"
+    if isinstance(requested, str):
+        raise ValueError(f"model.channels_last must be true, false or auto, got {requested!r}")
+    return bool(requested), f"model.channels_last={bool(requested)} was set explicitly"

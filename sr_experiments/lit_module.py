@@ -11,36 +11,14 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
 
+from sr_experiments.hardware import choose_channels_last
 from sr_experiments.losses import build_loss
 from sr_experiments.metrics import SRMetrics
 from sr_experiments.models import build_network, count_parameters
 from sr_experiments.models.bicubic import Bicubic
 
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-4, "betas": [0.9, 0.999]}
-
-
-def conv_param_fraction(net: nn.Module) -> float:
-    """Share of ``net``'s parameters that sit in convolutions (0 for a parameter-free net)."""
-    total = sum(p.numel() for p in net.parameters())
-    conv = sum(p.numel() for m in net.modules() if isinstance(m, nn.modules.conv._ConvNd) for p in m.parameters(recurse=False))
-    return conv / total if total else 0.0
-
-
-def choose_channels_last(net: nn.Module, requested: bool | str | None) -> tuple[bool, str]:
-    """``channels_last`` on or off, and why: ``auto`` turns it on for convolutional networks.
-
-    oneDNN and cuDNN run convolutions fastest on NHWC tensors; a transformer (SwinIR) spends its
-    time in linear layers on token tensors, where the layout only adds conversions.
-    """
-    if requested is None or str(requested) == "auto":
-        frac = conv_param_fraction(net)
-        on = frac >= 0.5
-        return on, f"auto: {frac:.0%} of the parameters are in convolutions"
-    if isinstance(requested, str):
-        raise ValueError(f"model.channels_last must be true, false or auto, got {requested!r}")
-    return bool(requested), f"model.channels_last={bool(requested)} was set explicitly"
 
 
 def _plain(value: Any) -> Any:

@@ -14,7 +14,8 @@ from hydra.utils import instantiate
 from sr_experiments import hardware
 from sr_experiments.checkpoint_io import load_checkpoint_file
 from sr_experiments.data.datamodule import default_num_workers
-from sr_experiments.lit_module import SRLitModule, choose_channels_last
+from sr_experiments.hardware import choose_channels_last
+from sr_experiments.lit_module import SRLitModule
 from sr_experiments.metrics import SRMetrics
 from sr_experiments.models import build_network
 from sr_experiments.models.bicubic import Bicubic
@@ -125,3 +126,12 @@ def test_compiled_training_writes_checkpoints_that_load_either_way(tmp_path: Pat
 
 def state_hparams(ckpt: Path) -> dict:
     return dict(load_checkpoint_file(ckpt)["hyper_parameters"])
+
+
+@pytest.mark.parametrize(("model", "expected"), [("espcn", True), ("swinir_light", False)])
+def test_upscale_engine_uses_channels_last_for_convolutional_networks_in_bf16(model: str, expected: bool) -> None:
+    from sr_experiments.engines import torch_engine
+
+    spec = {"name": model, "scale": 2}
+    assert torch_engine(build_network(spec), spec, torch.device("cpu"), "bf16").channels_last is expected
+    assert torch_engine(build_network(spec), spec, torch.device("cpu"), "32").channels_last is False

@@ -28,7 +28,7 @@ def _as_list(value: str | Sequence[str] | None) -> list[str]:
 
 def default_num_workers() -> int:
     """Workers for ``num_workers=auto``: none when training on the CPU, where a worker would take a
-    core from the network's threads while the main process already crops and augments ~70x
+    core from the network's threads while the main process already crops and augments ~80x
     faster than even a bf16 model consumes (bench/train_overhead.py); with a GPU, one worker per
     spare core (up to 8), so the CPU prepares batches while the GPU computes."""
     if not torch.cuda.is_available():
