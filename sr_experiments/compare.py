@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Overrides that say where things are, not what was tried.
-_IGNORED_PREFIXES = ("hydra.", "paths.", "ckpt_path", "trainer.enable_")
+# Overrides that say where things are or how they are shown, not what was tried (also left out of
+# W&B run names).
+NOT_TRIED_PREFIXES = ("hydra.", "paths.", "logger", "callbacks", "ckpt_path", "trainer.enable_", "data.num_workers")
 
 
 @dataclass
@@ -46,7 +47,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, str]:
     out = {}
     for item in overrides:
         key, sep, value = item.lstrip("+~").partition("=")
-        if sep and not key.startswith(_IGNORED_PREFIXES):
+        if sep and not key.startswith(NOT_TRIED_PREFIXES):
             out[key] = value
     return out
 

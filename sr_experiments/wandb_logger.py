@@ -27,10 +27,8 @@ import lightning as L
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from sr_experiments.compare import parse_overrides
 from sr_experiments.info import count_macs, lr_size_720p
-
-# Overrides that say where things are, not what was tried: left out of run names.
-_NAME_SKIP_PREFIXES = ("paths.", "hydra.", "logger", "callbacks", "ckpt_path", "trainer.enable_", "data.num_workers")
 
 
 def wandb_mode(offline: bool, env: str | None = None) -> str:
@@ -49,12 +47,8 @@ def run_name(overrides: Iterable[str]) -> str | None:
 
     Paths, Hydra/logger settings and display switches are dropped; dotted keys keep their last part.
     """
-    parts = []
-    for item in overrides:
-        key, sep, value = item.lstrip("+~").partition("=")
-        if not sep or key.startswith(_NAME_SKIP_PREFIXES) or "/" in value:
-            continue
-        parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
+    parts = [f"{key.rsplit('.', 1)[-1]}={value}" for key, value in parse_overrides(list(overrides)).items()
+             if "/" not in value]
     return ",".join(parts) or None
 
 
