@@ -1,14 +1,29 @@
 """Train an SR network: `python train.py model=deep lr=1e-4` (see conf/train.yaml)."""
 
+import os
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
+from sr_experiments.config_schema import ConfigError
+from sr_experiments.run_dir import RunDirError
 from sr_experiments.train import train
+
+# Errors a user can fix from the message alone: one line, not a traceback from inside torch.
+USAGE_ERRORS = (ConfigError, RunDirError)
+INPUT_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    summary = train(cfg)
+    try:
+        summary = train(cfg)
+    except INPUT_ERRORS as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"train.py: {e}", file=sys.stderr, flush=True)
+        sys.exit(2 if isinstance(e, USAGE_ERRORS) else 1)
     best = summary.get("best")
     # Returned for Hydra sweepers (e.g. Optuna): the best validation PSNR.
     return best["psnr"] if best else None

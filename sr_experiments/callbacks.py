@@ -1,4 +1,4 @@
-"""Callbacks: the validation image panel (LR | bicubic | SR | HR)."""
+"""Callbacks: the checkpoint of an interrupted run, and the validation image panel (LR | bicubic | SR | HR)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,34 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from PIL import Image
+
+
+class InterruptCheckpoint(Checkpoint):
+    """Saves ``<dirpath>/<filename>.ckpt`` when training stops on an exception or a signal
+    (Ctrl-C, SIGTERM, a crash), so the run resumes with ``ckpt_path=`` from the step it reached.
+
+    Unlike Lightning's ``OnExceptionCheckpoint``, its presence does not make ``fit()`` resume
+    from whatever checkpoint is in the folder: a run resumes only when given ``ckpt_path``. A
+    failure before the first step saves nothing (there is nothing to resume).
+    """
+
+    FILE_EXTENSION = ".ckpt"
+
+    def __init__(self, dirpath: str, filename: str = "interrupted") -> None:
+        super().__init__()
+        self.path = Path(dirpath) / f"{filename}{self.FILE_EXTENSION}"
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if trainer.global_step > 0:
+            trainer.save_checkpoint(self.path)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Reached only when fit() ends normally: last.ckpt now holds everything this file did.
+        if stage == "fit" and trainer.is_global_zero:
+            self.path.unlink(missing_ok=True)
 
 
 def panel_row(lr: torch.Tensor, bicubic: torch.Tensor, sr: torch.Tensor, hr: torch.Tensor, crop: int) -> np.ndarray:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+import random
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info
@@ -86,6 +89,8 @@ class SRLitModule(L.LightningModule):
         # Run state, kept across resumes through on_save/load_checkpoint.
         self.bicubic_result: dict[str, float] | None = None
         self.history: list[dict[str, float]] = []
+        self.prior_train_seconds = 0.0  # training time of the runs this one resumed
+        self._fit_started: float | None = None
 
     @property
     def num_params(self) -> int:
@@ -173,13 +178,29 @@ class SRLitModule(L.LightningModule):
         scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer, total_steps=int(total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def on_fit_start(self) -> None:
+        self._fit_started = time.perf_counter()
+
+    def train_seconds(self) -> float:
+        """Wall time of fitting, over this run and every run it resumed."""
+        now = time.perf_counter() - self._fit_started if self._fit_started is not None else 0.0
+        return self.prior_train_seconds + now
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["sr_run"] = {"bicubic": self.bicubic_result, "history": self.history}
+        checkpoint["sr_run"] = {
+            "bicubic": self.bicubic_result,
+            "history": self.history,
+            "train_seconds": self.train_seconds(),
+            "rng": _rng_state(),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         run = checkpoint.get("sr_run") or {}
         self.bicubic_result = run.get("bicubic")
         self.history = list(run.get("history", []))
+        self.prior_train_seconds = float(run.get("train_seconds", 0.0))
+        if run.get("rng"):
+            _set_rng_state(run["rng"])
 
     def run_summary(self) -> dict[str, Any]:
         """Best and final validation results, the bicubic baseline and the network size."""
@@ -196,3 +217,27 @@ class SRLitModule(L.LightningModule):
             "bicubic": self.bicubic_result,
             "history": self.history,
         }
+
+
+def _rng_state() -> dict[str, Any]:
+    """Global RNG states (dropout, drop-path, anything not on an explicit generator), as tensors and
+    plain lists so a ``weights_only`` load reads them."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

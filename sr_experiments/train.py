@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import subprocess
 import time
 import warnings
 from pathlib import Path
@@ -13,13 +15,16 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from sr_experiments.checkpoint_io import AtomicCheckpointIO, load_checkpoint_file
+from sr_experiments.config_schema import validate_train_config
 from sr_experiments.distributed import check_ddp_launch
 from sr_experiments.hardware import choose_precision
 from sr_experiments.lit_module import SRLitModule
 from sr_experiments.models.pretrained import load_pretrained
+from sr_experiments.run_dir import OWNER_FILE, check_run_dir, requeued_checkpoint, resume_checkpoint, slurm_job_id
 from sr_experiments.wandb_logger import finish_loggers
 
 log = logging.getLogger(__name__)
@@ -59,11 +64,30 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+class RunInterrupted(SystemExit):
+    """Training stopped on a signal after checkpointing; the exit code says which
+    (130 SIGINT, 143 SIGTERM, as shells report them)."""
+
+
+# SLURM sends these ahead of a time limit or preemption (``sbatch --signal``; submitit uses USR2).
+REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit the configured model; returns the run summary (also written to ``metrics.json``)."""
+    """Fit the configured model; returns the run summary (also written to ``metrics.json``).
+
+    Raises ``ConfigError`` for a bad value, ``RunDirError`` when the output folder holds another
+    run, and ``RunInterrupted`` (exit code 130/143) after checkpointing on SIGINT/SIGTERM.
+    """
+    validate_train_config(cfg)
     started_at = time.time()  # wall clock, so parallel sweep jobs can be checked for overlap
     output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = cfg.get("ckpt_path")
+    if not ckpt_path:
+        ckpt_path = requeued_checkpoint(output_dir)
+    check_run_dir(output_dir, ckpt_path, bool(cfg.get("resume", True)))
     output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / OWNER_FILE).write_text(json.dumps({"slurm_job_id": slurm_job_id(), "started_at": started_at}))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
@@ -83,7 +107,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    ckpt_path = cfg.get("ckpt_path")
     if ckpt_path:
         state = load_checkpoint_file(ckpt_path)
         if not cfg.get("resume", True) or "loops" not in state:
@@ -91,20 +114,32 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             load_pretrained(module.net, state)
             log.info("fine-tuning from the weights of %s", ckpt_path)
             ckpt_path = None
-    if ckpt_path:
-        log.info("resuming from %s", ckpt_path)
+        else:
+            check_same_network(ckpt_path, state, module)
+            log.info("resuming from %s", ckpt_path)
+            del state
 
-    start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    finish_run(trainer, module, datamodule)
-    elapsed = time.perf_counter() - start
+    requeue = _RequeueOnSignal(trainer)
+    try:
+        with requeue:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        interrupted = None
+    except SIGTERMException:
+        interrupted = "requeue" if requeue.received else "SIGTERM"
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+        interrupted = "SIGINT"  # Lightning turns Ctrl-C into sys.exit(1) after checkpointing
+    if interrupted is None:
+        finish_run(trainer, module, datamodule)
 
     summary = module.run_summary()
     summary.update(
+        status="interrupted" if interrupted else "finished",
         precision=precision.precision,
         precision_reason=precision.reason,
         steps=int(trainer.global_step),
-        train_seconds=round(elapsed, 1),
+        train_seconds=round(module.train_seconds(), 1),
         val_images=len(datamodule.val_set) if getattr(datamodule, "val_set", None) is not None else None,
         run_dir=str(output_dir),
         best_checkpoint=getattr(trainer.checkpoint_callback, "best_model_path", None) or None,
@@ -116,9 +151,65 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     if trainer.is_global_zero:
         (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
-        print("\n" + format_summary(summary) + f"\nrun directory: {output_dir}\n", flush=True)
+        if interrupted:
+            print(f"\ninterrupted by {interrupted} at step {trainer.global_step}; resume with "
+                  f"ckpt_path={resume_checkpoint(output_dir)}\n", flush=True)
+        else:
+            print("\n" + format_summary(summary) + f"\nrun directory: {output_dir}\n", flush=True)
     finish_loggers(trainer, summary)
+    if interrupted == "requeue":
+        requeue.requeue()
+        raise RunInterrupted(143)
+    if interrupted:
+        raise RunInterrupted(130 if interrupted == "SIGINT" else 143)
     return summary
+
+
+class _RequeueOnSignal:
+    """Under SLURM, the requeue signals stop training after the current step (through Lightning's
+    SIGTERM path, so the interrupt checkpoint is written), then ``requeue()`` puts the job back in
+    the queue; the requeued job resumes through ``requeued_checkpoint``."""
+
+    def __init__(self, trainer: L.Trainer) -> None:
+        self.trainer, self.received, self._previous = trainer, None, {}
+        self.job = slurm_job_id()
+
+    def __enter__(self) -> "_RequeueOnSignal":
+        if self.job is not None:
+            for sig in REQUEUE_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        log.info("received %s: checkpointing, then requeueing SLURM job %s", signal.Signals(signum).name, self.job)
+        self.received = signum
+        self.trainer._signal_connector.received_sigterm = True
+
+    def requeue(self) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        result = subprocess.run(["scontrol", "requeue", str(self.job)], capture_output=True, text=True)
+        if result.returncode != 0:
+            log.warning("scontrol requeue %s failed (%s); resume by hand with ckpt_path=", self.job, result.stderr.strip())
+
+
+def check_same_network(ckpt_path: str, state: dict[str, Any], module: SRLitModule) -> None:
+    """Resuming needs the checkpoint's network: say which settings differ, not 76 KB of keys."""
+    saved = (state.get("hyper_parameters") or {}).get("network")
+    if not isinstance(saved, dict) or saved == module.hparams.network:
+        return
+    current = module.hparams.network
+    diff = [f"{k}={saved.get(k)!r} (this run: {current.get(k)!r})" for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
+    overrides = Path(ckpt_path).resolve().parent.parent / ".hydra" / "overrides.yaml"
+    hint = f" repeat that run's overrides ({overrides})" if overrides.is_file() else " repeat that run's model settings"
+    raise ValueError(
+        f"{ckpt_path} was trained with another network: model.{'; model.'.join(diff)}. To resume it,{hint}; "
+        "to start a new run from its weights, add resume=false"
+    )
 
 
 def finish_run(trainer: L.Trainer, module: SRLitModule, datamodule: L.LightningDataModule) -> None:
@@ -131,13 +222,15 @@ def finish_run(trainer: L.Trainer, module: SRLitModule, datamodule: L.LightningD
         return
     if module.history and module.history[-1]["step"] == trainer.global_step:
         return
-    trainer.validate(module, datamodule=datamodule, verbose=False)
+    validating = trainer.limit_val_batches != 0
+    if validating:
+        trainer.validate(module, datamodule=datamodule, verbose=False)
     ckpt = trainer.checkpoint_callback
     if ckpt is None or not ckpt.dirpath:
         return
     dirpath = Path(ckpt.dirpath)
     trainer.save_checkpoint(dirpath / f"{ckpt.CHECKPOINT_NAME_LAST}{ckpt.FILE_EXTENSION}")
-    if module.history[-1]["psnr"] >= max(h["psnr"] for h in module.history):
+    if validating and module.history[-1]["psnr"] >= max(h["psnr"] for h in module.history):
         best = dirpath / f"{ckpt.filename or 'best'}{ckpt.FILE_EXTENSION}"
         trainer.save_checkpoint(best)
         ckpt.best_model_path = str(best)

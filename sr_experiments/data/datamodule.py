@@ -12,7 +12,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from sr_experiments.data.datasets import PairedImageDataset, PairedPatchDataset
-from sr_experiments.data.pairs import ImagePair, load_pair
+from sr_experiments.data.pairs import ImagePair, ImageTooSmallError, load_pair
+from sr_experiments.data.sampler import ResumableSampler
 from sr_experiments.data.sources import ImageSource, resolve_sources
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,18 @@ def default_num_workers() -> int:
     return max(1, min(8, per_gpu - 1))
 
 
+class ResumableDataLoader(DataLoader):
+    """A DataLoader that Lightning treats as resumable mid-epoch, which it is: its
+    ``ResumableSampler`` starts each iteration at the patch the trainer has reached, so there is no
+    position of its own to save."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        pass
+
+
 class SRDataModule(L.LightningDataModule):
     """Training patches and validation images for one scale.
 
@@ -55,6 +68,8 @@ class SRDataModule(L.LightningDataModule):
             ``folder`` or ``generate``.
         augment: random flips and 90-degree rotations.
         pin_memory: pin host memory for faster GPU transfer; ``None`` = when CUDA is available.
+        seed: seed of the patch stream (which crops, flips and order); ``None`` draws one. It is
+            saved in checkpoints, so a resumed run continues the same stream.
     """
 
     def __init__(
@@ -69,6 +84,7 @@ class SRDataModule(L.LightningDataModule):
         lr_source: str = "auto",
         augment: bool = True,
         pin_memory: bool | None = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(scale, int) or isinstance(scale, bool) or scale < 2:
@@ -78,6 +94,12 @@ class SRDataModule(L.LightningDataModule):
             raise ValueError("data.val_dir is empty: validation needs at least one folder of images")
         self.scale, self.patch_size, self.batch_size = int(scale), int(patch_size), int(batch_size)
         self.patches_per_epoch = int(patches_per_epoch)
+        if self.batch_size < 1 or self.patches_per_epoch < self.batch_size:
+            raise ValueError(
+                f"data.patches_per_epoch ({patches_per_epoch}) must be at least data.batch_size ({batch_size}), "
+                "and data.batch_size at least 1"
+            )
+        self.seed = int(seed) if seed is not None else int(torch.randint(0, 2**62, (1,)))
         self.num_workers = default_num_workers() if str(num_workers) == "auto" else int(num_workers)
         self.lr_source, self.augment = lr_source, augment
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
@@ -86,13 +108,25 @@ class SRDataModule(L.LightningDataModule):
         self.train_set: PairedPatchDataset | None = None
         self.val_set: PairedImageDataset | None = None
 
-    def _load(self, dirs: list[str], key: str) -> list[ImagePair]:
+    def _load(self, dirs: list[str], key: str, skip_tiny: bool = False) -> list[ImagePair]:
+        """Decoded pairs of ``dirs``; with ``skip_tiny``, images smaller than the scale are left out
+        with a warning (a training set may hold a stray icon) instead of stopping the run."""
         sources: list[ImageSource] = []
         for d in dirs:
             sources += resolve_sources(d, self.scale, self.lr_source, key=key)
+
+        def load(source: ImageSource) -> ImagePair | None:
+            try:
+                return load_pair(source, self.scale)
+            except ImageTooSmallError as e:
+                if not skip_tiny:
+                    raise
+                log.warning("%s (skipped)", e)
+                return None
+
         # Decoding and resizing release the GIL: threads overlap them.
         with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
-            return list(pool.map(lambda s: load_pair(s, self.scale), sources))
+            return [p for p in pool.map(load, sources) if p is not None]
 
     def setup(self, stage: str | None = None) -> None:
         if self.val_pairs is None:
@@ -101,9 +135,9 @@ class SRDataModule(L.LightningDataModule):
         if stage in (None, "fit") and self.train_pairs is None:
             if not self.train_dirs:
                 raise ValueError("data.train_dir is empty: training needs at least one folder of images")
-            self.train_pairs = self._load(self.train_dirs, "data.train_dir")
+            self.train_pairs = self._load(self.train_dirs, "data.train_dir", skip_tiny=True)
             self.train_set = PairedPatchDataset(
-                self.train_pairs, self.scale, self.patch_size, self.patches_per_epoch, self.augment
+                self.train_pairs, self.scale, self.patch_size, self.epoch_length, self.augment, seed=self.seed
             )
             if self.train_set.skipped:
                 log.warning(
@@ -115,11 +149,35 @@ class SRDataModule(L.LightningDataModule):
                 len(self.train_set.pairs), len(self.val_pairs), self.scale, self.patch_size, self.batch_size,
             )
 
+    @property
+    def epoch_length(self) -> int:
+        """Patches per epoch, whole batches only."""
+        return self.patches_per_epoch // self.batch_size * self.batch_size
+
+    def _patches_consumed(self) -> int:
+        trainer = self.trainer
+        if trainer is None:
+            return 0
+        if trainer.world_size > 1:
+            # Lightning wraps the sampler in a DistributedSampler that needs whole epochs: DDP
+            # resumes at the start of the interrupted epoch.
+            return trainer.current_epoch * self.epoch_length
+        return trainer.global_step * trainer.accumulate_grad_batches * self.batch_size
+
+    def state_dict(self) -> dict:
+        return {"seed": self.seed}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        # Before setup() on resume: the dataset is built with the checkpoint's seed.
+        self.seed = int(state_dict.get("seed", self.seed))
+        if self.train_set is not None:
+            self.train_set.seed = self.seed
+
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
+        return ResumableDataLoader(
             self.train_set,
             batch_size=self.batch_size,
-            shuffle=True,
+            sampler=ResumableSampler(self.epoch_length, self.seed, self._patches_consumed),
             drop_last=True,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -6,6 +6,7 @@ import torch
 from torch.utils.data import Dataset
 
 from sr_experiments.data.pairs import ImagePair
+from sr_experiments.data.sampler import derived_seed
 
 
 def random_crop(pair: ImagePair, patch: int, scale: int, generator: torch.Generator | None = None):
@@ -33,12 +34,16 @@ def augment(lr: torch.Tensor, hr: torch.Tensor, generator: torch.Generator | Non
 class PairedPatchDataset(Dataset):
     """Random aligned (LR, HR) patches; an epoch is ``length`` patches, not a pass over images.
 
-    Item ``i`` is a patch of image ``i % len(pairs)`` at a random place, so a shuffled epoch visits
-    images evenly. Randomness comes from torch's global RNG, which Lightning seeds per worker.
+    Item ``n`` is a patch of image ``n % len(pairs)`` at a random place, so a shuffled epoch visits
+    images evenly. Its crop and flips are drawn from a generator seeded by ``(seed, n)``: the same
+    item is the same patch in any process, worker or resumed run (``ResumableSampler`` numbers
+    patches from the start of training, so ``n`` may exceed ``length``).
     Items are uint8 (3, p, p) / (3, p*s, p*s) tensors; the module converts to float on device.
     """
 
-    def __init__(self, pairs: list[ImagePair], scale: int, patch_size: int, length: int, augment: bool = True):
+    def __init__(
+        self, pairs: list[ImagePair], scale: int, patch_size: int, length: int, augment: bool = True, seed: int = 0
+    ):
         usable = [p for p in pairs if min(p.lr.shape[1:]) >= patch_size]
         if not usable:
             raise ValueError(
@@ -47,7 +52,7 @@ class PairedPatchDataset(Dataset):
         if length < 1:
             raise ValueError(f"data.patches_per_epoch must be positive, got {length}")
         self.pairs, self.scale, self.patch_size = usable, scale, patch_size
-        self.length, self.augment = length, augment
+        self.length, self.augment, self.seed = length, augment, int(seed)
         self.skipped = [p.name for p in pairs if p not in usable]
 
     def __len__(self) -> int:
@@ -55,9 +60,10 @@ class PairedPatchDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         pair = self.pairs[i % len(self.pairs)]
-        lr, hr, _ = random_crop(pair, self.patch_size, self.scale)
+        g = torch.Generator().manual_seed(derived_seed(self.seed, 0, i))
+        lr, hr, _ = random_crop(pair, self.patch_size, self.scale, generator=g)
         if self.augment:
-            lr, hr = augment(lr, hr)
+            lr, hr = augment(lr, hr, generator=g)
         return {"lr": lr.contiguous(), "hr": hr.contiguous()}
 
 

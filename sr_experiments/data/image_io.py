@@ -37,6 +37,11 @@ def load_rgb(path: str | Path) -> tuple[np.ndarray, bool]:
             im.load()
     except FileNotFoundError:
         raise ImageLoadError(f"{path}: no such file") from None
+    except Image.DecompressionBombError as e:
+        raise ImageLoadError(
+            f"{path}: {e.args[0] if e.args else e} Refused as a possible decompression bomb; "
+            "if the file is trusted, split it into tiles or raise PIL.Image.MAX_IMAGE_PIXELS"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ImageLoadError(f"{path}: not a readable image ({e}); remove it or re-save it as PNG") from None
     return _to_rgb8(im, path)

@@ -12,6 +12,10 @@ from sr_experiments.data.sources import ImageSource
 from sr_experiments.imresize import imresize
 
 
+class ImageTooSmallError(ValueError):
+    """The image has fewer pixels per side than the scale: it has no LR."""
+
+
 @dataclass
 class ImagePair:
     name: str
@@ -39,7 +43,7 @@ def load_pair(source: ImageSource, scale: int, decoded: tuple[np.ndarray, bool] 
     hr_np, gray = decoded if decoded is not None else load_rgb(source.hr)
     hr = to_chw(mod_crop(hr_np, scale))
     if hr.shape[1] < scale or hr.shape[2] < scale:
-        raise ValueError(f"{source.hr}: image of {hr_np.shape[1]}x{hr_np.shape[0]} is smaller than the scale x{scale}")
+        raise ImageTooSmallError(f"{source.hr}: image of {hr_np.shape[1]}x{hr_np.shape[0]} is smaller than the scale x{scale}")
     if source.lr is None:
         lr = imresize(hr, scale=1 / scale)
     else:
