@@ -9,6 +9,8 @@ Palette images come back as RGB (RGBA with transparency): an upscaled image has 
 from __future__ import annotations
 
 import glob
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +120,43 @@ def _from_pil(im: Image.Image, icc: bytes | None) -> Picture:
 def output_path(out_dir: Path, src: Path, fmt: str) -> Path:
     ext = "jpg" if FORMATS[fmt] == "JPEG" else fmt
     return out_dir / f"{src.stem}.{ext}"
+
+
+def plan_outputs(inputs: list[Path], out_dir: Path, fmt: str, compare: bool = False) -> dict[Path, Path]:
+    """Input -> output path, checked before anything is computed: no output may be an input file
+    (the originals are never overwritten) and no two inputs may share an output (``a.png``, ``a.jpg``)."""
+    inputs_by_id = {_file_id(p): p for p in inputs}
+    claimed: dict[str, Path] = {}
+    plan: dict[Path, Path] = {}
+    for src in inputs:
+        plan[src] = output_path(out_dir, src, fmt)
+        for target in (plan[src], *([out_dir / f"{src.stem}_compare.png"] if compare else [])):
+            # Same file, not same spelling: links, relative paths and case-insensitive disks included.
+            original = inputs_by_id.get(_file_id(target)) if target.exists() else None
+            if original is not None:
+                raise ValueError(f"output={out_dir} would overwrite the input {original} (as {target.name}): "
+                                 "choose another output folder")
+            key = os.path.normcase(os.path.abspath(target))
+            if key in claimed:
+                raise ValueError(f"{claimed[key]} and {src} would both be written to {target}: rename one, "
+                                 "or upscale them into separate output folders")
+            claimed[key] = src
+    return plan
+
+
+def _file_id(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_dev, st.st_ino
+
+
+def check_writable(out_dir: Path) -> None:
+    """Create ``out_dir`` and write a scratch file in it: a bad output= fails before any image is computed."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as e:
+        raise OSError(f"output={out_dir} is not a writable folder ({e.strerror or e}); choose another output=") from None
 
 
 def _quantise(x: np.ndarray, bits: int) -> np.ndarray:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from sr_experiments.engines import Engine, auto_tile, onnx_engine, resolve_device, torch_engine
-from sr_experiments.image_files import FORMATS, Picture, find_inputs, output_path, read_picture, write_picture
+from sr_experiments.image_files import FORMATS, Picture, check_writable, find_inputs, plan_outputs, read_picture, write_picture
 from sr_experiments.inference import Tile, count_tiles, fit_tiles, upscale
 from sr_experiments.models.bicubic import Bicubic
 
@@ -111,6 +111,8 @@ def run_upscale(cfg: DictConfig) -> Summary:
         torch.set_num_threads(int(cfg.threads))
     inputs = find_inputs(str(cfg.input))
     out_dir = Path(str(cfg.output))
+    targets = plan_outputs(inputs, out_dir, fmt, bool(cfg.compare))
+    check_writable(out_dir)
     engine = load_engine(cfg)
     tile, why = _tile_setting(cfg, engine)
     print(f"upscale: {engine.label} x{engine.scale} on {engine.device}; precision {engine.precision.precision} "
@@ -119,12 +121,8 @@ def run_upscale(cfg: DictConfig) -> Summary:
 
     summary, start = Summary(), time.perf_counter()
     show = bool(cfg.progress)
-    written: dict[Path, Path] = {}  # output -> input: a.png and a.jpg would both become a.png
     for path in tqdm(inputs, desc="images", unit="img", disable=not show or len(inputs) < 2, file=sys.stderr):
         try:
-            target = output_path(out_dir, path, fmt)
-            if target in written:
-                raise ValueError(f"its output {target} is already written from {written[target]} (same name)")
             pic = read_picture(path, int(cfg.max_pixels))
             w, h = pic.size
             # tile is the largest side; equal tiles that just cover this image waste the least. The
@@ -134,8 +132,7 @@ def run_upscale(cfg: DictConfig) -> Summary:
             with tqdm(total=n_tiles, desc=path.name, unit="tile", leave=False, file=sys.stderr,
                       disable=not show or n_tiles < 4) as bar:
                 sr = upscale_picture(engine, pic, cfg, fitted, bar)
-            write_picture(target, sr, fmt, int(cfg.quality))
-            written[target] = path
+            write_picture(targets[path], sr, fmt, int(cfg.quality))
             if cfg.compare:
                 write_picture(out_dir / f"{path.stem}_compare.png", compare_image(pic, sr, engine.scale), "png")
         except (ValueError, OSError, RuntimeError) as e:  # ImageFileError is a ValueError

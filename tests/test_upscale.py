@@ -239,3 +239,55 @@ def test_bf16_inference_costs_little_psnr(photo_pair) -> None:
             for p in ("32", "bf16")}
     psnr = {p: float(sr_psnr_ssim(o, hr, 2, torch.tensor([False]))[0]) for p, o in outs.items()}
     assert math.isfinite(psnr["bf16"]) and abs(psnr["32"] - psnr["bf16"]) < 0.05
+
+
+def _solid(path: Path, size: tuple[int, int] = (8, 8), color: tuple[int, ...] = (10, 200, 30)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB" if len(color) == 3 else "RGBA", size, color).save(path)
+    return path
+
+
+@pytest.fixture
+def count_upscaled(monkeypatch) -> list[Path]:
+    """Images the command started to compute (by their Picture), recorded instead of guessed from the files."""
+    import sr_experiments.upscaling as up
+
+    calls: list = []
+    real = up.upscale_picture
+    monkeypatch.setattr(up, "upscale_picture", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    return calls
+
+
+@pytest.mark.parametrize("spec", ["folder", "glob"])
+def test_output_onto_an_input_is_refused_before_computing(tmp_path: Path, capsys, count_upscaled, spec: str) -> None:
+    folder = tmp_path / "in"
+    a, b = _solid(folder / "a.png"), _solid(folder / "b.png", color=(1, 2, 3))
+    before = {p: p.read_bytes() for p in (a, b)}
+    source = folder if spec == "folder" else folder / "*.png"
+    assert cli(["model=bicubic", f"input={source}", f"output={folder}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(a) in err and "output=" in err, err
+    assert {p: p.read_bytes() for p in (a, b)} == before and not count_upscaled
+    # Another format into the same folder writes new files only, never over an input.
+    assert cli(["model=bicubic", f"input={folder / 'a.png'}", f"output={folder}", "format=webp"]) == 0
+    assert a.read_bytes() == before[a] and (folder / "a.webp").is_file()
+
+
+def test_two_inputs_onto_one_output_are_refused_before_computing(tmp_path: Path, capsys, count_upscaled) -> None:
+    _solid(tmp_path / "in" / "a.png")
+    _solid(tmp_path / "in" / "a.jpg")
+    assert cli(["model=bicubic", f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}"]) == 2
+    err = capsys.readouterr().err
+    assert "a.png" in err and "a.jpg" in err and not count_upscaled
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_unwritable_output_is_found_before_computing(tmp_path: Path, capsys, count_upscaled) -> None:
+    src = _solid(tmp_path / "a.png")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    for out in (blocker, blocker / "sub"):
+        assert cli(["model=bicubic", f"input={src}", f"output={out}"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and str(out) in err and "writable" in err, err
+    assert not count_upscaled
