@@ -291,3 +291,29 @@ def test_unwritable_output_is_found_before_computing(tmp_path: Path, capsys, cou
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and str(out) in err and "writable" in err, err
     assert not count_upscaled
+
+
+def _unloadable(path: Path) -> Path:
+    """Files a user may pass as ckpt_path= that hold no usable network."""
+    kind = path.name
+    if kind.endswith(".onnx"):
+        path.write_bytes(b"" if kind.startswith("empty") else b"\x08\x07garbage, not an ONNX graph")
+    elif kind == "tensor.ckpt":
+        torch.save(torch.zeros(3), path)
+    elif kind == "hparams_not_a_dict.ckpt":
+        torch.save({"state_dict": {"w": torch.zeros(1)}, "hyper_parameters": 3}, path)
+    elif kind == "spec_not_a_dict.ckpt":
+        torch.save({"state_dict": {}, "hyper_parameters": {"network": "edsr"}}, path)
+    elif kind == "unknown_network.ckpt":
+        torch.save({"state_dict": {}, "hyper_parameters": {"network": {"name": "nope", "scale": 2}}}, path)
+    return path
+
+
+@pytest.mark.parametrize("name", ["garbage.onnx", "empty.onnx", "missing.onnx", "tensor.ckpt", "hparams_not_a_dict.ckpt",
+                                  "spec_not_a_dict.ckpt", "unknown_network.ckpt"])
+def test_unloadable_model_file_is_one_line_naming_it_and_exit_2(tmp_path: Path, capsys, name: str) -> None:
+    ckpt = _unloadable(tmp_path / name) if not name.startswith("missing") else tmp_path / name
+    src = _solid(tmp_path / "a.png")
+    assert cli([f"ckpt_path={ckpt}", f"input={src}", f"output={tmp_path / 'out'}", "progress=false"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(ckpt) in err and "Traceback" not in err, err

@@ -32,11 +32,13 @@ def unwrap_state_dict(obj: Mapping[str, Any], key: str | None = None) -> dict[st
     return state
 
 
-def load_pretrained(net: nn.Module, source: str | PathLike | Mapping[str, Any], key: str | None = None) -> nn.Module:
+def load_pretrained(
+    net: nn.Module, source: str | PathLike | Mapping[str, Any], key: str | None = None, origin: str | None = None
+) -> nn.Module:
     """Load weights into ``net`` with ``strict=True`` (a key or shape mismatch names the problem).
 
     ``source`` is a path (read with ``weights_only=True``: no code from the file runs) or a loaded
-    dict. Returns ``net``.
+    dict; ``origin`` names the file a loaded dict came from, for messages. Returns ``net``.
     """
     from sr_experiments.checkpoint_io import load_checkpoint_file
 
@@ -46,7 +48,7 @@ def load_pretrained(net: nn.Module, source: str | PathLike | Mapping[str, Any], 
         net.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise ValueError(
-            f"weights in {source if not isinstance(source, Mapping) else 'the given dict'} do not fit "
+            f"weights in {origin or (source if not isinstance(source, Mapping) else 'the given dict')} do not fit "
             f"{type(net).__name__} with these settings (check model=..., scale and the model.* sizes): "
             f"{str(e).splitlines()[0]} {'; '.join(l.strip() for l in str(e).splitlines()[1:3])}"
         ) from None
