@@ -35,6 +35,10 @@ HOW_TO_GET = (
 )
 
 
+class SetsFailed(RuntimeError):
+    """Some set x scale evaluations failed; the others' results are written. Names each with its reason."""
+
+
 @dataclass
 class ImageResult:
     set: str
@@ -165,7 +169,7 @@ def evaluate_set(
         "imresize" if all(s.lr is None for s in sources) else "files+imresize"
     )
     for source in sources:
-        pair = load_pair(source, scale, cache.get(source.hr))
+        pair = load_pair(source, scale, cache.get(source.hr), lr_key="eval.lr_source")
         gray = pair.gray
         lr_f = pair.lr[None].to(device).float() / 255
         hr_f = pair.hr[None].to(device).float() / 255
