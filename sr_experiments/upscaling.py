@@ -17,7 +17,18 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from sr_experiments.engines import Engine, auto_tile, onnx_engine, resolve_device, torch_engine
-from sr_experiments.image_files import FORMATS, Picture, check_writable, find_inputs, plan_outputs, read_picture, write_picture
+from sr_experiments.image_files import (
+    FORMATS,
+    Animation,
+    Picture,
+    check_frames,
+    check_writable,
+    find_inputs,
+    plan_outputs,
+    read_picture,
+    write_animation,
+    write_picture,
+)
 from sr_experiments.inference import Tile, count_tiles, fit_tiles, upscale
 from sr_experiments.models.bicubic import Bicubic
 
@@ -123,25 +134,31 @@ def run_upscale(cfg: DictConfig) -> Summary:
     show = bool(cfg.progress)
     for path in tqdm(inputs, desc="images", unit="img", disable=not show or len(inputs) < 2, file=sys.stderr):
         try:
-            pic = read_picture(path, int(cfg.max_pixels))
-            w, h = pic.size
+            read = read_picture(path, int(cfg.max_pixels))
+            frames = read.frames if isinstance(read, Animation) else [read]
+            check_frames(len(frames), fmt)
+            w, h = frames[0].size
             # tile is the largest side; equal tiles that just cover this image waste the least. The
             # self-ensemble also runs the image rotated, so it keeps square tiles.
             fitted = fit_tiles(h, w, tile, int(cfg.tile_overlap)) if tile and not cfg.ensemble else tile
             n_tiles = (count_tiles(h, w, fitted, int(cfg.tile_overlap)) if fitted else 1) * (8 if cfg.ensemble else 1)
-            with tqdm(total=n_tiles, desc=path.name, unit="tile", leave=False, file=sys.stderr,
-                      disable=not show or n_tiles < 4) as bar:
-                sr = upscale_picture(engine, pic, cfg, fitted, bar)
-            write_picture(targets[path], sr, fmt, int(cfg.quality))
-            if cfg.compare:
-                write_picture(out_dir / f"{path.stem}_compare.png", compare_image(pic, sr, engine.scale), "png")
+            with tqdm(total=n_tiles * len(frames), desc=path.name, unit="tile", leave=False, file=sys.stderr,
+                      disable=not show or n_tiles * len(frames) < 4) as bar:
+                srs = (upscale_picture(engine, pic, cfg, fitted, bar) for pic in frames)
+                if isinstance(read, Animation):
+                    sr = write_animation(targets[path], srs, read, fmt, int(cfg.quality))
+                else:
+                    sr = next(srs)
+                    write_picture(targets[path], sr, fmt, int(cfg.quality))
+            if cfg.compare:  # the first frame of an animation
+                write_picture(out_dir / f"{path.stem}_compare.png", compare_image(frames[0], sr, engine.scale), "png")
         except (ValueError, OSError, RuntimeError) as e:  # ImageFileError is a ValueError
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             print(f"upscale: {path}: {reason} (skipped)", file=sys.stderr, flush=True)
             summary.failures.append(str(path))
             continue
         summary.images += 1
-        summary.megapixels += sr.size[0] * sr.size[1] / 1e6
+        summary.megapixels += sr.size[0] * sr.size[1] * len(frames) / 1e6
     summary.seconds = time.perf_counter() - start
     print(summary.line(), flush=True)
     return summary

@@ -317,3 +317,43 @@ def test_unloadable_model_file_is_one_line_naming_it_and_exit_2(tmp_path: Path, 
     assert cli([f"ckpt_path={ckpt}", f"input={src}", f"output={tmp_path / 'out'}", "progress=false"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(ckpt) in err and "Traceback" not in err, err
+
+
+COLORS, DURATIONS = [(255, 0, 0), (0, 160, 0), (20, 40, 255)], [40, 120, 200]
+
+
+def _animated_gif(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = [Image.new("RGB", (6, 4), c) for c in COLORS]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=DURATIONS, loop=0)
+    return path
+
+
+@pytest.mark.parametrize(("fmt", "tolerance"), [("png", 1), ("webp", 8)])
+def test_animated_gif_keeps_every_frame_its_duration_and_loop(tmp_path: Path, fmt: str, tolerance: int) -> None:
+    _animated_gif(tmp_path / "in" / "anim.gif")  # found in a folder, too
+    assert cli(["model=bicubic", f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}", f"format={fmt}",
+                "progress=false"]) == 0
+    with Image.open(tmp_path / "out" / f"anim.{fmt}") as im:
+        assert getattr(im, "n_frames", 1) == 3 and im.size == (12, 8) and im.info.get("loop") == 0
+        for i, color in enumerate(COLORS):
+            im.seek(i)
+            im.load()  # WebP fills in the frame's duration on load
+            assert im.info.get("duration") == DURATIONS[i]
+            assert np.abs(np.asarray(im.convert("RGB")).astype(int) - color).max() <= tolerance, i
+
+
+def test_a_camera_mpo_jpeg_is_one_photo_not_an_animation(tmp_path: Path) -> None:
+    photo = tmp_path / "camera.jpg"
+    Image.new("RGB", (8, 6), (200, 30, 90)).save(photo, "MPO", save_all=True, append_images=[Image.new("RGB", (4, 3))])
+    assert Image.open(photo).n_frames == 2
+    assert cli(["model=bicubic", f"input={photo}", f"output={tmp_path / 'out'}", "progress=false"]) == 0
+    with Image.open(tmp_path / "out" / "camera.png") as im:
+        assert getattr(im, "n_frames", 1) == 1 and im.size == (16, 12)
+
+
+def test_animated_input_to_jpeg_is_refused_naming_the_file_and_frames(tmp_path: Path, capsys) -> None:
+    gif = _animated_gif(tmp_path / "anim.gif")
+    assert cli(["model=bicubic", f"input={gif}", f"output={tmp_path / 'out'}", "format=jpeg", "progress=false"]) == 1
+    err = capsys.readouterr().err
+    assert str(gif) in err and "3 frames" in err and "format=png" in err, err
