@@ -85,10 +85,31 @@ def upscale_alpha(alpha: np.ndarray, scale: int) -> np.ndarray:
     return F.interpolate(a, scale_factor=scale, mode="bicubic", align_corners=False)[0, 0].clamp_(0, 1).numpy()
 
 
-def upscale_picture(engine: Engine, pic: Picture, cfg: DictConfig, tile: Tile | None, bar=None) -> Picture:
-    lr = _to_tensor(pic.rgb, engine.device)
+def layout(h: int, w: int, tile: int | None, cfg: DictConfig) -> tuple[tuple[int, int], Tile | None, int]:
+    """(pad_y, pad_x), the tile and the number of tiles for an ``h`` x ``w`` image.
+
+    An axis shorter than ``tile_overlap`` is edge-padded by ``tile_overlap // 2`` on each side: the
+    network then sees the context tiling guarantees instead of only its zero padding (a 1x1 image
+    is all border: a trained network gave it another colour)."""
+    overlap = int(cfg.tile_overlap)
+    pad = (overlap // 2 if h < overlap else 0, overlap // 2 if w < overlap else 0)
+    h, w = h + 2 * pad[0], w + 2 * pad[1]
+    # tile is the largest side; equal tiles that just cover this image waste the least. The
+    # self-ensemble also runs the image rotated, so it keeps square tiles.
+    fitted = fit_tiles(h, w, tile, overlap) if tile and not cfg.ensemble else tile
+    n_tiles = (count_tiles(h, w, fitted, overlap) if fitted else 1) * (8 if cfg.ensemble else 1)
+    return pad, fitted, n_tiles
+
+
+def upscale_picture(
+    engine: Engine, pic: Picture, cfg: DictConfig, tile: Tile | None, bar=None, pad: tuple[int, int] = (0, 0)
+) -> Picture:
+    """``pic`` upscaled (``pad``: LR pixels of edge context added, then cut from the output)."""
+    (py, px), s = pad, engine.scale
+    lr = _to_tensor(np.pad(pic.rgb, ((py, py), (px, px), (0, 0)), mode="edge"), engine.device)
     sr = upscale(engine, lr, engine.scale, tile, int(cfg.tile_overlap), bool(cfg.ensemble), int(cfg.tile_batch),
                  progress=bar.update if bar is not None else None)
+    sr = sr[..., py * s : sr.shape[-2] - py * s, px * s : sr.shape[-1] - px * s]
     alpha = upscale_alpha(pic.alpha, engine.scale) if pic.alpha is not None else None
     return Picture(_to_array(sr), alpha, pic.gray, pic.bits, pic.icc_profile, pic.mode)
 
@@ -138,13 +159,10 @@ def run_upscale(cfg: DictConfig) -> Summary:
             frames = read.frames if isinstance(read, Animation) else [read]
             check_frames(len(frames), fmt)
             w, h = frames[0].size
-            # tile is the largest side; equal tiles that just cover this image waste the least. The
-            # self-ensemble also runs the image rotated, so it keeps square tiles.
-            fitted = fit_tiles(h, w, tile, int(cfg.tile_overlap)) if tile and not cfg.ensemble else tile
-            n_tiles = (count_tiles(h, w, fitted, int(cfg.tile_overlap)) if fitted else 1) * (8 if cfg.ensemble else 1)
+            pad, fitted, n_tiles = layout(h, w, tile, cfg)
             with tqdm(total=n_tiles * len(frames), desc=path.name, unit="tile", leave=False, file=sys.stderr,
                       disable=not show or n_tiles * len(frames) < 4) as bar:
-                srs = (upscale_picture(engine, pic, cfg, fitted, bar) for pic in frames)
+                srs = (upscale_picture(engine, pic, cfg, fitted, bar, pad) for pic in frames)
                 if isinstance(read, Animation):
                     sr = write_animation(targets[path], srs, read, fmt, int(cfg.quality))
                 else:

@@ -357,3 +357,33 @@ def test_animated_input_to_jpeg_is_refused_naming_the_file_and_frames(tmp_path: 
     assert cli(["model=bicubic", f"input={gif}", f"output={tmp_path / 'out'}", "format=jpeg", "progress=false"]) == 1
     err = capsys.readouterr().err
     assert str(gif) in err and "3 frames" in err and "format=png" in err, err
+
+
+@pytest.mark.parametrize("size", [(1, 1), (5, 1), (1, 5)])
+def test_tiny_solid_image_keeps_its_colour(tmp_path: Path, size: tuple[int, int]) -> None:
+    color = (200, 30, 90)
+    src = _solid(tmp_path / "in" / "tiny.png", size, color)
+    w, h = size
+    assert cli(["model=bicubic", f"input={src}", f"output={tmp_path / 'bic'}", "progress=false"]) == 0
+    bic = np.asarray(Image.open(tmp_path / "bic" / "tiny.png")).astype(int)
+    assert bic.shape == (2 * h, 2 * w, 3) and np.abs(bic - color).max() <= 1
+    # A network: what it makes of this colour inside an image, not what its zero padding makes of a lone pixel.
+    torch.manual_seed(0)
+    spec = {"name": "edsr", "scale": 2, "depth": 2, "width": 8}  # receptive field 15 LR px < tile_overlap
+    net = build_network(spec).eval()
+    ckpt = save_checkpoint(net, spec, tmp_path / "tiny.ckpt")
+    assert cli([f"ckpt_path={ckpt}", "precision=32", f"input={src}", f"output={tmp_path / 'net'}", "progress=false"]) == 0
+    out = np.asarray(Image.open(tmp_path / "net" / "tiny.png")).astype(int)
+    with torch.inference_mode():
+        field = net(torch.tensor(color).float().div(255).view(1, 3, 1, 1).expand(1, 3, 40, 40))[0, :, 40:42, 40:42]
+    block = np.floor(field.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5)  # pixel shuffle: a 2x2 period
+    assert out.shape == (2 * h, 2 * w, 3) and np.abs(out - np.tile(block, (h, w, 1))).max() <= 1, (out, block)
+
+
+def test_tiny_image_through_a_network_that_downsamples_inside(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    spec = {"name": "safmn", "scale": 2}  # pools to 1/8 inside: a 1x1 input used to crash it
+    ckpt = save_checkpoint(build_network(spec).eval(), spec, tmp_path / "safmn.ckpt")
+    src = _solid(tmp_path / "dot.png", (1, 1))
+    assert cli([f"ckpt_path={ckpt}", f"input={src}", f"output={tmp_path / 'out'}", "progress=false"]) == 0
+    assert Image.open(tmp_path / "out" / "dot.png").size == (2, 2)
