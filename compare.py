@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sr_experiments.compare import compare
+from sr_experiments.compare import compare, unfinished_runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +22,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"compare.py: {e}", file=sys.stderr)
         return 2
     print(table)
+    unfinished = unfinished_runs(args.paths)
+    if unfinished:
+        print(f"{len(unfinished)} runs have no metrics.json (unfinished or failed): {', '.join(map(str, unfinished))}")
     if not any(p.name.startswith("psnr_vs_") for p in written):
         print("(no psnr_vs_<axis>.png: no override with numeric values varies between the runs)")
     print("\nwrote " + ", ".join(str(p) for p in written))

@@ -1,14 +1,20 @@
 """Evaluate on the SR benchmarks: `python eval.py ckpt_path=CKPT` or `python eval.py model=bicubic` (conf/eval.yaml)."""
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
+from sr_experiments.evaluation import SetsFailed
 from sr_experiments.run_eval import run_eval
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    run_eval(cfg)
+    try:
+        run_eval(cfg)
+    except SetsFailed as e:  # the sets that worked are written; exit non-zero for scripts and CI
+        sys.exit(f"eval: {e}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,10 @@ def main(cfg: DictConfig) -> None:
     if cfg.format not in SUFFIXES:
         sys.exit(f"export: format={cfg.format} is not one of {', '.join(SUFFIXES)}")
     model = {**OmegaConf.to_container(cfg.model, resolve=True), "scale": int(cfg.scale)}
-    net, spec = load_network(ckpt, model=model)
+    try:
+        net, spec = load_network(ckpt, model=model)
+    except (ValueError, OSError, RuntimeError) as e:  # messages name the file and what to do
+        sys.exit(f"export: {e}")
     out = Path(cfg.output) if cfg.output else Path(ckpt).with_suffix(SUFFIXES[cfg.format])
     try:
         diff = export_network(net, spec, cfg.format, out)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,24 +30,31 @@ class Run:
 
     @property
     def best_psnr(self) -> float:
-        best = self.metrics.get("best")
-        return float(best["psnr"]) if best else float("nan")
+        return metric(self.metrics, "best", "psnr")
 
     @property
     def best_ssim(self) -> float:
-        best = self.metrics.get("best")
-        return float(best["ssim"]) if best else float("nan")
+        return metric(self.metrics, "best", "ssim")
 
     @property
     def gain(self) -> float:
-        bic = self.metrics.get("bicubic")
-        return self.best_psnr - float(bic["psnr"]) if bic else float("nan")
+        return self.best_psnr - metric(self.metrics, "bicubic", "psnr")
+
+
+def metric(metrics: Mapping[str, Any], *keys: str) -> float:
+    """``metrics[k1][k2]...`` as a float; NaN (shown as —) where a run never wrote it."""
+    value: Any = metrics
+    for key in keys:
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, str]:
     """``["lr=0.001", "model=deep", "+x=1"]`` -> ``{"lr": "0.001", "model": "deep", "x": "1"}``."""
     out = {}
-    for item in overrides:
+    for item in overrides if isinstance(overrides, list) else []:
+        if not isinstance(item, str):
+            continue
         key, sep, value = item.lstrip("+~").partition("=")
         if sep and not key.startswith(NOT_TRIED_PREFIXES):
             out[key] = value
@@ -53,7 +62,10 @@ def parse_overrides(overrides: list[str]) -> dict[str, str]:
 
 
 def find_runs(paths: list[Path]) -> list[Run]:
-    """Every run (a ``metrics.json``) under each path; a path may also be one run or one file."""
+    """Every run (a ``metrics.json``) under each path; a path may also be one run or one file.
+
+    A file that is not a JSON object is skipped with one line on stderr: one torn run must not hide
+    the others."""
     runs: list[Run] = []
     for path in paths:
         path = Path(path)
@@ -61,16 +73,39 @@ def find_runs(paths: list[Path]) -> list[Run]:
             raise FileNotFoundError(f"{path} does not exist: expected a sweep directory (train.py -m ...) or a run")
         files = [path] if path.is_file() else sorted(path.rglob("metrics.json"))
         if not files:
+            unfinished = unfinished_runs([path])
             raise FileNotFoundError(
                 f"no runs under {path}: expected <run>/metrics.json files, as train.py writes in each job directory"
+                + (f" ({len(unfinished)} run folders there have none: unfinished or failed)" if unfinished else "")
             )
         for f in files:
             try:
                 metrics = json.loads(f.read_text())
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{f} is not valid JSON ({e}); was the run interrupted while writing it?") from e
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+                print(f"compare.py: skipping {f}: not valid JSON ({e}); was the run interrupted while writing it?",
+                      file=sys.stderr)
+                continue
+            if not isinstance(metrics, dict):
+                print(f"compare.py: skipping {f}: holds a JSON {type(metrics).__name__}, not the object train.py "
+                      "writes", file=sys.stderr)
+                continue
             runs.append(Run(f.parent, parse_overrides(metrics.get("overrides", [])), metrics))
+    if not runs:
+        raise ValueError(f"no readable metrics.json under {', '.join(map(str, paths))} (see the lines above)")
     return runs
+
+
+RUN_MARKERS = ("checkpoints", "train.log")  # what a train.py run folder holds before metrics.json
+
+
+def unfinished_runs(paths: list[Path]) -> list[Path]:
+    """Run folders under ``paths`` without ``metrics.json``: killed, crashed or still running."""
+    found: set[Path] = set()
+    for path in map(Path, paths):
+        if path.is_dir():
+            for marker in RUN_MARKERS:
+                found.update(p.parent for p in path.rglob(marker))
+    return sorted(p for p in found if not (p / "metrics.json").is_file())
 
 
 def varying_keys(runs: list[Run]) -> list[str]:
@@ -107,9 +142,10 @@ def table_rows(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
     for r in by_psnr(runs):
         label = run_label(r, keys)
         m = r.metrics
+        params = metric(m, "params")
         rows.append([
-            label, f"{m.get('params', 0):,}", _fmt(r.best_psnr, 2), _fmt(r.best_ssim, 4), _fmt(r.gain, 2),
-            str(m.get("steps", "")), _fmt(float(m.get("train_seconds", math.nan)), 0),
+            label, "—" if math.isnan(params) else f"{int(params):,}", _fmt(r.best_psnr, 2), _fmt(r.best_ssim, 4),
+            _fmt(r.gain, 2), str(m.get("steps", "")), _fmt(metric(m, "train_seconds"), 0),
         ])
     return header, rows
 
@@ -134,10 +170,11 @@ def plot_curves(runs: list[Run], out: Path) -> Path:
     keys = varying_keys(runs)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in by_psnr(runs):
-        hist = r.metrics.get("history") or []
-        label = run_label(r, keys)
-        ax.plot([h["step"] for h in hist], [h["psnr"] for h in hist], marker="o", ms=3, label=label)
-    bics = {round(r.metrics["bicubic"]["psnr"], 4) for r in runs if r.metrics.get("bicubic")}
+        hist = r.metrics.get("history")
+        points = [(metric(h, "step"), metric(h, "psnr")) for h in (hist if isinstance(hist, list) else [])]
+        points = [p for p in points if not math.isnan(p[0] + p[1])]
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=3, label=run_label(r, keys))
+    bics = {round(b, 4) for b in (metric(r.metrics, "bicubic", "psnr") for r in runs) if not math.isnan(b)}
     if len(bics) == 1:
         ax.axhline(bics.pop(), color="gray", ls="--", lw=1, label="bicubic")
     ax.set(xlabel="step", ylabel="validation PSNR (dB)", title="Validation PSNR")

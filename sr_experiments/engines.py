@@ -98,7 +98,13 @@ def onnx_engine(path: str | Path, device: torch.device) -> Engine:
     import onnxruntime as ort
 
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
-    session = ort.InferenceSession(str(path), providers=providers)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"ONNX file '{path}' does not exist")
+    try:
+        session = ort.InferenceSession(str(path), providers=providers)
+    except Exception as e:  # onnxruntime's own exception types (InvalidProtobuf, ...) derive from Exception only
+        reason = str(e).splitlines()[0].rsplit(":", 1)[-1].strip() if str(e) else type(e).__name__
+        raise ValueError(f"'{path}' cannot be loaded as an ONNX model ({reason}); export it again with export.py") from None
     meta = session.get_modelmeta().custom_metadata_map
     if "scale" not in meta:
         raise ValueError(f"'{path}' has no 'scale' in its metadata: export it with export.py")

@@ -35,6 +35,10 @@ HOW_TO_GET = (
 )
 
 
+class SetsFailed(RuntimeError):
+    """Some set x scale evaluations failed; the others' results are written. Names each with its reason."""
+
+
 @dataclass
 class ImageResult:
     set: str
@@ -71,13 +75,23 @@ def load_network(ckpt_path: str | Path, model: Mapping[str, Any] | None = None) 
     ``model=NAME scale=S``).
     """
     ckpt = load_checkpoint_file(ckpt_path)
-    spec = (ckpt.get("hyper_parameters") or {}).get("network") if isinstance(ckpt, Mapping) else None
+    if not isinstance(ckpt, Mapping):
+        raise ValueError(f"'{ckpt_path}' holds a {type(ckpt).__name__}, not a checkpoint or a weights dict: "
+                         "pass a train.py checkpoint or an official .pth release")
+    hparams = ckpt.get("hyper_parameters")
+    spec = hparams.get("network") if isinstance(hparams, Mapping) else None
     if spec is None:
         if model is None:
             raise ValueError(f"'{ckpt_path}' holds weights without a network spec: name the network with model=NAME scale=S")
+        net = build_network(dict(model))
         spec = dict(model)
-    net = build_network(dict(spec))
-    load_pretrained(net, ckpt)
+    else:
+        try:
+            net = build_network(dict(spec))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"'{ckpt_path}': its saved network spec {spec!r} cannot be built ({e}); "
+                             "it was written by another version or is damaged") from None
+    load_pretrained(net, ckpt, origin=str(ckpt_path))
     return net.eval(), dict(spec)
 
 
@@ -155,7 +169,7 @@ def evaluate_set(
         "imresize" if all(s.lr is None for s in sources) else "files+imresize"
     )
     for source in sources:
-        pair = load_pair(source, scale, cache.get(source.hr))
+        pair = load_pair(source, scale, cache.get(source.hr), lr_key="eval.lr_source")
         gray = pair.gray
         lr_f = pair.lr[None].to(device).float() / 255
         hr_f = pair.hr[None].to(device).float() / 255

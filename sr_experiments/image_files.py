@@ -4,11 +4,16 @@ Unlike ``data/image_io.load_rgb`` (training/eval: everything becomes 8-bit RGB o
 keeps what the user's file is: grayscale stays grayscale, alpha is kept apart (and upscaled on
 its own), 16-bit stays 16-bit, the ICC profile is carried over, EXIF orientation is applied.
 Palette images come back as RGB (RGBA with transparency): an upscaled image has new colours.
+Multi-frame files (animated GIF/PNG/WebP, multi-page TIFF) are read frame by frame and written
+back as an animation (APNG or animated WebP) with their frame durations and loop count.
 """
 
 from __future__ import annotations
 
 import glob
+import os
+import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +24,7 @@ from sr_experiments.data.image_io import IMAGE_SUFFIXES
 from sr_experiments.png16 import is_png16_color, read_png16, write_png16
 
 FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
+INPUT_SUFFIXES = (*IMAGE_SUFFIXES, ".gif")
 
 
 class ImageFileError(ValueError):
@@ -46,7 +52,7 @@ def find_inputs(spec: str | Path) -> list[Path]:
     """A file, every image directly inside a folder, or the files a glob matches (sorted)."""
     path = Path(spec)
     if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in INPUT_SUFFIXES)
     if path.is_file():
         return [path]
     matches = sorted(Path(p) for p in glob.glob(str(spec), recursive=True) if Path(p).is_file())
@@ -55,8 +61,18 @@ def find_inputs(spec: str | Path) -> list[Path]:
     return matches
 
 
-def read_picture(path: str | Path, max_pixels: int) -> Picture:
-    """Decode ``path`` keeping its mode; ``max_pixels`` is checked before the pixels are decoded."""
+@dataclass
+class Animation:
+    """The frames of a multi-frame file, as viewers show them, and how they play."""
+
+    frames: list[Picture]
+    durations: list[int]  # milliseconds per frame
+    loop: int  # plays (0: forever)
+
+
+def read_picture(path: str | Path, max_pixels: int) -> Picture | Animation:
+    """Decode ``path`` keeping its mode (every frame of a multi-frame file); ``max_pixels`` is
+    checked before the pixels are decoded."""
     path = Path(path)
     previous = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # our own limit below, with a message that says what to do
@@ -69,6 +85,9 @@ def read_picture(path: str | Path, max_pixels: int) -> Picture:
                     "guard; raise max_pixels if the image is genuine)"
                 )
             icc = im.info.get("icc_profile")
+            # A camera's MPO JPEG holds a preview (or depth map) after the photo: not an animation.
+            if getattr(im, "n_frames", 1) > 1 and im.format != "MPO":
+                return _read_frames(im, icc)
             if im.format == "PNG" and is_png16_color(path):
                 arr, icc16 = read_png16(path)
                 return _from_uint16_color(arr, icc16 or icc)
@@ -83,6 +102,21 @@ def read_picture(path: str | Path, max_pixels: int) -> Picture:
         raise ImageFileError(f"cannot decode ({e}); the file is truncated or corrupt") from None
     finally:
         Image.MAX_IMAGE_PIXELS = previous
+
+
+def _read_frames(im: Image.Image, icc: bytes | None) -> Animation:
+    frames, durations = [], []
+    for i in range(im.n_frames):
+        im.seek(i)  # GIF/APNG frames come composited over the previous ones, as they are shown
+        im.load()  # WebP sets the frame's duration on load
+        if frames and im.size != frames[0].size:
+            raise ImageFileError(f"frame {i + 1} of {im.n_frames} is {im.size[0]}x{im.size[1]}, the first "
+                                 f"{frames[0].size[0]}x{frames[0].size[1]}: pages of different sizes make no animation")
+        frames.append(_from_pil(im.convert("RGBA"), icc))
+        durations.append(int(im.info.get("duration") or 100))
+    if all(f.alpha is None or f.alpha.min() == 1 for f in frames):
+        frames = [Picture(f.rgb, None, False, 8, icc, "RGB") for f in frames]
+    return Animation(frames, durations, int(im.info.get("loop", 1)))
 
 
 def _from_uint16_color(arr: np.ndarray, icc: bytes | None) -> Picture:
@@ -120,6 +154,44 @@ def output_path(out_dir: Path, src: Path, fmt: str) -> Path:
     return out_dir / f"{src.stem}.{ext}"
 
 
+def plan_outputs(inputs: list[Path], out_dir: Path, fmt: str, compare: bool = False) -> dict[Path, Path]:
+    """Input -> output path, checked before anything is computed: no output may be an input file
+    (the originals are never overwritten) and no two inputs may share an output (``a.png``, ``a.jpg``)."""
+    inputs_by_id = {_file_id(p): p for p in inputs}
+    claimed: dict[str, Path] = {}
+    plan: dict[Path, Path] = {}
+    for src in inputs:
+        plan[src] = output_path(out_dir, src, fmt)
+        for target in (plan[src], *([out_dir / f"{src.stem}_compare.png"] if compare else [])):
+            # Same file, not same spelling: links, relative paths and case-insensitive disks included.
+            original = inputs_by_id.get(_file_id(target)) if target.exists() else None
+            if original is not None:
+                raise ValueError(f"output={out_dir} would overwrite the input {original} (as {target.name}): "
+                                 "choose another output folder")
+            key = os.path.normcase(os.path.abspath(target))
+            if key in claimed:
+                raise ValueError(f"{claimed[key]} and {src} would both be written to {target}: rename one, "
+                                 "or upscale them into separate output folders")
+            claimed[key] = src
+    return plan
+
+
+def _file_id(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_dev, st.st_ino
+
+
+def check_writable(out_dir: Path) -> None:
+    """Create ``out_dir`` and write a scratch file in it: a bad output= fails before any image is computed."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as e:
+        reason = e.strerror or e
+        raise OSError(f"output={out_dir} is not a writable folder ({reason}); choose another output=") from None
+
+
 def _quantise(x: np.ndarray, bits: int) -> np.ndarray:
     peak = 65535 if bits == 16 else 255
     q = np.floor(np.clip(x, 0, 1) * peak + 0.5)
@@ -154,3 +226,33 @@ def write_picture(path: Path, pic: Picture, fmt: str = "png", quality: int = 95)
         write_png16(path, _quantise(full, 16), pic.icc_profile)
         return
     Image.fromarray(_quantise(full, 8)).save(path, kind, **save_args)
+
+
+def check_frames(n_frames: int, fmt: str) -> None:
+    """Refuse, before anything is computed, several frames in a format that holds one."""
+    if n_frames > 1 and FORMATS[fmt] == "JPEG":
+        raise ImageFileError(f"{n_frames} frames, and JPEG holds one: use format=png (APNG) or format=webp")
+
+
+def write_animation(
+    path: Path, frames: Iterable[Picture], like: Animation, fmt: str = "png", quality: int = 95
+) -> Picture:
+    """``frames`` with the durations and loop count of ``like``, as APNG (``png``) or animated WebP.
+
+    Each frame is made 8-bit as it comes (an x4 animation in float32 would take 16x its input's
+    memory); returns the first, full-precision."""
+    check_frames(len(like.frames), fmt)
+    kind = FORMATS[fmt]
+    first: Picture | None = None
+    images = []
+    for f in frames:
+        first = first or f
+        images.append(Image.fromarray(_quantise(f.rgb if f.alpha is None else np.dstack([f.rgb, f.alpha]), 8)))
+    assert first is not None
+    save_args = {"icc_profile": first.icc_profile} if first.icc_profile else {}
+    if kind == "WEBP":
+        save_args["quality"] = int(quality)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images[0].save(path, kind, save_all=True, append_images=images[1:], duration=like.durations, loop=like.loop,
+                   **save_args)
+    return first

@@ -15,6 +15,7 @@ from sr_experiments.evaluation import (
     HOW_TO_GET,
     InferenceOptions,
     SetResult,
+    SetsFailed,
     _HRCache,
     evaluate_set,
     find_latest_checkpoint,
@@ -67,6 +68,7 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
     options = InferenceOptions(device, bool(ev.self_ensemble), ev.tile, int(ev.tile_overlap), int(ev.tile_batch))
     results: list[SetResult] = []
     missing: list[str] = []
+    failed: list[str] = []  # "Set x2: reason": one bad set must not lose the others' results
     start = time.perf_counter()
     for name in ev.sets:
         found = locate_set(str(name), cfg.paths.data_dir)
@@ -79,21 +81,31 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
             nets = make_nets(s)
             if ev.baseline and label != "bicubic":
                 nets["bicubic"] = Bicubic(s).to(device)
-            sources = resolve_eval_sources(spec_path, s, ev.lr_source)
             save_dir = out_dir / "images" if ev.save_images else None
-            results += evaluate_set(nets, display, sources, s, options, cache, save_dir)
+            try:
+                sources = resolve_eval_sources(spec_path, s, ev.lr_source)
+                results += evaluate_set(nets, display, sources, s, options, cache, save_dir)
+            except (ValueError, OSError, RuntimeError) as e:
+                failed.append(f"{display} x{s}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
     elapsed = time.perf_counter() - start
 
     for name in missing:
         print(f"{name}: not found under {cfg.paths.data_dir} — {HOW_TO_GET}")
-    if not results:
+    if not results and not failed:
         raise FileNotFoundError(
             f"none of eval.sets={list(ev.sets)} is under paths.data_dir={cfg.paths.data_dir}; {HOW_TO_GET}"
         )
-    table = format_table(results, label)
-    write_results(results, out_dir, table)
-    print(f"\n{table}\n\n{label}: {len(results)} rows in {elapsed:.1f} s; results in {out_dir}/results.json", flush=True)
-    _log_to_loggers(cfg, results)
+    if results:
+        table = format_table(results, label)
+        write_results(results, out_dir, table)
+        print(f"\n{table}\n\n{label}: {len(results)} rows in {elapsed:.1f} s; results in {out_dir}/results.json",
+              flush=True)
+        _log_to_loggers(cfg, results)
+    for line in failed:
+        print(f"{line} (failed)", flush=True)
+    if failed:
+        kept = f"the other results are in {out_dir}/results.json" if results else "nothing was evaluated"
+        raise SetsFailed(f"{len(failed)} evaluation(s) failed ({kept}): {'; '.join(failed)}")
     return results
 
 

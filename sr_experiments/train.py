@@ -111,7 +111,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         state = load_checkpoint_file(ckpt_path)
         if not cfg.get("resume", True) or "loops" not in state:
             # Fine-tune: weights only (ours, or an official release), fresh optimizer, schedule, steps.
-            load_pretrained(module.net, state)
+            load_pretrained(module.net, state, origin=str(ckpt_path))
             log.info("fine-tuning from the weights of %s", ckpt_path)
             ckpt_path = None
         else:

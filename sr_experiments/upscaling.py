@@ -17,7 +17,18 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from sr_experiments.engines import Engine, auto_tile, onnx_engine, resolve_device, torch_engine
-from sr_experiments.image_files import FORMATS, Picture, find_inputs, output_path, read_picture, write_picture
+from sr_experiments.image_files import (
+    FORMATS,
+    Animation,
+    Picture,
+    check_frames,
+    check_writable,
+    find_inputs,
+    plan_outputs,
+    read_picture,
+    write_animation,
+    write_picture,
+)
 from sr_experiments.inference import Tile, count_tiles, fit_tiles, upscale
 from sr_experiments.models.bicubic import Bicubic
 
@@ -74,10 +85,31 @@ def upscale_alpha(alpha: np.ndarray, scale: int) -> np.ndarray:
     return F.interpolate(a, scale_factor=scale, mode="bicubic", align_corners=False)[0, 0].clamp_(0, 1).numpy()
 
 
-def upscale_picture(engine: Engine, pic: Picture, cfg: DictConfig, tile: Tile | None, bar=None) -> Picture:
-    lr = _to_tensor(pic.rgb, engine.device)
+def layout(h: int, w: int, tile: int | None, cfg: DictConfig) -> tuple[tuple[int, int], Tile | None, int]:
+    """(pad_y, pad_x), the tile and the number of tiles for an ``h`` x ``w`` image.
+
+    An axis shorter than ``tile_overlap`` is edge-padded by ``tile_overlap // 2`` on each side: the
+    network then sees the context tiling guarantees instead of only its zero padding (a 1x1 image
+    is all border: a trained network gave it another colour)."""
+    overlap = int(cfg.tile_overlap)
+    pad = (overlap // 2 if h < overlap else 0, overlap // 2 if w < overlap else 0)
+    h, w = h + 2 * pad[0], w + 2 * pad[1]
+    # tile is the largest side; equal tiles that just cover this image waste the least. The
+    # self-ensemble also runs the image rotated, so it keeps square tiles.
+    fitted = fit_tiles(h, w, tile, overlap) if tile and not cfg.ensemble else tile
+    n_tiles = (count_tiles(h, w, fitted, overlap) if fitted else 1) * (8 if cfg.ensemble else 1)
+    return pad, fitted, n_tiles
+
+
+def upscale_picture(
+    engine: Engine, pic: Picture, cfg: DictConfig, tile: Tile | None, bar=None, pad: tuple[int, int] = (0, 0)
+) -> Picture:
+    """``pic`` upscaled (``pad``: LR pixels of edge context added, then cut from the output)."""
+    (py, px), s = pad, engine.scale
+    lr = _to_tensor(np.pad(pic.rgb, ((py, py), (px, px), (0, 0)), mode="edge"), engine.device)
     sr = upscale(engine, lr, engine.scale, tile, int(cfg.tile_overlap), bool(cfg.ensemble), int(cfg.tile_batch),
                  progress=bar.update if bar is not None else None)
+    sr = sr[..., py * s : sr.shape[-2] - py * s, px * s : sr.shape[-1] - px * s]
     alpha = upscale_alpha(pic.alpha, engine.scale) if pic.alpha is not None else None
     return Picture(_to_array(sr), alpha, pic.gray, pic.bits, pic.icc_profile, pic.mode)
 
@@ -111,6 +143,8 @@ def run_upscale(cfg: DictConfig) -> Summary:
         torch.set_num_threads(int(cfg.threads))
     inputs = find_inputs(str(cfg.input))
     out_dir = Path(str(cfg.output))
+    targets = plan_outputs(inputs, out_dir, fmt, bool(cfg.compare))
+    check_writable(out_dir)
     engine = load_engine(cfg)
     tile, why = _tile_setting(cfg, engine)
     print(f"upscale: {engine.label} x{engine.scale} on {engine.device}; precision {engine.precision.precision} "
@@ -119,32 +153,30 @@ def run_upscale(cfg: DictConfig) -> Summary:
 
     summary, start = Summary(), time.perf_counter()
     show = bool(cfg.progress)
-    written: dict[Path, Path] = {}  # output -> input: a.png and a.jpg would both become a.png
     for path in tqdm(inputs, desc="images", unit="img", disable=not show or len(inputs) < 2, file=sys.stderr):
         try:
-            target = output_path(out_dir, path, fmt)
-            if target in written:
-                raise ValueError(f"its output {target} is already written from {written[target]} (same name)")
-            pic = read_picture(path, int(cfg.max_pixels))
-            w, h = pic.size
-            # tile is the largest side; equal tiles that just cover this image waste the least. The
-            # self-ensemble also runs the image rotated, so it keeps square tiles.
-            fitted = fit_tiles(h, w, tile, int(cfg.tile_overlap)) if tile and not cfg.ensemble else tile
-            n_tiles = (count_tiles(h, w, fitted, int(cfg.tile_overlap)) if fitted else 1) * (8 if cfg.ensemble else 1)
-            with tqdm(total=n_tiles, desc=path.name, unit="tile", leave=False, file=sys.stderr,
-                      disable=not show or n_tiles < 4) as bar:
-                sr = upscale_picture(engine, pic, cfg, fitted, bar)
-            write_picture(target, sr, fmt, int(cfg.quality))
-            written[target] = path
-            if cfg.compare:
-                write_picture(out_dir / f"{path.stem}_compare.png", compare_image(pic, sr, engine.scale), "png")
+            read = read_picture(path, int(cfg.max_pixels))
+            frames = read.frames if isinstance(read, Animation) else [read]
+            check_frames(len(frames), fmt)
+            w, h = frames[0].size
+            pad, fitted, n_tiles = layout(h, w, tile, cfg)
+            with tqdm(total=n_tiles * len(frames), desc=path.name, unit="tile", leave=False, file=sys.stderr,
+                      disable=not show or n_tiles * len(frames) < 4) as bar:
+                srs = (upscale_picture(engine, pic, cfg, fitted, bar, pad) for pic in frames)
+                if isinstance(read, Animation):
+                    sr = write_animation(targets[path], srs, read, fmt, int(cfg.quality))
+                else:
+                    sr = next(srs)
+                    write_picture(targets[path], sr, fmt, int(cfg.quality))
+            if cfg.compare:  # the first frame of an animation
+                write_picture(out_dir / f"{path.stem}_compare.png", compare_image(frames[0], sr, engine.scale), "png")
         except (ValueError, OSError, RuntimeError) as e:  # ImageFileError is a ValueError
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             print(f"upscale: {path}: {reason} (skipped)", file=sys.stderr, flush=True)
             summary.failures.append(str(path))
             continue
         summary.images += 1
-        summary.megapixels += sr.size[0] * sr.size[1] / 1e6
+        summary.megapixels += sr.size[0] * sr.size[1] * len(frames) / 1e6
     summary.seconds = time.perf_counter() - start
     print(summary.line(), flush=True)
     return summary

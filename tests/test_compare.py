@@ -104,3 +104,38 @@ def test_acceptance_sweep_of_four_runs_then_compare(tmp_path: Path) -> None:
     for name in ("comparison.md", "comparison.csv", "psnr_curves.png", "psnr_vs_lr.png"):
         assert (sweep / name).is_file()
     assert (sweep / "psnr_vs_lr.png").read_bytes()[:8] == PNG
+
+
+@pytest.mark.parametrize("content", ["[]", "3", '"x"', "null", '{"best": '])
+def test_a_metrics_file_that_is_not_an_object_is_skipped_with_one_warning(grid: Path, capsys, content: str) -> None:
+    bad = grid / "bad" / "metrics.json"
+    bad.parent.mkdir()
+    bad.write_text(content)
+    _, rows = table_rows(find_runs([grid]))
+    err = capsys.readouterr().err.strip()
+    assert len(rows) == 6 and len(err.splitlines()) == 1 and str(bad) in err, err
+
+
+def _compare_cli(args: list[str]) -> int:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compare_cli", ROOT / "compare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(args)
+
+
+def test_unfinished_runs_are_listed_and_incomplete_metrics_do_not_crash(grid: Path, capsys) -> None:
+    (grid / "killed" / "checkpoints").mkdir(parents=True)  # killed after a checkpoint, before metrics.json
+    (grid / "killed" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (grid / "failed").mkdir()
+    (grid / "failed" / "train.log").write_text("Traceback ...")
+    partial = {"best": {"ssim": 0.9}, "bicubic": {"psnr": None}, "history": [{"step": 2}], "params": "n/a",
+               "train_seconds": "?", "overrides": ["lr=5e-4", 3]}
+    (grid / "partial").mkdir()
+    (grid / "partial" / "metrics.json").write_text(json.dumps(partial))
+    assert _compare_cli([str(grid)]) == 0
+    out = capsys.readouterr().out
+    note = [ln for ln in out.splitlines() if "no metrics.json" in ln]
+    assert len(note) == 1 and note[0].startswith("2 runs") and "killed" in note[0] and "failed" in note[0], out
+    assert "| lr=5e-4 " in out and len([ln for ln in out.splitlines() if ln.startswith("| lr=")]) == 7

@@ -202,3 +202,29 @@ def test_tiled_transformer_inference_pads_windows_and_stitches() -> None:
     tiled = upscale(net, lr, 2, tile=20, overlap=10, tile_batch=4)
     assert tiled.shape == full.shape == (1, 3, 90, 74) and torch.isfinite(tiled).all()
     assert (tiled - full).abs().mean() < 0.05
+
+
+def _tiny_set(root: Path, name: str, lr_side: int | None = None) -> None:
+    """Two 16x16 HR images; with ``lr_side``, LR_bicubic/X2 files of that (wrong unless 8) side."""
+    rng = np.random.default_rng(len(name))
+    (root / name / "HR").mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(root / name / "HR" / f"im{i}.png")
+        if lr_side:
+            (root / name / "LR_bicubic" / "X2").mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (lr_side, lr_side)).save(root / name / "LR_bicubic" / "X2" / f"im{i}x2.png")
+
+
+def test_a_failing_set_keeps_the_others_results_and_names_eval_keys(tmp_path: Path, capsys) -> None:
+    for name, lr_side in (("Good", None), ("Bad", 5), ("Good2", 8)):
+        _tiny_set(tmp_path / "data", name, lr_side)
+    cfg = compose_eval([f"paths.data_dir={tmp_path / 'data'}", "eval.sets=[Good,Bad,Good2]", "eval.scales=[2]"],
+                       tmp_path / "out")
+    with pytest.raises(RuntimeError) as info:
+        run_eval(cfg)
+    msg = str(info.value)
+    assert "Bad x2" in msg and "eval.lr_source=generate" in msg and "data.lr_source" not in msg, msg
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert {(r["set"], r["model"]) for r in rows} == {("Good", "bicubic"), ("Good2", "bicubic")}
+    assert len((tmp_path / "out" / "per_image.csv").read_text().splitlines()) == 1 + 4
+    assert "Bad" in capsys.readouterr().out  # reported beside the table, not only in the exception

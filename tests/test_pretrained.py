@@ -71,3 +71,40 @@ def test_eval_of_an_official_file_equals_eval_of_our_checkpoint(tmp_path: Path) 
     assert a[0].psnr == b[0].psnr and a[0].ssim == b[0].ssim
     with pytest.raises(ValueError, match="model="):
         run_eval(compose_eval([f"ckpt_path={official}", "eval.sets=[sample:val]"], tmp_path / "e3"))
+
+
+def _our_checkpoint(path: Path, spec: dict) -> Path:
+    torch.manual_seed(0)
+    state = {f"net.{k}": v for k, v in build_network(spec).state_dict().items()}
+    torch.save({"state_dict": state, "hyper_parameters": {"network": spec}}, path)
+    return path
+
+
+def test_another_architecture_is_one_short_line_saying_what_the_file_is(tmp_path: Path) -> None:
+    deeper = {"name": "edsr", "scale": 2, "depth": 16, "width": 8}  # 12 more blocks of 4 tensors each
+    ckpt = _our_checkpoint(tmp_path / "deep.ckpt", deeper)
+    with pytest.raises(ValueError) as info:
+        load_pretrained(build_network({**SHALLOW, "width": 8}), ckpt)
+    msg = str(info.value)
+    assert "\n" not in msg and len(msg) < 600, msg
+    assert str(ckpt) in msg and "depth=16" in msg and "48 unexpected" in msg and "0 missing" not in msg
+    assert msg.count("body.") <= 3  # a few examples, not the list
+    wider = _our_checkpoint(tmp_path / "wide.ckpt", {**SHALLOW, "width": 16})
+    with pytest.raises(ValueError, match=r"of another shape .*conv_first.weight \(16, 3, 3, 3\)") as info:
+        load_pretrained(build_network(SHALLOW), wider)
+    assert len(str(info.value)) < 600
+
+
+def test_bare_weights_of_another_network_in_upscale_are_one_short_line(tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    from sr_experiments.upscaling import cli
+
+    torch.manual_seed(0)
+    weights = tmp_path / "espcn.pth"
+    torch.save({"params": build_network({"name": "espcn", "scale": 2}).state_dict()}, weights)
+    Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
+    status = cli([f"ckpt_path={weights}", "model=shallow", f"input={tmp_path / 'a.png'}", f"output={tmp_path / 'o'}"])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and len(err.splitlines()) == 1 and len(err) < 600, err
+    assert str(weights) in err and "missing" in err and "unexpected" in err and "model=" in err

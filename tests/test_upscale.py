@@ -239,3 +239,151 @@ def test_bf16_inference_costs_little_psnr(photo_pair) -> None:
             for p in ("32", "bf16")}
     psnr = {p: float(sr_psnr_ssim(o, hr, 2, torch.tensor([False]))[0]) for p, o in outs.items()}
     assert math.isfinite(psnr["bf16"]) and abs(psnr["32"] - psnr["bf16"]) < 0.05
+
+
+def _solid(path: Path, size: tuple[int, int] = (8, 8), color: tuple[int, ...] = (10, 200, 30)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB" if len(color) == 3 else "RGBA", size, color).save(path)
+    return path
+
+
+@pytest.fixture
+def count_upscaled(monkeypatch) -> list[Path]:
+    """Images the command started to compute (by their Picture), recorded instead of guessed from the files."""
+    import sr_experiments.upscaling as up
+
+    calls: list = []
+    real = up.upscale_picture
+    monkeypatch.setattr(up, "upscale_picture", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    return calls
+
+
+@pytest.mark.parametrize("spec", ["folder", "glob"])
+def test_output_onto_an_input_is_refused_before_computing(tmp_path: Path, capsys, count_upscaled, spec: str) -> None:
+    folder = tmp_path / "in"
+    a, b = _solid(folder / "a.png"), _solid(folder / "b.png", color=(1, 2, 3))
+    before = {p: p.read_bytes() for p in (a, b)}
+    source = folder if spec == "folder" else folder / "*.png"
+    assert cli(["model=bicubic", f"input={source}", f"output={folder}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(a) in err and "output=" in err, err
+    assert {p: p.read_bytes() for p in (a, b)} == before and not count_upscaled
+    # Another format into the same folder writes new files only, never over an input.
+    assert cli(["model=bicubic", f"input={folder / 'a.png'}", f"output={folder}", "format=webp"]) == 0
+    assert a.read_bytes() == before[a] and (folder / "a.webp").is_file()
+
+
+def test_two_inputs_onto_one_output_are_refused_before_computing(tmp_path: Path, capsys, count_upscaled) -> None:
+    _solid(tmp_path / "in" / "a.png")
+    _solid(tmp_path / "in" / "a.jpg")
+    assert cli(["model=bicubic", f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}"]) == 2
+    err = capsys.readouterr().err
+    assert "a.png" in err and "a.jpg" in err and not count_upscaled
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_unwritable_output_is_found_before_computing(tmp_path: Path, capsys, count_upscaled) -> None:
+    src = _solid(tmp_path / "a.png")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    for out in (blocker, blocker / "sub"):
+        assert cli(["model=bicubic", f"input={src}", f"output={out}"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and str(out) in err and "writable" in err, err
+    assert not count_upscaled
+
+
+def _unloadable(path: Path) -> Path:
+    """Files a user may pass as ckpt_path= that hold no usable network."""
+    kind = path.name
+    if kind.endswith(".onnx"):
+        path.write_bytes(b"" if kind.startswith("empty") else b"\x08\x07garbage, not an ONNX graph")
+    elif kind == "tensor.ckpt":
+        torch.save(torch.zeros(3), path)
+    elif kind == "hparams_not_a_dict.ckpt":
+        torch.save({"state_dict": {"w": torch.zeros(1)}, "hyper_parameters": 3}, path)
+    elif kind == "spec_not_a_dict.ckpt":
+        torch.save({"state_dict": {}, "hyper_parameters": {"network": "edsr"}}, path)
+    elif kind == "unknown_network.ckpt":
+        torch.save({"state_dict": {}, "hyper_parameters": {"network": {"name": "nope", "scale": 2}}}, path)
+    return path
+
+
+@pytest.mark.parametrize("name", ["garbage.onnx", "empty.onnx", "missing.onnx", "tensor.ckpt", "hparams_not_a_dict.ckpt",
+                                  "spec_not_a_dict.ckpt", "unknown_network.ckpt"])
+def test_unloadable_model_file_is_one_line_naming_it_and_exit_2(tmp_path: Path, capsys, name: str) -> None:
+    ckpt = _unloadable(tmp_path / name) if not name.startswith("missing") else tmp_path / name
+    src = _solid(tmp_path / "a.png")
+    assert cli([f"ckpt_path={ckpt}", f"input={src}", f"output={tmp_path / 'out'}", "progress=false"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(ckpt) in err and "Traceback" not in err, err
+
+
+COLORS, DURATIONS = [(255, 0, 0), (0, 160, 0), (20, 40, 255)], [40, 120, 200]
+
+
+def _animated_gif(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = [Image.new("RGB", (6, 4), c) for c in COLORS]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=DURATIONS, loop=0)
+    return path
+
+
+@pytest.mark.parametrize(("fmt", "tolerance"), [("png", 1), ("webp", 8)])
+def test_animated_gif_keeps_every_frame_its_duration_and_loop(tmp_path: Path, fmt: str, tolerance: int) -> None:
+    _animated_gif(tmp_path / "in" / "anim.gif")  # found in a folder, too
+    assert cli(["model=bicubic", f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}", f"format={fmt}",
+                "progress=false"]) == 0
+    with Image.open(tmp_path / "out" / f"anim.{fmt}") as im:
+        assert getattr(im, "n_frames", 1) == 3 and im.size == (12, 8) and im.info.get("loop") == 0
+        for i, color in enumerate(COLORS):
+            im.seek(i)
+            im.load()  # WebP fills in the frame's duration on load
+            assert im.info.get("duration") == DURATIONS[i]
+            assert np.abs(np.asarray(im.convert("RGB")).astype(int) - color).max() <= tolerance, i
+
+
+def test_a_camera_mpo_jpeg_is_one_photo_not_an_animation(tmp_path: Path) -> None:
+    photo = tmp_path / "camera.jpg"
+    Image.new("RGB", (8, 6), (200, 30, 90)).save(photo, "MPO", save_all=True, append_images=[Image.new("RGB", (4, 3))])
+    assert Image.open(photo).n_frames == 2
+    assert cli(["model=bicubic", f"input={photo}", f"output={tmp_path / 'out'}", "progress=false"]) == 0
+    with Image.open(tmp_path / "out" / "camera.png") as im:
+        assert getattr(im, "n_frames", 1) == 1 and im.size == (16, 12)
+
+
+def test_animated_input_to_jpeg_is_refused_naming_the_file_and_frames(tmp_path: Path, capsys) -> None:
+    gif = _animated_gif(tmp_path / "anim.gif")
+    assert cli(["model=bicubic", f"input={gif}", f"output={tmp_path / 'out'}", "format=jpeg", "progress=false"]) == 1
+    err = capsys.readouterr().err
+    assert str(gif) in err and "3 frames" in err and "format=png" in err, err
+
+
+@pytest.mark.parametrize("size", [(1, 1), (5, 1), (1, 5)])
+def test_tiny_solid_image_keeps_its_colour(tmp_path: Path, size: tuple[int, int]) -> None:
+    color = (200, 30, 90)
+    src = _solid(tmp_path / "in" / "tiny.png", size, color)
+    w, h = size
+    assert cli(["model=bicubic", f"input={src}", f"output={tmp_path / 'bic'}", "progress=false"]) == 0
+    bic = np.asarray(Image.open(tmp_path / "bic" / "tiny.png")).astype(int)
+    assert bic.shape == (2 * h, 2 * w, 3) and np.abs(bic - color).max() <= 1
+    # A network: what it makes of this colour inside an image, not what its zero padding makes of a lone pixel.
+    torch.manual_seed(0)
+    spec = {"name": "edsr", "scale": 2, "depth": 2, "width": 8}  # receptive field 15 LR px < tile_overlap
+    net = build_network(spec).eval()
+    ckpt = save_checkpoint(net, spec, tmp_path / "tiny.ckpt")
+    assert cli([f"ckpt_path={ckpt}", "precision=32", f"input={src}", f"output={tmp_path / 'net'}", "progress=false"]) == 0
+    out = np.asarray(Image.open(tmp_path / "net" / "tiny.png")).astype(int)
+    with torch.inference_mode():
+        field = net(torch.tensor(color).float().div(255).view(1, 3, 1, 1).expand(1, 3, 40, 40))[0, :, 40:42, 40:42]
+    block = np.floor(field.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5)  # pixel shuffle: a 2x2 period
+    assert out.shape == (2 * h, 2 * w, 3) and np.abs(out - np.tile(block, (h, w, 1))).max() <= 1, (out, block)
+
+
+def test_tiny_image_through_a_network_that_downsamples_inside(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    spec = {"name": "safmn", "scale": 2}  # pools to 1/8 inside: a 1x1 input used to crash it
+    ckpt = save_checkpoint(build_network(spec).eval(), spec, tmp_path / "safmn.ckpt")
+    src = _solid(tmp_path / "dot.png", (1, 1))
+    assert cli([f"ckpt_path={ckpt}", f"input={src}", f"output={tmp_path / 'out'}", "progress=false"]) == 0
+    assert Image.open(tmp_path / "out" / "dot.png").size == (2, 2)

@@ -34,11 +34,13 @@ def to_chw(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
 
 
-def load_pair(source: ImageSource, scale: int, decoded: tuple[np.ndarray, bool] | None = None) -> ImagePair:
+def load_pair(
+    source: ImageSource, scale: int, decoded: tuple[np.ndarray, bool] | None = None, lr_key: str = "data.lr_source"
+) -> ImagePair:
     """Decode one HR (mod-cropped to ``scale``) and its LR: the LR file, or a MATLAB downscale.
 
     ``decoded`` is ``load_rgb(source.hr)`` when the caller already has it (evaluation reuses one
-    decode across scales).
+    decode across scales); ``lr_key`` is the running command's lr_source key, for the size hint.
     """
     hr_np, gray = decoded if decoded is not None else load_rgb(source.hr)
     hr = to_chw(mod_crop(hr_np, scale))
@@ -52,6 +54,6 @@ def load_pair(source: ImageSource, scale: int, decoded: tuple[np.ndarray, bool] 
         if tuple(lr.shape[1:]) != expected:
             raise ValueError(
                 f"{source.lr}: LR is {lr.shape[2]}x{lr.shape[1]} but its HR '{source.hr}' mod-cropped to x{scale} "
-                f"needs {expected[1]}x{expected[0]}; check the scale, or use data.lr_source=generate"
+                f"needs {expected[1]}x{expected[0]}; check the scale, or use {lr_key}=generate"
             )
     return ImagePair(source.name, lr.contiguous(), hr.contiguous(), gray)

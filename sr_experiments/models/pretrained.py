@@ -32,22 +32,54 @@ def unwrap_state_dict(obj: Mapping[str, Any], key: str | None = None) -> dict[st
     return state
 
 
-def load_pretrained(net: nn.Module, source: str | PathLike | Mapping[str, Any], key: str | None = None) -> nn.Module:
+def load_pretrained(
+    net: nn.Module, source: str | PathLike | Mapping[str, Any], key: str | None = None, origin: str | None = None
+) -> nn.Module:
     """Load weights into ``net`` with ``strict=True`` (a key or shape mismatch names the problem).
 
     ``source`` is a path (read with ``weights_only=True``: no code from the file runs) or a loaded
-    dict. Returns ``net``.
+    dict; ``origin`` names the file a loaded dict came from, for messages. Returns ``net``.
     """
     from sr_experiments.checkpoint_io import load_checkpoint_file
 
     obj = source if isinstance(source, Mapping) else load_checkpoint_file(source)
+    origin = origin or (str(source) if not isinstance(source, Mapping) else "the given weights")
     state = unwrap_state_dict(obj, key)
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise ValueError(
-            f"weights in {source if not isinstance(source, Mapping) else 'the given dict'} do not fit "
-            f"{type(net).__name__} with these settings (check model=..., scale and the model.* sizes): "
-            f"{str(e).splitlines()[0]} {'; '.join(l.strip() for l in str(e).splitlines()[1:3])}"
-        ) from None
+        raise ValueError(mismatch_message(net, state, obj, origin, e)) from None
     return net
+
+
+def mismatch_message(net: nn.Module, state: Mapping[str, Any], checkpoint: Any, origin: str, error: Exception) -> str:
+    """One line: which file, what the network expects against what the file holds, how many keys
+    differ (a few examples), and what to do; torch's own message lists every key (76 KB for SwinIR)."""
+    expected = net.state_dict()
+    derived = {name for name, _ in net.named_buffers()} - set(expected)  # non-persistent: dropped on load
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected and k not in derived]
+    reshaped = [f"{k} {tuple(state[k].shape)} here {tuple(v.shape)}" for k, v in expected.items()
+                if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(v.shape)]
+    parts = [f"{len(keys)} {what} (e.g. {', '.join(keys[:2])})" for what, keys in
+             (("missing", missing), ("unexpected", unexpected), ("of another shape", reshaped)) if keys]
+    if not parts:  # neither keys nor shapes: say torch's first reason, shortened
+        parts = [" ".join(str(error).split())[:200]]
+    return (f"weights in {origin} do not fit {type(net).__name__} ({_count(expected.values()):,} parameters) as "
+            f"configured: the file holds {_describe(checkpoint)} ({_count(state.values()):,} parameters); "
+            f"keys: {'; '.join(parts)}; pass the model=..., scale and model.* sizes it was trained with, "
+            "or a file made for this network")
+
+
+def _count(tensors: Any) -> int:
+    return sum(int(t.numel()) for t in tensors if hasattr(t, "numel"))
+
+
+def _describe(checkpoint: Any) -> str:
+    """``edsr (depth=16, width=64, scale=2)`` from a train.py checkpoint's saved spec, else "a bare state dict"."""
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, Mapping) else None
+    spec = hparams.get("network") if isinstance(hparams, Mapping) else None
+    if not isinstance(spec, Mapping):
+        return "a bare state dict (no network spec)"
+    args = ", ".join(f"{k}={v}" for k, v in spec.items() if k not in ("name", "compile", "channels_last"))
+    return f"{spec.get('name', '?')} ({args})"
