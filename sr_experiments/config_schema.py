@@ -29,6 +29,8 @@ class DataSchema(_Open):
     patch_size: int = Field(ge=1)
     patches_per_epoch: int = Field(ge=1)
     num_workers: Literal["auto"] | int = "auto"
+    lr_source: Literal["auto", "folder", "generate"] = "auto"
+    augment: bool = True
 
     @field_validator("num_workers")
     @classmethod

@@ -18,9 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hydra import compose
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from sr_experiments.config_schema import ConfigError, validate_train_config
 
@@ -114,11 +115,13 @@ class RunDirGuard(Callback):
                 _fail(f"invalid config: {e}")
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._validate(config)
         ckpt, resume = config.get("ckpt_path"), bool(config.get("resume", True))
         if not ckpt and _set_by_user(config, "hydra.run.dir"):
             ckpt = requeued_checkpoint(Path(config.hydra.run.dir))
         origin = run_dir_of(ckpt) if ckpt and resume and ckpt != "latest" else None
+        if origin is not None:
+            continue_config(config, origin)
+        self._validate(config)
         with read_write(config.hydra), open_dict(config.hydra):
             if origin is not None and not _set_by_user(config, "hydra.run.dir") and (origin / ".hydra").is_dir():
                 # Resuming a run continues in its own folder, beside its history.
@@ -154,6 +157,30 @@ class RunDirGuard(Callback):
         # Sweep values reach the config only per job.
         if config.hydra.mode == RunMode.MULTIRUN:
             self._validate(config)
+
+
+def continue_config(config: DictConfig, origin: Path) -> None:
+    """Make ``config`` the resumed run's own: its original overrides, then this command's.
+
+    ``python train.py ckpt_path=<run>/checkpoints/last.ckpt`` then continues that run as it was
+    configured (network, data, schedule) instead of the defaults; anything typed now (say a
+    larger ``trainer.max_steps``) still wins.
+    """
+    saved = origin / ".hydra" / "overrides.yaml"
+    if not saved.is_file():
+        return
+    skip = ("ckpt_path", "resume", "hydra.run.dir")
+    original = [str(o) for o in OmegaConf.load(saved) if str(o).lstrip("+~").split("=", 1)[0] not in skip]
+    if not original:
+        return
+    current = list(config.hydra.overrides.task)
+    merged = compose(config_name=config.hydra.job.config_name, overrides=[*original, *current])
+    with read_write(config), open_dict(config):
+        for key in [k for k in config if k != "hydra" and k not in merged]:
+            del config[key]
+        for key in merged:
+            config[key] = merged[key]
+    print(f"resuming {origin} with its original overrides: {' '.join(original)}", flush=True)
 
 
 def slurm_job_id() -> str | None:

@@ -187,9 +187,11 @@ def test_kill_9_then_resume_gives_the_uninterrupted_weights(tmp_path: Path, refe
     assert 0 < saved["global_step"] < 48
     prior_seconds = saved["sr_run"]["train_seconds"]
 
-    # Resumed in place: the run's own folder, history and logs.
-    done = _run([*RUN, f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"])
+    # Resumed in place (the run's own folder, history and logs) and as configured: only
+    # ckpt_path is typed, the run's original overrides come from its .hydra record.
+    done = _run([f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"])
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "with its original overrides" in done.stdout
     _assert_same_weights(reference, run_dir)
     resumed, ref = _metrics(run_dir), _metrics(reference)
     assert resumed["history"] == ref["history"]  # complete: the steps before the kill too
@@ -274,7 +276,8 @@ def test_bad_values_get_one_line_before_any_folder(tmp_path: Path, override: str
 @pytest.mark.parametrize(
     "override",
     ["lr=0", "lr=nan", "loss=huber", "data.patch_size=0", "data.patches_per_epoch=0", "data.num_workers=-1",
-     "trainer.max_steps=0", "optimizer.lr=-1", "model.width=0", "scale=1", "data.batch_size=2.5"],
+     "trainer.max_steps=0", "optimizer.lr=-1", "model.width=0", "scale=1", "data.batch_size=2.5",
+     "data.lr_source=matlab"],
 )
 def test_schema_rejects_bad_values_naming_the_key(tmp_path: Path, override: str) -> None:
     key = override.split("=")[0]

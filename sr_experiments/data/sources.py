@@ -56,7 +56,7 @@ def resolve_sources(spec: str, scale: int, lr_source: str = "auto", key: str = "
     them, ``generate`` always makes LR with the MATLAB-compatible downscale.
     """
     if lr_source not in ("auto", "folder", "generate"):
-        raise ValueError(f"{key}.lr_source must be auto, folder or generate, got {lr_source!r}")
+        raise ValueError(f"{key.rsplit('.', 1)[0]}.lr_source must be auto, folder or generate, got {lr_source!r}")
     spec = str(spec)
     if spec.startswith(SAMPLE_PREFIX):
         split = spec[len(SAMPLE_PREFIX) :]
