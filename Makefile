@@ -47,7 +47,7 @@ export: $(STAMP)
 	$(PY) export.py ckpt_path=$(CKPT) $(ARGS)
 
 data: $(STAMP)
-	$(PY) -m sr_experiments.download --dest $(or $(DATA),$(SR_DATA),data)
+	$(PY) -m sr_experiments.tools.download --dest $(or $(DATA),$(SR_DATA),data)
 
 bench: $(STAMP)
 	$(PY) bench/train_overhead.py

@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sr_experiments.compare import compare, unfinished_runs
+from sr_experiments.tools.compare import compare, unfinished_runs
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,15 +1,15 @@
-"""Evaluate on the SR benchmarks: `python eval.py ckpt_path=CKPT` or `python eval.py model=bicubic` (conf/eval.yaml)."""
+"""Evaluate on the SR benchmarks: `python eval.py ckpt_path=CKPT` or `python eval.py model=bicubic` (sr_experiments/conf/eval.yaml)."""
 
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
-from sr_experiments.evaluation import SetsFailed
-from sr_experiments.run_eval import run_eval
+from sr_experiments.evaluation.protocol import SetsFailed
+from sr_experiments.evaluation.run import run_eval
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+@hydra.main(version_base="1.3", config_path="sr_experiments/conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
     try:
         run_eval(cfg)

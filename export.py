@@ -1,4 +1,4 @@
-"""Export a checkpoint for deployment: `python export.py ckpt_path=CKPT format=onnx|torchscript` (conf/export.yaml).
+"""Export a checkpoint for deployment: `python export.py ckpt_path=CKPT format=onnx|torchscript` (sr_experiments/conf/export.yaml).
 
 The file takes any input size and is checked against PyTorch on a random image (max abs
 difference < 1e-4, onnxruntime for ONNX); `python upscale.py ckpt_path=MODEL.onnx ...` runs it.
@@ -10,13 +10,13 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from sr_experiments.evaluation import find_latest_checkpoint, load_network
-from sr_experiments.export import ExportError, export_network
+from sr_experiments.evaluation.protocol import find_latest_checkpoint, load_network
+from sr_experiments.inference.export import ExportError, export_network
 
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="export")
+@hydra.main(version_base="1.3", config_path="sr_experiments/conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     ckpt = cfg.ckpt_path
     if ckpt == "latest":

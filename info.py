@@ -5,10 +5,10 @@ import json
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from sr_experiments.info import format_info, network_info
+from sr_experiments.tools.info import format_info, network_info
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="sr_experiments/conf", config_name="train")
 def main(cfg: DictConfig) -> None:
     spec = OmegaConf.to_container(cfg.model, resolve=True)
     info = network_info(spec)

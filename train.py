@@ -1,4 +1,4 @@
-"""Train an SR network: `python train.py model=deep lr=1e-4` (see conf/train.yaml)."""
+"""Train an SR network: `python train.py model=deep lr=1e-4` (see sr_experiments/conf/train.yaml)."""
 
 import os
 import sys
@@ -6,17 +6,20 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from sr_experiments.config_schema import ConfigError
-from sr_experiments.run_dir import RunDirError
-from sr_experiments.train import train
+from sr_experiments.training.config_schema import ConfigError
+from sr_experiments.training.run_dir import RunDirError
 
 # Errors a user can fix from the message alone: one line, not a traceback from inside torch.
 USAGE_ERRORS = (ConfigError, RunDirError)
 INPUT_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="sr_experiments/conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    # Imported here, not at the top: Lightning and torch take seconds to import, which --help,
+    # --cfg and shell completion should not pay.
+    from sr_experiments.training.run import train
+
     try:
         summary = train(cfg)
     except INPUT_ERRORS as e:

@@ -1,4 +1,4 @@
-"""Upscale your images: `python upscale.py ckpt_path=CKPT input=PATH output=DIR` (conf/upscale.yaml).
+"""Upscale your images: `python upscale.py ckpt_path=CKPT input=PATH output=DIR` (sr_experiments/conf/upscale.yaml).
 
 Exit status 0 when every input was written, 1 when some failed (each named on stderr), 2 when
 nothing could start.
@@ -9,10 +9,10 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from sr_experiments.upscaling import main as run
+from sr_experiments.inference.upscale import main as run
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="upscale")
+@hydra.main(version_base="1.3", config_path="sr_experiments/conf", config_name="upscale")
 def main(cfg: DictConfig) -> None:
     status = run(cfg)
     if status:

@@ -24,7 +24,7 @@ from omegaconf import open_dict
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sr_experiments.run_eval import run_eval  # noqa: E402
+from sr_experiments.evaluation.run import run_eval  # noqa: E402
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     times = []
     for _ in range(args.repeats):
-        with TemporaryDirectory() as out, initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        with TemporaryDirectory() as out, initialize_config_dir(config_dir=str(ROOT / "sr_experiments" / "conf"), version_base="1.3"):
             cfg = compose(
                 config_name="eval",
                 overrides=["model=bicubic", f"paths.data_dir={args.data}", "eval.sets=[Set5,Set14]", "eval.scales=[2,3,4]"],

@@ -49,7 +49,7 @@ class StepTimer(L.Callback):
 
 
 def compose_cfg(overrides: list[str], out: Path):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "sr_experiments" / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_overhead import compose_cfg, framework_loop  # noqa: E402
 
 from sr_experiments.hardware import choose_precision, peak_conv_gmacs  # noqa: E402
-from sr_experiments.info import count_macs  # noqa: E402
+from sr_experiments.tools.info import count_macs  # noqa: E402
 from sr_experiments.models import build_network  # noqa: E402
 
 warnings.filterwarnings("ignore")

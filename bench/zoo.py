@@ -20,7 +20,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sr_experiments.info import network_info  # noqa: E402
+from sr_experiments.tools.info import network_info  # noqa: E402
 from sr_experiments.models import NETWORKS, build_network, list_networks  # noqa: E402
 
 

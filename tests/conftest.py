@@ -9,8 +9,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
+from sr_experiments import CONF_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = CONF_DIR
 
 
 def find_data_dir() -> Path | None:
@@ -36,7 +38,7 @@ def data_dir() -> Path:
 
 
 def compose_train(overrides: list[str], output_dir: Path) -> DictConfig:
-    """conf/train.yaml with ``overrides``, writing into ``output_dir`` (no Hydra run dir)."""
+    """sr_experiments/conf/train.yaml with ``overrides``, writing into ``output_dir`` (no Hydra run dir)."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     with open_dict(cfg):

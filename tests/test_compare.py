@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from sr_experiments.compare import compare, find_runs, parse_overrides, table_rows, varying_keys
+from sr_experiments.tools.compare import compare, find_runs, parse_overrides, table_rows, varying_keys
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

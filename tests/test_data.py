@@ -19,7 +19,7 @@ from sr_experiments.data import (
 )
 from sr_experiments.data.datasets import augment, random_crop
 from sr_experiments.data.sources import SAMPLE_SPLITS, ImageSource
-from sr_experiments.imresize import imresize
+from sr_experiments.evaluation.imresize import imresize
 
 KERNEL_MARGIN = 3  # LR pixels whose x1/s kernel reaches outside a crop (4 / 2 taps, +1 for rounding)
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT, compose_train
 
 from sr_experiments.data import SRDataModule
-from sr_experiments.lit_module import SRLitModule
+from sr_experiments.training.module import SRLitModule
 
 TINY = ["data.patches_per_epoch=16", "data.batch_size=4", "data.patch_size=16", "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false", "callbacks.image_panel.num_images=1"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import sr_experiments.download as dl
+import sr_experiments.tools.download as dl
 
 
 def _benchmark_tar(tmp_path: Path, data_dir: Path, tamper: bool = False) -> Path:

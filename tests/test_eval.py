@@ -17,12 +17,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 from PIL import Image
 
-from sr_experiments.evaluation import find_latest_checkpoint, load_network, locate_set
-from sr_experiments.inference import _tile_plan, self_ensemble, tiled_forward, upscale
-from sr_experiments.metrics import sr_psnr_ssim
+from sr_experiments.evaluation.protocol import find_latest_checkpoint, load_network, locate_set
+from sr_experiments.inference.tiling import _tile_plan, self_ensemble, tiled_forward, upscale
+from sr_experiments.evaluation.metrics import sr_psnr_ssim
 from sr_experiments.models import build_network
-from sr_experiments.run_eval import run_eval
-from sr_experiments.train import train
+from sr_experiments.evaluation.run import run_eval
+from sr_experiments.training.run import train
 
 PUBLISHED_BICUBIC = {
     ("Set5", 2): (33.66, 0.9299), ("Set5", 3): (30.39, 0.8682), ("Set5", 4): (28.42, 0.8104),
@@ -123,7 +123,7 @@ def test_save_images_and_gray_files(tmp_path: Path) -> None:
     per = {i.image: i for i in result.per_image}
     g = torch.from_numpy(rgb[..., 1].copy()).float()[None, None].repeat(1, 3, 1, 1) / 255
     lr = (g * 255).round().byte()
-    from sr_experiments.imresize import imresize
+    from sr_experiments.evaluation.imresize import imresize
 
     sr = imresize(imresize(lr, scale=0.5), scale=2).float() / 255
     direct = 10 * math.log10(255**2 / float(((sr[0, 0] - g[0, 0]) * 255)[2:-2, 2:-2].pow(2).mean()))

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import ROOT
 
-from sr_experiments.export import CHECK_SIZE, ExportError, TRACE_SIZE, check_export, export_network, run_exported
+from sr_experiments.inference.export import CHECK_SIZE, ExportError, TRACE_SIZE, check_export, export_network, run_exported
 from sr_experiments.models import build_network
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -13,8 +13,8 @@ from skimage.metrics import structural_similarity
 from sr_experiments.data import load_rgb, mod_crop
 from sr_experiments.data.image_io import list_images
 from sr_experiments.data.pairs import to_chw
-from sr_experiments.imresize import imresize
-from sr_experiments.metrics import SRMetrics, protocol_luma, quantize, rgb_to_y, sr_psnr_ssim
+from sr_experiments.evaluation.imresize import imresize
+from sr_experiments.evaluation.metrics import SRMetrics, protocol_luma, quantize, rgb_to_y, sr_psnr_ssim
 
 
 def _img(h: int = 32, w: int = 32, seed: int = 0, lo: float = 0.1, hi: float = 0.8) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 from conftest import assert_one_training_step
 from omegaconf import OmegaConf
 
-from sr_experiments.imresize import imresize
+from sr_experiments.evaluation.imresize import imresize
 from sr_experiments.models import EDSR, NETWORKS, build_network, count_parameters, list_networks
 from sr_experiments.models.registry import register
 

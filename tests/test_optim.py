@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from sr_experiments.losses import CharbonnierLoss, build_loss
-from sr_experiments.schedules import build_scheduler
+from sr_experiments.training.losses import CharbonnierLoss, build_loss
+from sr_experiments.training.schedules import build_scheduler
 
 
 def _lrs(steps: int, **kwargs) -> list[float]:

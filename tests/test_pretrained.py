@@ -11,8 +11,8 @@ from test_eval import compose_eval
 
 from sr_experiments.models import build_network
 from sr_experiments.models.pretrained import load_pretrained, unwrap_state_dict
-from sr_experiments.run_eval import run_eval
-from sr_experiments.train import train
+from sr_experiments.evaluation.run import run_eval
+from sr_experiments.training.run import train
 
 SHALLOW = {"name": "edsr", "scale": 2, "depth": 4, "width": 32}
 
@@ -98,7 +98,7 @@ def test_another_architecture_is_one_short_line_saying_what_the_file_is(tmp_path
 def test_bare_weights_of_another_network_in_upscale_are_one_short_line(tmp_path: Path, capsys) -> None:
     from PIL import Image
 
-    from sr_experiments.upscaling import cli
+    from sr_experiments.inference.upscale import cli
 
     torch.manual_seed(0)
     weights = tmp_path / "espcn.pth"

@@ -20,10 +20,10 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from sr_experiments.checkpoint_io import load_checkpoint_file
-from sr_experiments.config_schema import ConfigError, validate_train_config
+from sr_experiments.training.config_schema import ConfigError, validate_train_config
 from sr_experiments.data import ImageLoadError, SRDataModule, load_rgb
-from sr_experiments.run_dir import RunDirError, RunDirGuard, claim_unique_dir
-from sr_experiments.train import train
+from sr_experiments.training.run_dir import RunDirError, RunDirGuard, claim_unique_dir
+from sr_experiments.training.run import train
 
 # Three epochs of 16 steps; validation and last.ckpt at steps 16, 32, 48.
 RUN = [
@@ -118,7 +118,7 @@ def test_train_refuses_a_folder_with_results_unless_resuming_that_run(tmp_path: 
 def test_failure_before_the_first_step_leaves_no_checkpoint_to_resume_by_accident(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sr_experiments.lit_module import SRLitModule
+    from sr_experiments.training.module import SRLitModule
 
     def fail(self, batch, batch_idx):
         raise RuntimeError("fails at step 0")
@@ -285,7 +285,7 @@ def test_schema_rejects_bad_values_naming_the_key(tmp_path: Path, override: str)
         validate_train_config(compose_train([override], tmp_path))
 
 
-@pytest.mark.parametrize("model", sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml")))
+@pytest.mark.parametrize("model", sorted(p.stem for p in (CONF / "model").glob("*.yaml")))
 def test_schema_accepts_every_shipped_model(tmp_path: Path, model: str) -> None:
     validate_train_config(compose_train([f"model={model}"], tmp_path))
 

@@ -15,11 +15,11 @@ from sr_experiments import hardware
 from sr_experiments.checkpoint_io import load_checkpoint_file
 from sr_experiments.data.datamodule import default_num_workers
 from sr_experiments.hardware import choose_channels_last
-from sr_experiments.lit_module import SRLitModule
-from sr_experiments.metrics import SRMetrics
+from sr_experiments.training.module import SRLitModule
+from sr_experiments.evaluation.metrics import SRMetrics
 from sr_experiments.models import build_network
 from sr_experiments.models.bicubic import Bicubic
-from sr_experiments.train import train
+from sr_experiments.training.run import train
 
 
 @pytest.mark.parametrize(("amx", "avx512_bf16", "expected"), [(True, False, "bf16-mixed"), (False, True, "bf16-mixed"), (False, False, "32")])
@@ -130,7 +130,7 @@ def state_hparams(ckpt: Path) -> dict:
 
 @pytest.mark.parametrize(("model", "expected"), [("espcn", True), ("swinir_light", False)])
 def test_upscale_engine_uses_channels_last_for_convolutional_networks_in_bf16(model: str, expected: bool) -> None:
-    from sr_experiments.engines import torch_engine
+    from sr_experiments.inference.engines import torch_engine
 
     spec = {"name": model, "scale": 2}
     assert torch_engine(build_network(spec), spec, torch.device("cpu"), "bf16").channels_last is expected

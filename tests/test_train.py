@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, ROOT, compose_train
+from conftest import CONF, FAST, ROOT, compose_train
 from hydra.utils import instantiate
 
 from sr_experiments.checkpoint_io import CheckpointLoadError, load_checkpoint_file
 from sr_experiments.models import build_network, list_networks
-from sr_experiments.train import train
+from sr_experiments.training.run import train
 
-MODEL_CONFIGS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
-DATA_PRESETS = sorted(p.stem for p in (ROOT / "conf" / "data").glob("*.yaml"))
+MODEL_CONFIGS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+DATA_PRESETS = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
 
 
 def test_fast_dev_run_of_composed_config(tmp_path: Path) -> None:
@@ -204,7 +204,7 @@ def test_cli_swinir_light_as_typed(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 5
 
 
-EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -218,7 +218,7 @@ def test_every_experiment_composes_and_builds(tmp_path: Path, experiment: str) -
 
 
 def test_crash_mid_epoch_leaves_a_resumable_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sr_experiments.lit_module import SRLitModule
+    from sr_experiments.training.module import SRLitModule
 
     original = SRLitModule.training_step
 

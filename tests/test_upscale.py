@@ -16,19 +16,19 @@ from hydra import compose, initialize_config_dir
 from PIL import Image, ImageCms
 from skimage import data as skdata
 
-from sr_experiments.engines import auto_tile, torch_engine
-from sr_experiments.image_files import read_picture
-from sr_experiments.imresize import imresize
-from sr_experiments.inference import count_tiles, fit_tiles, upscale
-from sr_experiments.metrics import sr_psnr_ssim
+from sr_experiments.inference.engines import auto_tile, torch_engine
+from sr_experiments.inference.image_files import read_picture
+from sr_experiments.evaluation.imresize import imresize
+from sr_experiments.inference.tiling import count_tiles, fit_tiles, upscale
+from sr_experiments.evaluation.metrics import sr_psnr_ssim
 from sr_experiments.models import build_network
-from sr_experiments.png16 import read_png16, write_png16
-from sr_experiments.upscaling import cli, run_upscale
+from sr_experiments.inference.png16 import read_png16, write_png16
+from sr_experiments.inference.upscale import cli, run_upscale
 
 # One torch thread: tiny tensors, and OpenMP spinning across busy cores costs 50x (see the network tests).
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-DEFAULT_SPEC = {"name": "edsr", "scale": 2, "depth": 4, "width": 32, "res_scale": 1.0}  # conf/model/shallow.yaml
+DEFAULT_SPEC = {"name": "edsr", "scale": 2, "depth": 4, "width": 32, "res_scale": 1.0}  # sr_experiments/conf/model/shallow.yaml
 
 
 def upscale_cfg(overrides: list[str]):
@@ -149,7 +149,7 @@ def test_png16_codec_round_trips_and_reads_every_row_filter(tmp_path: Path) -> N
     back, icc = read_png16(tmp_path / "a.png")
     assert np.array_equal(back, arr) and icc == b"profile"
     # Sub, Average and Paeth rows as other encoders write them (Pillow's 16-bit gray uses them too).
-    from sr_experiments.png16 import _unfilter
+    from sr_experiments.inference.png16 import _unfilter
 
     rng = np.random.default_rng(2)
     prev, cur = rng.integers(0, 256, 12, dtype=np.uint8), rng.integers(0, 256, 12, dtype=np.uint8)
@@ -208,7 +208,7 @@ def test_checkpoint_crafted_to_run_code_is_refused(tmp_path: Path, capsys) -> No
 
 @pytest.mark.slow
 def test_checkpoint_onnx_and_compare_end_to_end(tmp_path: Path, photo_pair) -> None:
-    from sr_experiments.export import export_network
+    from sr_experiments.inference.export import export_network
 
     net = default_net()
     ckpt = save_checkpoint(net, DEFAULT_SPEC, tmp_path / "best.ckpt")
@@ -250,7 +250,7 @@ def _solid(path: Path, size: tuple[int, int] = (8, 8), color: tuple[int, ...] = 
 @pytest.fixture
 def count_upscaled(monkeypatch) -> list[Path]:
     """Images the command started to compute (by their Picture), recorded instead of guessed from the files."""
-    import sr_experiments.upscaling as up
+    import sr_experiments.inference.upscale as up
 
     calls: list = []
     real = up.upscale_picture

@@ -12,11 +12,12 @@ from omegaconf import OmegaConf
 
 import sr_experiments.models.rcan  # noqa: F401  (registers "rcan")
 import sr_experiments.models.rrdbnet  # noqa: F401  (registers "rrdbnet")
+from sr_experiments import CONF_DIR
 from sr_experiments.models import build_network, count_parameters
 from sr_experiments.models.rcan import RCAN
 from sr_experiments.models.rrdbnet import RRDBNet
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+CONF = CONF_DIR / "model"
 
 # (name, scale, small constructor args) for every supported scale.
 SMALL = [
@@ -43,7 +44,7 @@ def _input(h: int = 8, w: int = 8) -> torch.Tensor:
     return torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
 
 
-# --- parameter counts of the paper configurations, built from conf/model/*.yaml ---------------
+# --- parameter counts of the paper configurations, built from sr_experiments/conf/model/*.yaml ---------------
 
 
 @pytest.mark.parametrize(

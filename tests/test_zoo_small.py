@@ -15,10 +15,11 @@ import torch
 from conftest import assert_one_training_step
 from omegaconf import OmegaConf
 
-from sr_experiments.imresize import imresize
+from sr_experiments import CONF_DIR
+from sr_experiments.evaluation.imresize import imresize
 from sr_experiments.models.registry import NETWORKS, build_network, count_parameters
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+CONF = CONF_DIR / "model"
 NAMES = ("imdn", "safmn", "vdsr", "edsr_large")
 SCALES = (2, 3, 4)
 # Small instances: the same code paths as the paper sizes at a fraction of the cost.

@@ -12,10 +12,11 @@ from conftest import assert_one_training_step
 from omegaconf import OmegaConf
 
 import sr_experiments.models.swinir  # noqa: F401  (registers swinir, swinir_light)
+from sr_experiments import CONF_DIR
 from sr_experiments.models import build_network, count_parameters
 from sr_experiments.models.swinir import SwinIR, SwinIRLight, load_official, pad_to_multiple, relative_position_index
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+CONF = CONF_DIR / "model"
 
 # Tiny instance: one RSTB of two blocks (block 1 is the shifted one), 12 channels, window 4.
 TINY = dict(img_size=8, embed_dim=12, depths=[2], num_heads=[2], window_size=4, mlp_ratio=2.0)

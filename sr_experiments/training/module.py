@@ -16,8 +16,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
 from sr_experiments.hardware import choose_channels_last
-from sr_experiments.losses import build_loss
-from sr_experiments.metrics import SRMetrics
+from sr_experiments.training.losses import build_loss
+from sr_experiments.evaluation.metrics import SRMetrics
 from sr_experiments.models import build_network, count_parameters
 from sr_experiments.models.bicubic import Bicubic
 
@@ -38,7 +38,7 @@ class SRLitModule(L.LightningModule):
         scale: upscaling factor; also the border shaved before measuring.
         loss: ``l1``, ``mse`` or ``charbonnier``.
         optimizer: Hydra ``_partial_`` config of a torch optimizer (``params`` is filled in).
-        scheduler: Hydra ``_partial_`` config of ``sr_experiments.schedules.build_scheduler``
+        scheduler: Hydra ``_partial_`` config of ``sr_experiments.training.schedules.build_scheduler``
             (``optimizer`` and ``total_steps`` are filled in), or ``None`` for a constant rate.
         charbonnier_eps: epsilon of the Charbonnier loss.
     """

@@ -1,6 +1,6 @@
 """Fetch the standard SR benchmark sets into ``paths.data_dir`` in the standard layout.
 
-    python -m sr_experiments.download --dest DIR [--sets Set5 Set14 BSD100 Urban100] [--archive FILE]
+    python -m sr_experiments.tools.download --dest DIR [--sets Set5 Set14 BSD100 Urban100] [--archive FILE]
 
 Source: the benchmark archive published with EDSR (Set5, Set14, B100, Urban100, each with HR and
 MATLAB-made ``LR_bicubic/X2..X4``). Checks, in order:
@@ -52,7 +52,7 @@ ARCHIVES = {
     ),
 }
 MANUAL = {"Manga109": "request it at http://www.manga109.org/en/download.html (licensed per user), then put it in <dest>/Manga109/HR"}
-REFERENCE_PIXELS = Path(__file__).with_name("data") / "reference_pixels.json"
+REFERENCE_PIXELS = Path(__file__).resolve().parents[1] / "data" / "reference_pixels.json"
 
 
 class DownloadError(RuntimeError):
@@ -84,7 +84,7 @@ def check_network(url: str, timeout: float = 5.0) -> None:
     except OSError as e:
         raise DownloadError(
             f"cannot reach {host}:{port} ({e.strerror or e}): no network here. Fetch {url} on a machine with "
-            "network and run `python -m sr_experiments.download --archive FILE --dest DIR`, or copy the sets "
+            "network and run `python -m sr_experiments.tools.download --archive FILE --dest DIR`, or copy the sets "
             "into DIR in the layout <Set>/HR/*.png"
         ) from None
 
@@ -161,7 +161,7 @@ def download(dest: Path, sets: list[str], archive: Path | None = None, source: s
     if spec.sha256 and digest != spec.sha256:
         raise DownloadError(f"{archive}: SHA-256 {digest} differs from the pinned {spec.sha256}; delete it and retry")
     if not spec.sha256:
-        print(f"{archive.name}: SHA-256 {digest} (not pinned in sr_experiments/download.py; recorded in {dest}/SHA256SUMS)")
+        print(f"{archive.name}: SHA-256 {digest} (not pinned in sr_experiments/tools/download.py; recorded in {dest}/SHA256SUMS)")
         with open(dest / "SHA256SUMS", "a") as f:
             f.write(f"{digest}  {archive.name}\n")
     with tempfile.TemporaryDirectory(dir=dest) as tmp:

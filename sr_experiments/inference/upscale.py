@@ -1,6 +1,6 @@
 """Upscale the user's own images: files, folders or globs, any mode, tiled, one bad file never stops the batch.
 
-``run_upscale(cfg)`` is the whole command (conf/upscale.yaml); ``upscale.py`` is its Hydra app and
+``run_upscale(cfg)`` is the whole command (sr_experiments/conf/upscale.yaml); ``upscale.py`` is its Hydra app and
 ``cli()`` the ``sr-upscale`` console script.
 """
 
@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from sr_experiments.engines import Engine, auto_tile, onnx_engine, resolve_device, torch_engine
-from sr_experiments.image_files import (
+from sr_experiments import CONF_DIR
+from sr_experiments.inference.engines import Engine, auto_tile, onnx_engine, resolve_device, torch_engine
+from sr_experiments.inference.image_files import (
     FORMATS,
     Animation,
     Picture,
@@ -29,7 +30,7 @@ from sr_experiments.image_files import (
     write_animation,
     write_picture,
 )
-from sr_experiments.inference import Tile, count_tiles, fit_tiles, upscale
+from sr_experiments.inference.tiling import Tile, count_tiles, fit_tiles, upscale
 from sr_experiments.models.bicubic import Bicubic
 
 
@@ -49,7 +50,7 @@ class Summary:
 def load_engine(cfg: DictConfig) -> Engine:
     """The network from ``ckpt_path`` (its spec travels in the checkpoint, loaded with
     ``weights_only=True``), an ONNX file, or a parameter-free ``model``."""
-    from sr_experiments.evaluation import find_latest_checkpoint, load_network
+    from sr_experiments.evaluation.protocol import find_latest_checkpoint, load_network
     from sr_experiments.models import build_network
 
     device = resolve_device(str(cfg.device))
@@ -202,19 +203,17 @@ def cli(argv: list[str] | None = None) -> int:
 
     args = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in args):
-        print(cli.__doc__ + "\n\n" + (Path(CONF_DIR) / "upscale.yaml").read_text())
+        print(cli.__doc__ + "\n\n" + (CONF_DIR / "upscale.yaml").read_text())
         return 0
     unknown = [a for a in args if a.startswith("--") and a not in FLAGS]
     if unknown:
         print(f"sr-upscale: unknown option {unknown[0]} (options: {', '.join(FLAGS)}, or key=value overrides)", file=sys.stderr)
         return 2
     overrides = [FLAGS.get(a, a) for a in args]
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="upscale", overrides=overrides)
     return main(cfg)
 
-
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 if __name__ == "__main__":
     sys.exit(cli())

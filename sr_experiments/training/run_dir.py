@@ -23,7 +23,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from sr_experiments.config_schema import ConfigError, validate_train_config
+from sr_experiments.training.config_schema import ConfigError, validate_train_config
 
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from sr_experiments.evaluation import (
+from sr_experiments.evaluation.protocol import (
     HOW_TO_GET,
     InferenceOptions,
     SetResult,

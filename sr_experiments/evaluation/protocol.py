@@ -19,8 +19,8 @@ from sr_experiments.checkpoint_io import load_checkpoint_file
 from sr_experiments.data.image_io import load_rgb
 from sr_experiments.data.pairs import load_pair
 from sr_experiments.data.sources import SAMPLE_PREFIX, ImageSource, resolve_sources
-from sr_experiments.inference import upscale
-from sr_experiments.metrics import sr_psnr_ssim
+from sr_experiments.inference.tiling import upscale
+from sr_experiments.evaluation.metrics import sr_psnr_ssim
 from sr_experiments.models import build_network
 from sr_experiments.models.pretrained import load_pretrained
 from sr_experiments.models.bicubic import Bicubic

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from sr_experiments.data.image_io import IMAGE_SUFFIXES
-from sr_experiments.png16 import is_png16_color, read_png16, write_png16
+from sr_experiments.inference.png16 import is_png16_color, read_png16, write_png16
 
 FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
 INPUT_SUFFIXES = (*IMAGE_SUFFIXES, ".gif")

@@ -1,0 +1,1 @@
+"""Tools: run comparison (``compare.py``), network info (``info.py``), benchmark downloads."""
