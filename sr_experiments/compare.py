@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sr_experiments.extras import MissingExtra, require
+
 # Overrides that say where things are or how they are shown, not what was tried (also left out of
 # W&B run names).
 NOT_TRIED_PREFIXES = ("hydra.", "paths.", "logger", "callbacks", "ckpt_path", "trainer.enable_", "data.num_workers")
@@ -226,10 +228,10 @@ def plot_axis(runs: list[Run], out: Path) -> Path | None:
 
 def compare(paths: list[Path], out: Path | None = None) -> tuple[str, list[Path]]:
     """Read every run under ``paths``; write ``comparison.md``/``.csv`` and the plots into ``out``
-    (default: the first path). Returns the markdown table and the files written."""
-    import matplotlib
+    (default: the first path). Returns the markdown table and the files written.
 
-    matplotlib.use("Agg")  # files only, no display needed
+    Without matplotlib (the ``sweeps`` extra) the table and CSV are still written; one line on
+    stderr says the plots were skipped and what to install."""
     runs = find_runs(paths)
     out = Path(out) if out is not None else Path(paths[0])
     if out.is_file():
@@ -242,7 +244,14 @@ def compare(paths: list[Path], out: Path | None = None) -> tuple[str, list[Path]
     with csv_path.open("w", newline="") as f:
         # Plain numbers for spreadsheets: no thousands separators.
         csv.writer(f).writerows([header, *([r[0], r[1].replace(",", ""), *r[2:]] for r in rows)])
-    written = [md, csv_path, plot_curves(runs, out)]
+    written = [md, csv_path]
+    try:
+        matplotlib = require("matplotlib", "compare.py's plots")
+    except MissingExtra as e:
+        print(f"compare.py: plots skipped: {e}", file=sys.stderr)
+        return table, written
+    matplotlib.use("Agg")  # files only, no display needed
+    written.append(plot_curves(runs, out))
     axis_plot = plot_axis(runs, out)
     if axis_plot is not None:
         written.append(axis_plot)

@@ -25,6 +25,7 @@ from sr_experiments.evaluation import (
     resolve_eval_sources,
     write_results,
 )
+from sr_experiments.extras import require_logger_packages
 from sr_experiments.models import build_network
 from sr_experiments.models.bicubic import Bicubic
 
@@ -40,6 +41,7 @@ def _device(name: str) -> str:
 def run_eval(cfg: DictConfig) -> list[SetResult]:
     """Evaluate ``cfg.ckpt_path`` (or the parameter-free ``cfg.model``) on ``cfg.eval.sets``."""
     ev = cfg.eval
+    require_logger_packages(cfg.get("logger"))  # before the evaluation, not after it
     out_dir = Path(cfg.paths.output_dir)
     device = _device(ev.device)
     ckpt_path = cfg.get("ckpt_path")

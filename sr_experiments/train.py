@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from sr_experiments.checkpoint_io import AtomicCheckpointIO, load_checkpoint_file
 from sr_experiments.config_schema import validate_train_config
 from sr_experiments.distributed import check_ddp_launch
+from sr_experiments.extras import require_logger_packages
 from sr_experiments.hardware import choose_precision
 from sr_experiments.lit_module import SRLitModule
 from sr_experiments.models.pretrained import load_pretrained
@@ -98,6 +99,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = instantiate_group(cfg.get("callbacks"))
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar callback then
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    require_logger_packages(cfg.get("logger"))
     loggers = instantiate_group(cfg.get("logger"))
     precision = choose_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator"))
     log.info("precision: %s (%s)", precision.precision, precision.reason)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from sr_experiments.engines import Engine, auto_tile, onnx_engine, resolve_device, torch_engine
+from sr_experiments.extras import MissingExtra
 from sr_experiments.image_files import (
     FORMATS,
     Animation,
@@ -186,7 +187,7 @@ def main(cfg: DictConfig) -> int:
     """Exit status: 0 all written, 1 some inputs failed, 2 nothing could start (bad model/config)."""
     try:
         summary = run_upscale(cfg)
-    except (ValueError, OSError, RuntimeError) as e:
+    except (ValueError, OSError, RuntimeError, MissingExtra) as e:
         print(f"upscale: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2
     return 1 if summary.failures else 0
