@@ -38,6 +38,8 @@ from urllib.parse import urlparse
 import numpy as np
 from PIL import Image
 
+from sr_experiments.provenance import file_sha256
+
 
 @dataclass(frozen=True)
 class Archive:
@@ -65,14 +67,6 @@ def pixel_hash(path: Path) -> str:
     with Image.open(path) as im:
         a = np.asarray(im)
     return hashlib.sha256(str(a.shape).encode() + a.tobytes()).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def check_network(url: str, timeout: float = 5.0) -> None:
