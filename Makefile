@@ -21,11 +21,13 @@ SWEEP  ?=
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Everything for development (the dev extra pulls sweeps, deploy and tensorboard), at the versions
+# in constraints.txt; a user's `pip install sr-experiments` gets only the core (README: Install).
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install $(TORCH)
-	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m pip install -e '.[dev]' -c constraints.txt
 	touch $(STAMP)
 
 train: $(STAMP)

@@ -6,6 +6,7 @@ import hydra
 from omegaconf import DictConfig
 
 from sr_experiments.evaluation.protocol import SetsFailed
+from sr_experiments.extras import MissingExtra
 from sr_experiments.evaluation.run import run_eval
 
 
@@ -14,6 +15,8 @@ def main(cfg: DictConfig) -> None:
     try:
         run_eval(cfg)
     except SetsFailed as e:  # the sets that worked are written; exit non-zero for scripts and CI
+        sys.exit(f"eval: {e}")
+    except MissingExtra as e:
         sys.exit(f"eval: {e}")
 
 

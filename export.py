@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sr_experiments.evaluation.protocol import find_latest_checkpoint, load_network
 from sr_experiments.inference.export import ExportError, export_network
+from sr_experiments.extras import MissingExtra
 
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
 
@@ -31,7 +32,7 @@ def main(cfg: DictConfig) -> None:
     out = Path(cfg.output) if cfg.output else Path(ckpt).with_suffix(SUFFIXES[cfg.format])
     try:
         diff = export_network(net, spec, cfg.format, out)
-    except ExportError as e:
+    except (ExportError, MissingExtra) as e:
         sys.exit(f"export: {e}")
     print(f"export: {out} ({cfg.format}, {spec['name']} x{spec['scale']}); max abs difference from PyTorch "
           f"on a random image: {diff:.2e}")

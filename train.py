@@ -7,11 +7,12 @@ import hydra
 from omegaconf import DictConfig
 
 from sr_experiments.training.config_schema import ConfigError
+from sr_experiments.extras import MissingExtra, missing_plugin
 from sr_experiments.training.run_dir import RunDirError
 
 # Errors a user can fix from the message alone: one line, not a traceback from inside torch.
-USAGE_ERRORS = (ConfigError, RunDirError)
-INPUT_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
+USAGE_ERRORS = (ConfigError, RunDirError, MissingExtra)
+INPUT_ERRORS = (ValueError, FileNotFoundError, FloatingPointError, MissingExtra)
 
 
 @hydra.main(version_base="1.3", config_path="sr_experiments/conf", config_name="train")
@@ -33,4 +34,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    plugin_error = missing_plugin(sys.argv[1:])
+    if plugin_error:
+        sys.exit(f"train.py: {plugin_error}")
     main()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -59,8 +60,47 @@ def test_compare_writes_table_csv_and_plots(grid: Path, tmp_path: Path) -> None:
         if p.suffix == ".png":
             assert p.read_bytes()[:8] == PNG
     assert (tmp_path / "out" / "comparison.md").read_text().strip() == table
-    csv_lines = (tmp_path / "out" / "comparison.csv").read_text().splitlines()
-    assert csv_lines[1].startswith("\"lr=1e-3,model.depth=16\",1000,32.50")
+    with (tmp_path / "out" / "comparison.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["run", "lr", "model.depth", "params", "best_psnr", "best_ssim", "gain", "steps",
+                             "train_seconds"]
+    assert rows[0] == {"run": "lr=1e-3,model.depth=16", "lr": "1e-3", "model.depth": "16", "params": "1000",
+                       "best_psnr": "32.5", "best_ssim": "0.9", "gain": "2.5", "steps": "10", "train_seconds": "12.3"}
+    assert [(r["lr"], r["model.depth"]) for r in rows[-2:]] == [("1e-2", "8"), ("1e-2", "16")]
+
+
+def test_csv_keeps_full_values_and_blanks_for_unset_keys(tmp_path: Path) -> None:
+    write_run(tmp_path / "s", "0", ["lr=0.0005611516415334506"], 31.0)
+    write_run(tmp_path / "s", "1", ["lr=1e-3", "model=deep"], 30.0)
+    compare([tmp_path / "s"])
+    with (tmp_path / "s" / "comparison.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["run"], r["lr"], r["model"]) for r in rows] == [
+        ("lr=0.000561", "0.0005611516415334506", ""), ("lr=1e-3,model=deep", "1e-3", "deep")]
+
+
+def test_plots_have_axis_labels_titles_and_legends(grid: Path, tmp_path: Path, monkeypatch) -> None:
+    import matplotlib.figure
+
+    saved = {}
+    real_savefig = matplotlib.figure.Figure.savefig
+
+    def capture(fig, path, *args, **kwargs):
+        ax = fig.axes[0]
+        legend = ax.get_legend()
+        saved[Path(path).name] = (ax.get_xlabel(), ax.get_ylabel(), ax.get_title(),
+                                  [t.get_text() for t in legend.get_texts()] if legend else [],
+                                  legend.get_title().get_text() if legend else "")
+        real_savefig(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", capture)
+    compare([grid], tmp_path / "out")
+    x, y, title, entries, legend_title = saved["psnr_curves.png"]
+    assert (x, y) == ("training step", "validation PSNR (dB)") and "6 runs" in title
+    assert "lr=1e-3,model.depth=16" in entries and "bicubic" in entries and legend_title == "lr, model.depth"
+    x, y, title, entries, legend_title = saved["psnr_vs_lr.png"]
+    assert (x, y) == ("lr (log scale)", "best validation PSNR (dB)") and title == "Best validation PSNR vs lr"
+    assert entries == ["model.depth=8", "model.depth=16", "bicubic"] and legend_title == "model.depth"
 
 
 def test_one_varied_axis_and_none(tmp_path: Path) -> None:

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
+import http.server
 import io
 import shutil
 import socket
 import tarfile
+import threading
 import time
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -45,15 +51,15 @@ def test_installs_standard_layout_and_verifies_pixels(tmp_path: Path, data_dir: 
     assert installed == ["Set5", "BSD100"]
     assert sorted(p.name for p in (dest / "Set5" / "HR").iterdir()) == sorted(p.name for p in (data_dir / "Set5" / "HR").iterdir())
     assert (dest / "Set5" / "LR_bicubic" / "X4" / "birdx4.png").is_file() and (dest / "BSD100" / "HR" / "bird.png").is_file()
-    out = capsys.readouterr().out
-    assert "Manga109: request it" in out and "warning" not in out
+    captured = capsys.readouterr()
+    assert "Manga109: request it" in captured.out and "warning" not in captured.err
     assert (dest / "SHA256SUMS").read_text().endswith("  benchmark.tar\n")
     assert not dl.verify_pixels(dest, ["Set5"])
 
 
 def test_changed_pixels_are_reported(tmp_path: Path, data_dir: Path, capsys) -> None:
     dl.download(tmp_path / "data", ["Set5"], archive=_benchmark_tar(tmp_path, data_dir, tamper=True))
-    assert "Set5/HR/bird.png" in capsys.readouterr().out
+    assert "Set5/HR/bird.png" in capsys.readouterr().err
 
 
 def test_pinned_checksum_mismatch_stops_before_extracting(tmp_path: Path, data_dir: Path, monkeypatch) -> None:
@@ -92,3 +98,62 @@ def test_cli_exit_code_on_error(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(dl, "check_network", refuse)
     assert dl.main(["--dest", str(tmp_path), "--sets", "Set5"]) == 2
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.fixture
+def served_zip(tmp_path: Path):
+    """A zip of a few PNGs laid out like a benchmark archive, served over HTTP on 127.0.0.1."""
+    root = tmp_path / "www"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    with zipfile.ZipFile(root / "bench.zip", "w") as z:
+        for name in ("a", "b", "c"):
+            buf = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(buf, "PNG")
+            z.writestr(f"bench/Urban100/HR/{name}.png", buf.getvalue())
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        sha = hashlib.sha256((root / "bench.zip").read_bytes()).hexdigest()
+        yield f"http://127.0.0.1:{server.server_address[1]}/bench.zip", sha
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _serve_as_benchmark(monkeypatch, url: str, sha256: str | None) -> None:
+    monkeypatch.setitem(dl.ARCHIVES, "edsr_benchmark", dl.Archive(url=url, sha256=sha256, sets={"Urban100": "bench/Urban100"}))
+
+
+def test_download_with_the_pinned_hash_installs(tmp_path: Path, served_zip, monkeypatch) -> None:
+    url, sha = served_zip
+    _serve_as_benchmark(monkeypatch, url, sha)
+    dest = tmp_path / "data"
+    assert dl.download(dest, ["Urban100"]) == ["Urban100"]
+    assert sorted(p.name for p in (dest / "Urban100" / "HR").iterdir()) == ["a.png", "b.png", "c.png"]
+    assert (dest / ".downloads" / "bench.zip").is_file() and not (dest / "SHA256SUMS").exists()
+
+
+def test_download_with_a_wrong_pinned_hash_is_refused_and_deleted(tmp_path: Path, served_zip, monkeypatch) -> None:
+    url, _ = served_zip
+    _serve_as_benchmark(monkeypatch, url, "0" * 64)
+    dest = tmp_path / "data"
+    with pytest.raises(dl.DownloadError, match=r"differs from the pinned 0{64}.*download was deleted") as e:
+        dl.download(dest, ["Urban100"])
+    assert "\n" not in str(e.value) and url in str(e.value)
+    assert list((dest / ".downloads").iterdir()) == [] and not (dest / "Urban100").exists()
+
+
+def test_unpinned_download_records_its_hash(tmp_path: Path, served_zip, monkeypatch, capsys) -> None:
+    url, sha = served_zip
+    _serve_as_benchmark(monkeypatch, url, None)
+    dest = tmp_path / "data"
+    assert dl.download(dest, ["Urban100"]) == ["Urban100"]
+    assert (dest / "SHA256SUMS").read_text() == f"{sha}  bench.zip\n"
+    assert f"SHA-256 {sha}" in capsys.readouterr().out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -46,7 +47,10 @@ def test_bicubic_cli_reproduces_published_numbers_with_framework_lr(tmp_path: Pa
         cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = json.loads((tmp_path / "results.json").read_text())
+    saved = json.loads((tmp_path / "results.json").read_text())
+    rows = saved["results"]
+    assert saved["provenance"]["protocol"]["border_crop"] == {"x2": 2, "x3": 3, "x4": 4}
+    assert saved["models"] == [{"label": "bicubic", "checkpoint": None, "checkpoint_sha256": None, "params": 0}]
     assert {(r["set"], r["scale"]) for r in rows} == set(PUBLISHED_BICUBIC)
     for r in rows:
         psnr, ssim = PUBLISHED_BICUBIC[(r["set"], r["scale"])]
@@ -91,6 +95,43 @@ def test_checkpoint_evaluates_to_the_psnr_training_reported(trained_run: Path, t
     assert results["edsr"].ssim == pytest.approx(reported["best"]["ssim"], abs=1e-6)
     assert results["bicubic"].psnr == pytest.approx(reported["bicubic"]["psnr"], abs=1e-4)
     assert "gain" in (tmp_path / "results.md").read_text()
+    # Both files name the same checkpoint file, by absolute path and content hash.
+    sha = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    trained = reported["provenance"]
+    assert (trained["checkpoint"], trained["checkpoint_sha256"]) == (str(ckpt.resolve()), sha)
+    assert trained["params"] == reported["params"] and trained["device"] == "cpu"
+    assert trained["protocol"]["border_crop"] == {"x2": 2} and trained["protocol"]["lr_source"] == "generate"
+    (model, bicubic) = json.loads((tmp_path / "results.json").read_text())["models"]
+    assert model == {"label": "edsr", "checkpoint": str(ckpt.resolve()), "checkpoint_sha256": sha,
+                     "params": reported["params"]}
+    assert bicubic["label"] == "bicubic" and bicubic["checkpoint"] is None
+
+
+def test_several_checkpoints_make_a_methods_table_with_the_best_in_bold(trained_run: Path, tmp_path: Path, capsys) -> None:
+    ckpt = trained_run / "checkpoints" / "best.ckpt"
+    other_dir = tmp_path / "other_run" / "checkpoints"
+    other_dir.mkdir(parents=True)
+    spec = {"name": "espcn", "scale": 2, "width": 8}
+    torch.manual_seed(0)
+    torch.save({"state_dict": {f"net.{k}": v for k, v in build_network(spec).state_dict().items()},
+                "hyper_parameters": {"network": spec}}, other_dir / "best.ckpt")
+    cfg = compose_eval([f"ckpt_path=[{ckpt},{other_dir / 'best.ckpt'}]", "eval.sets=[sample:val]"], tmp_path / "out")
+    results = run_eval(cfg)
+    assert [r.model for r in results] == ["edsr", "espcn", "bicubic"]
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [m["label"] for m in saved["models"]] == ["edsr", "espcn", "bicubic"]
+    assert saved["models"][1]["checkpoint_sha256"] == hashlib.sha256((other_dir / "best.ckpt").read_bytes()).hexdigest()
+    assert saved["models"][1]["params"] == sum(p.numel() for p in build_network(spec).parameters())
+    md = (tmp_path / "out" / "results.md").read_text()
+    lines = md.splitlines()
+    assert lines[0].split("|")[1].strip() == "method" and "sample:val x2" in lines[0] and len(lines) == 5
+    best = max(results, key=lambda r: r.psnr)
+    (row,) = [ln for ln in lines if ln.startswith(f"| {best.model} ")]
+    assert f"**{best.psnr:.2f}**" in row and md.count("**") == 4  # one best PSNR and one best SSIM
+    tex = (tmp_path / "out" / "results.tex").read_text()
+    assert tex.startswith("\\begin{tabular}{lc}") and "\\toprule" in tex and "\\bottomrule" in tex
+    assert f"\\textbf{{{best.psnr:.2f}}}" in tex and tex.count("\\\\\n") == 5  # 2 header rows, 3 methods
+    assert md.strip() in capsys.readouterr().out
 
 
 def test_checkpoint_scale_is_enforced_and_latest_is_found(trained_run: Path, tmp_path: Path) -> None:
@@ -224,7 +265,7 @@ def test_a_failing_set_keeps_the_others_results_and_names_eval_keys(tmp_path: Pa
         run_eval(cfg)
     msg = str(info.value)
     assert "Bad x2" in msg and "eval.lr_source=generate" in msg and "data.lr_source" not in msg, msg
-    rows = json.loads((tmp_path / "out" / "results.json").read_text())
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
     assert {(r["set"], r["model"]) for r in rows} == {("Good", "bicubic"), ("Good2", "bicubic")}
     assert len((tmp_path / "out" / "per_image.csv").read_text().splitlines()) == 1 + 4
     assert "Bad" in capsys.readouterr().out  # reported beside the table, not only in the exception

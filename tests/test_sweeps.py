@@ -56,11 +56,20 @@ def test_cpu_launcher_runs_two_jobs_at_once(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_optuna_search_maximises_the_returned_psnr(tmp_path: Path) -> None:
+def test_optuna_search_maximises_the_returned_psnr_and_keeps_the_study_in_sqlite(tmp_path: Path) -> None:
+    # The storage conf/hparams_search/optuna.yaml suggests: optuna 2.10 crashed on it with SQLAlchemy 2.
+    import optuna
+
+    db = tmp_path / "study.db"
+    sweep = tmp_path / "sweep"
     proc = _run(["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "model.width=8", "trainer.max_steps=4",
-                 *TINY, f"hydra.sweep.dir={tmp_path}"])
+                 f"hydra.sweeper.storage=sqlite:///{db}", *TINY, f"hydra.sweep.dir={sweep}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert set(result["best_params"]) == {"lr", "model.depth"} and 1e-4 <= result["best_params"]["lr"] <= 1e-2
-    best = [json.loads(p.read_text())["best"]["psnr"] for p in tmp_path.glob("*/metrics.json")]
+    best = [json.loads(p.read_text())["best"]["psnr"] for p in sweep.glob("*/metrics.json")]
     assert len(best) == 2 and math.isfinite(result["best_value"]) and result["best_value"] == pytest.approx(max(best))
+    study = optuna.load_study(study_name="sr_lr_depth", storage=f"sqlite:///{db}")
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert sorted(t.value for t in trials) == pytest.approx(sorted(best))

@@ -217,13 +217,62 @@ def format_table(results: list[SetResult], model: str) -> str:
     return "\n".join(lines)
 
 
-def write_results(results: list[SetResult], out_dir: Path, table: str) -> None:
-    """results.json / .csv / .md and per_image.json / .csv in ``out_dir``."""
+def methods_table(results: list[SetResult], fmt: str = "md") -> str:
+    """Methods (rows, in evaluation order) x set/scale (columns) of PSNR / SSIM, the best of each
+    column in bold; ``fmt`` is ``md`` (Markdown) or ``tex`` (a booktabs tabular)."""
+    methods = list(dict.fromkeys(r.model for r in results))
+    columns = list(dict.fromkeys((r.set, r.scale) for r in results))
+    cell = {(r.model, r.set, r.scale): r for r in results}
+    best = {}
+    for key in columns:
+        found = [cell[(m, *key)] for m in methods if (m, *key) in cell]
+        best[key] = (max(r.psnr for r in found), max(r.ssim for r in found))
+    bold = (lambda s: f"**{s}**") if fmt == "md" else (lambda s: f"\\textbf{{{s}}}")
+
+    def entry(method: str, key: tuple[str, int]) -> str:
+        r = cell.get((method, *key))
+        if r is None:
+            return "—" if fmt == "md" else "--"
+        psnr, ssim = f"{r.psnr:.2f}", f"{r.ssim:.4f}"
+        # Compare as printed: a tie at the shown precision is bold in both rows.
+        psnr = bold(psnr) if psnr == f"{best[key][0]:.2f}" else psnr
+        ssim = bold(ssim) if ssim == f"{best[key][1]:.4f}" else ssim
+        return f"{psnr} / {ssim}"
+
+    heads = [f"{s} x{k}" for s, k in columns]
+    body = [[m, *(entry(m, key) for key in columns)] for m in methods]
+    if fmt == "md":
+        widths = [max(len(x) for x in col) for col in zip(["method", *heads], *body)]
+        line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+        return "\n".join([line(["method", *heads]), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, body)])
+    heads = [f"{_tex(s)} $\\times${k}" for s, k in columns]
+    lines = [f"\\begin{{tabular}}{{l{'c' * len(columns)}}}", "\\toprule",
+             " & ".join(["Method", *heads]) + " \\\\", " & ".join([""] + ["PSNR / SSIM"] * len(columns)) + " \\\\",
+             "\\midrule", *(" & ".join([_tex(row[0]), *row[1:]]) + " \\\\" for row in body), "\\bottomrule",
+             "\\end{tabular}"]
+    return "\n".join(lines)
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _tex(text: str) -> str:
+    """A method or set name with LaTeX's special characters escaped."""
+    return "".join(_TEX.get(c, c) for c in text)
+
+
+def write_results(results: list[SetResult], out_dir: Path, table: str, meta: Mapping[str, Any] | None = None,
+                  tex: str | None = None) -> None:
+    """results.json (rows under ``results``, plus ``meta``: models and provenance) / .csv / .md
+    [/ .tex] and per_image.json / .csv in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = [r.row() for r in results]
-    (out_dir / "results.json").write_text(json.dumps(rows, indent=2))
+    (out_dir / "results.json").write_text(json.dumps({"results": rows, **(meta or {})}, indent=2))
     _write_csv(out_dir / "results.csv", rows)
     (out_dir / "results.md").write_text(table + "\n")
+    if tex is not None:
+        (out_dir / "results.tex").write_text(tex + "\n")
     per_image = [
         {**asdict(i), "psnr": round(i.psnr, 4), "ssim": round(i.ssim, 6)} for r in results for i in r.per_image
     ]

@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from sr_experiments.evaluation.protocol import (
     HOW_TO_GET,
@@ -20,13 +21,16 @@ from sr_experiments.evaluation.protocol import (
     evaluate_set,
     find_latest_checkpoint,
     format_table,
+    methods_table,
     load_network,
     locate_set,
     resolve_eval_sources,
     write_results,
 )
+from sr_experiments.extras import require_logger_packages
 from sr_experiments.models import build_network
 from sr_experiments.models.bicubic import Bicubic
+from sr_experiments.provenance import checkpoint_info, count_params, provenance
 
 log = logging.getLogger(__name__)
 
@@ -37,33 +41,76 @@ def _device(name: str) -> str:
     return name
 
 
+def checkpoint_paths(value: Any, runs_dir: str) -> list[str]:
+    """``ckpt_path`` as a list of files: one path, ``latest``, or a list of them (``[a.ckpt,b.ckpt]``)."""
+    if not value:
+        return []
+    items = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
+    paths = []
+    for item in items:
+        if str(item) == "latest":
+            item = find_latest_checkpoint(runs_dir)
+            print(f"checkpoint: {item}")
+        paths.append(str(item))
+    return paths
+
+
+def method_labels(specs: list[dict[str, Any]], paths: list[str]) -> list[str]:
+    """Network names; where two checkpoints share one, the run folder (or file name) tells them apart."""
+    names = [str(s["name"]) for s in specs]
+    labels = []
+    for name, path in zip(names, paths):
+        if names.count(name) > 1:
+            p = Path(path).resolve()
+            where = p.parent.parent.name if p.parent.name == "checkpoints" else p.stem
+            name = f"{name} ({where})"
+        labels.append(name)
+    named = list(labels)
+    for i, label in enumerate(named):  # still equal (same run folder name): number them
+        if named.count(label) > 1:
+            labels[i] = f"{label} #{named[:i].count(label) + 1}"
+    return labels
+
+
 def run_eval(cfg: DictConfig) -> list[SetResult]:
-    """Evaluate ``cfg.ckpt_path`` (or the parameter-free ``cfg.model``) on ``cfg.eval.sets``."""
+    """Evaluate ``cfg.ckpt_path`` (one checkpoint or a list; else the parameter-free ``cfg.model``)
+    on ``cfg.eval.sets``, with bicubic beside it."""
     ev = cfg.eval
+    require_logger_packages(cfg.get("logger"))  # before the evaluation, not after it
     out_dir = Path(cfg.paths.output_dir)
     device = _device(ev.device)
-    ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path == "latest":
-        ckpt_path = find_latest_checkpoint(cfg.paths.get("runs_dir", "outputs"))
-        print(f"checkpoint: {ckpt_path}")
-    if ckpt_path:
+    ckpt_paths = checkpoint_paths(cfg.get("ckpt_path"), cfg.paths.get("runs_dir", "outputs"))
+    models: list[dict[str, Any]] = []  # label, checkpoint, hash, parameters: results.json's "models"
+    if ckpt_paths:
         model_spec = {**OmegaConf.to_container(cfg.model, resolve=True), "scale": int(cfg.scale)}
-        net, spec = load_network(ckpt_path, model=model_spec)
-        model_scale = int(spec["scale"])
+        loaded = [load_network(p, model=model_spec) for p in ckpt_paths]
+        model_scales = {int(spec["scale"]) for _, spec in loaded}
+        if len(model_scales) > 1:
+            listed = ", ".join(f"{p} x{spec['scale']}" for p, (_, spec) in zip(ckpt_paths, loaded))
+            raise ValueError(f"ckpt_path: the checkpoints have different scales ({listed}); evaluate each scale in its own run")
+        model_scale = model_scales.pop()
         scales = [int(s) for s in ev.scales] if ev.scales else [model_scale]
         bad = [s for s in scales if s != model_scale]
         if bad:
             raise ValueError(f"the checkpoint's network is x{model_scale}; it cannot evaluate eval.scales={bad}")
-        label = spec["name"]
-        make_nets = lambda s: {label: net.to(device)}  # noqa: E731
+        labels = method_labels([spec for _, spec in loaded], ckpt_paths)
+        nets = {lb: net.to(device) for lb, (net, _) in zip(labels, loaded)}
+        models = [{"label": lb, **checkpoint_info(p), "params": count_params(net)}
+                  for lb, p, (net, _) in zip(labels, ckpt_paths, loaded)]
+        label = labels[0]
+        make_nets = lambda s: dict(nets)  # noqa: E731
     else:
         spec = OmegaConf.to_container(cfg.model, resolve=True)
         label = spec["name"]
+        labels = [label]
         probe = build_network({**spec, "scale": 2})
         if any(True for _ in probe.parameters()):
             raise ValueError(f"model={label} has parameters: pass the trained weights with ckpt_path=PATH")
         scales = [int(s) for s in ev.scales] if ev.scales else [int(cfg.scale)]
         make_nets = lambda s: {label: build_network({**spec, "scale": s}).to(device)}  # noqa: E731
+        models = [{"label": label, **checkpoint_info(None), "params": 0}]
+    if ev.baseline and label != "bicubic":
+        models.append({"label": "bicubic", **checkpoint_info(None), "params": 0})
 
     options = InferenceOptions(device, bool(ev.self_ensemble), ev.tile, int(ev.tile_overlap), int(ev.tile_batch))
     results: list[SetResult] = []
@@ -96,9 +143,12 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
             f"none of eval.sets={list(ev.sets)} is under paths.data_dir={cfg.paths.data_dir}; {HOW_TO_GET}"
         )
     if results:
-        table = format_table(results, label)
-        write_results(results, out_dir, table)
-        print(f"\n{table}\n\n{label}: {len(results)} rows in {elapsed:.1f} s; results in {out_dir}/results.json",
+        # One checkpoint: its table with bicubic and the gain; several: methods x sets, best in bold.
+        table = format_table(results, label) if len(labels) == 1 else methods_table(results, "md")
+        meta = {"models": models, "provenance": provenance(device, scales, str(ev.lr_source))}
+        write_results(results, out_dir, table, meta, methods_table(results, "tex"))
+        name = label if len(labels) == 1 else ", ".join(labels)
+        print(f"\n{table}\n\n{name}: {len(results)} rows in {elapsed:.1f} s; results in {out_dir}/results.json",
               flush=True)
         _log_to_loggers(cfg, results)
     for line in failed:
@@ -117,10 +167,10 @@ def _log_to_loggers(cfg: DictConfig, results: list[SetResult]) -> None:
     columns = list(rows[0])
     for c in cfg.logger.values():
         logger = instantiate(c)
-        kind = type(logger).__name__
-        if kind == "WandbLogger":
+        # isinstance: our subclasses (SweepWandbLogger, HParamsTensorBoardLogger) are what the configs name.
+        if isinstance(logger, WandbLogger):
             logger.log_table(key="eval/results", columns=columns, data=[[r[k] for k in columns] for r in rows])
-        elif kind == "TensorBoardLogger":
+        elif isinstance(logger, TensorBoardLogger):
             logger.experiment.add_text("eval/results", format_table(results, rows[0]["model"]))
         metrics: dict[str, Any] = {}
         for r in rows:

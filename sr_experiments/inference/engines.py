@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sr_experiments.extras import require
 from sr_experiments.hardware import PrecisionChoice, choose_channels_last, choose_precision
 
 MB = 1 << 20
@@ -95,7 +96,7 @@ def _largest_activation_per_pixel(net: nn.Module, device: torch.device, size: in
 
 def onnx_engine(path: str | Path, device: torch.device) -> Engine:
     """An ``export.py`` ONNX file run by onnxruntime; the scale comes from its metadata."""
-    import onnxruntime as ort
+    ort = require("onnxruntime", f"upscaling with the ONNX model '{path}'")
 
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
     if not Path(path).is_file():

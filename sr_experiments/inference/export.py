@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from sr_experiments.extras import require
+
 TRACE_SIZE = (48, 64)  # (h, w) of the example input the graph is traced on
 CHECK_SIZE = (37, 53)  # (h, w) of the check input: odd, and unlike the trace size
 TOLERANCE = 1e-4
@@ -24,7 +26,7 @@ class ExportError(RuntimeError):
 
 def export_onnx(net: nn.Module, spec: Mapping[str, Any], path: Path, opset: int = 17) -> None:
     """Write ``net`` as ONNX with dynamic batch, height and width; the spec (and scale) as metadata."""
-    import onnx
+    onnx = require("onnx", "export.py format=onnx")
 
     x = torch.rand(1, 3, *TRACE_SIZE)
     axes = {0: "batch", 2: "height", 3: "width"}
@@ -50,7 +52,7 @@ def export_torchscript(net: nn.Module, spec: Mapping[str, Any], path: Path) -> N
 
 def run_exported(path: Path, fmt: str, x: torch.Tensor) -> torch.Tensor:
     if fmt == "onnx":
-        import onnxruntime as ort
+        ort = require("onnxruntime", "checking the ONNX export")
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         (y,) = session.run(None, {"lr": x.numpy()})
@@ -84,6 +86,9 @@ def export_network(net: nn.Module, spec: Mapping[str, Any], fmt: str, path: str 
     net = net.float().eval().cpu()
     if fmt not in ("onnx", "torchscript"):
         raise ValueError(f"format={fmt} is not one of onnx, torchscript")
+    if fmt == "onnx":  # before tracing: a missing package is the user's to install, not an export failure
+        require("onnx", "export.py format=onnx")
+        require("onnxruntime", "export.py format=onnx (the check against PyTorch)")
     try:
         (export_onnx if fmt == "onnx" else export_torchscript)(net, spec, path)
         return check_export(net, path, fmt)

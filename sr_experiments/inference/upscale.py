@@ -17,7 +17,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from sr_experiments import CONF_DIR
+from sr_experiments.annotate import font_size, label_strip
 from sr_experiments.inference.engines import Engine, auto_tile, onnx_engine, resolve_device, torch_engine
+from sr_experiments.extras import MissingExtra
 from sr_experiments.inference.image_files import (
     FORMATS,
     Animation,
@@ -115,15 +117,19 @@ def upscale_picture(
     return Picture(_to_array(sr), alpha, pic.gray, pic.bits, pic.icc_profile, pic.mode)
 
 
-def compare_image(pic: Picture, sr: Picture, scale: int) -> Picture:
-    """bicubic | model, side by side, 8-bit RGB (alpha composited over white, as viewers show it)."""
+def compare_image(pic: Picture, sr: Picture, scale: int, model_label: str = "SR") -> Picture:
+    """bicubic | model, side by side under their names, 8-bit RGB (alpha composited over white, as
+    viewers show it)."""
     with torch.inference_mode():
         bic = _to_array(Bicubic(scale)(_to_tensor(pic.rgb, torch.device("cpu"))))
     panels = []
     for rgb, alpha in ((bic, sr.alpha), (sr.rgb, sr.alpha)):
         panels.append(rgb if alpha is None else rgb * alpha[..., None] + (1 - alpha[..., None]))
-    gap = np.ones((sr.rgb.shape[0], 8, 3), np.float32)
-    return Picture(np.concatenate([panels[0], gap, panels[1]], axis=1), None, False, 8, sr.icc_profile, "RGB")
+    h, w = sr.rgb.shape[:2]
+    gap = np.ones((h, 8, 3), np.float32)
+    strip = label_strip(2 * w + 8, [(0, w, "bicubic"), (w + 8, 2 * w + 8, model_label)], font_size(w))
+    body = np.concatenate([panels[0], gap, panels[1]], axis=1)
+    return Picture(np.concatenate([strip.astype(np.float32) / 255, body], axis=0), None, False, 8, sr.icc_profile, "RGB")
 
 
 def _tile_setting(cfg: DictConfig, engine: Engine) -> tuple[int | None, str]:
@@ -170,7 +176,8 @@ def run_upscale(cfg: DictConfig) -> Summary:
                     sr = next(srs)
                     write_picture(targets[path], sr, fmt, int(cfg.quality))
             if cfg.compare:  # the first frame of an animation
-                write_picture(out_dir / f"{path.stem}_compare.png", compare_image(frames[0], sr, engine.scale), "png")
+                write_picture(out_dir / f"{path.stem}_compare.png",
+                              compare_image(frames[0], sr, engine.scale, f"SR ({engine.label})"), "png")
         except (ValueError, OSError, RuntimeError) as e:  # ImageFileError is a ValueError
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             print(f"upscale: {path}: {reason} (skipped)", file=sys.stderr, flush=True)
@@ -187,7 +194,7 @@ def main(cfg: DictConfig) -> int:
     """Exit status: 0 all written, 1 some inputs failed, 2 nothing could start (bad model/config)."""
     try:
         summary = run_upscale(cfg)
-    except (ValueError, OSError, RuntimeError) as e:
+    except (ValueError, OSError, RuntimeError, MissingExtra) as e:
         print(f"upscale: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2
     return 1 if summary.failures else 0

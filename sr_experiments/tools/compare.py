@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sr_experiments.extras import MissingExtra, require
+
 # Overrides that say where things are or how they are shown, not what was tried (also left out of
 # W&B run names).
 NOT_TRIED_PREFIXES = ("hydra.", "paths.", "logger", "callbacks", "ckpt_path", "trainer.enable_", "data.num_workers")
@@ -150,6 +152,25 @@ def table_rows(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def write_csv(path: Path, runs: list[Run]) -> None:
+    """One row per run (best PSNR first): its label, one column per varied key (the value as typed,
+    full precision; empty where a run did not set it), then the results as plain numbers."""
+    keys = varying_keys(runs)
+    header = ["run", *keys, "params", "best_psnr", "best_ssim", "gain", "steps", "train_seconds"]
+
+    def num(x: float) -> str:
+        return "" if math.isnan(x) else repr(round(x, 6))
+
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for r in by_psnr(runs):
+            params = metric(r.metrics, "params")
+            w.writerow([run_label(r, keys), *(r.params.get(k, "") for k in keys),
+                        "" if math.isnan(params) else int(params), num(r.best_psnr), num(r.best_ssim), num(r.gain),
+                        r.metrics.get("steps", ""), num(metric(r.metrics, "train_seconds"))])
+
+
 def format_markdown(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
@@ -163,6 +184,13 @@ def _number(value: str | None) -> float | None:
         return None
 
 
+def _bicubic_line(ax: Any, runs: list[Run]) -> None:
+    """Bicubic's PSNR dashed, when all runs were validated on the same images (one value)."""
+    bics = {round(b, 4) for b in (metric(r.metrics, "bicubic", "psnr") for r in runs) if not math.isnan(b)}
+    if len(bics) == 1:
+        ax.axhline(bics.pop(), color="gray", ls="--", lw=1, label="bicubic")
+
+
 def plot_curves(runs: list[Run], out: Path) -> Path:
     """Validation PSNR against step, one line per run, bicubic dashed."""
     import matplotlib.pyplot as plt
@@ -174,12 +202,10 @@ def plot_curves(runs: list[Run], out: Path) -> Path:
         points = [(metric(h, "step"), metric(h, "psnr")) for h in (hist if isinstance(hist, list) else [])]
         points = [p for p in points if not math.isnan(p[0] + p[1])]
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=3, label=run_label(r, keys))
-    bics = {round(b, 4) for b in (metric(r.metrics, "bicubic", "psnr") for r in runs) if not math.isnan(b)}
-    if len(bics) == 1:
-        ax.axhline(bics.pop(), color="gray", ls="--", lw=1, label="bicubic")
-    ax.set(xlabel="step", ylabel="validation PSNR (dB)", title="Validation PSNR")
+    _bicubic_line(ax, runs)
+    ax.set(xlabel="training step", ylabel="validation PSNR (dB)", title=f"Validation PSNR of {len(runs)} runs")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="lower right", title=", ".join(keys) or None, title_fontsize=7)
     path = out / "psnr_curves.png"
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -208,15 +234,17 @@ def plot_axis(runs: list[Run], out: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for values in sorted(groups, key=order):
         pts = sorted((_number(r.params[x_key]), r.best_psnr) for r in groups[values])
-        label = ",".join(f"{k}={v}" for k, v in zip(others, values)) or None
+        label = ",".join(f"{k}={v}" for k, v in zip(others, values)) or "best PSNR"
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
     xs = [_number(r.params[x_key]) for r in runs]
-    if x_key.rsplit(".", 1)[-1] == "lr" or (min(xs) > 0 and max(xs) / min(xs) >= 10):
+    log_x = x_key.rsplit(".", 1)[-1] == "lr" or (min(xs) > 0 and max(xs) / min(xs) >= 10)
+    if log_x:
         ax.set_xscale("log")
-    ax.set(xlabel=x_key, ylabel="best validation PSNR (dB)", title=f"Best PSNR vs {x_key}")
+    _bicubic_line(ax, runs)
+    ax.set(xlabel=x_key + (" (log scale)" if log_x else ""), ylabel="best validation PSNR (dB)", title=f"Best validation PSNR vs {x_key}")
     ax.grid(alpha=0.3, which="both")
-    if others:
-        ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[1]:
+        ax.legend(fontsize=8, title=", ".join(others) or None, title_fontsize=8)
     path = out / f"psnr_vs_{x_key.replace('/', '_')}.png"
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -226,10 +254,10 @@ def plot_axis(runs: list[Run], out: Path) -> Path | None:
 
 def compare(paths: list[Path], out: Path | None = None) -> tuple[str, list[Path]]:
     """Read every run under ``paths``; write ``comparison.md``/``.csv`` and the plots into ``out``
-    (default: the first path). Returns the markdown table and the files written."""
-    import matplotlib
+    (default: the first path). Returns the markdown table and the files written.
 
-    matplotlib.use("Agg")  # files only, no display needed
+    Without matplotlib (the ``sweeps`` extra) the table and CSV are still written; one line on
+    stderr says the plots were skipped and what to install."""
     runs = find_runs(paths)
     out = Path(out) if out is not None else Path(paths[0])
     if out.is_file():
@@ -239,10 +267,15 @@ def compare(paths: list[Path], out: Path | None = None) -> tuple[str, list[Path]
     table = format_markdown(header, rows)
     md, csv_path = out / "comparison.md", out / "comparison.csv"
     md.write_text(table + "\n")
-    with csv_path.open("w", newline="") as f:
-        # Plain numbers for spreadsheets: no thousands separators.
-        csv.writer(f).writerows([header, *([r[0], r[1].replace(",", ""), *r[2:]] for r in rows)])
-    written = [md, csv_path, plot_curves(runs, out)]
+    write_csv(csv_path, runs)
+    written = [md, csv_path]
+    try:
+        matplotlib = require("matplotlib", "compare.py's plots")
+    except MissingExtra as e:
+        print(f"compare.py: plots skipped: {e}", file=sys.stderr)
+        return table, written
+    matplotlib.use("Agg")  # files only, no display needed
+    written.append(plot_curves(runs, out))
     axis_plot = plot_axis(runs, out)
     if axis_plot is not None:
         written.append(axis_plot)

@@ -3,14 +3,16 @@
     python -m sr_experiments.tools.download --dest DIR [--sets Set5 Set14 BSD100 Urban100] [--archive FILE]
 
 Source: the benchmark archive published with EDSR (Set5, Set14, B100, Urban100, each with HR and
-MATLAB-made ``LR_bicubic/X2..X4``). Checks, in order:
+MATLAB-made ``LR_bicubic/X2..X4``), downloaded with pooch (progress bar, hash check). Checks, in order:
 
-* the archive's SHA-256 against ``ARCHIVES[...].sha256`` when pinned (a mismatch deletes it and
-  stops); otherwise its hash is printed and appended to ``<dest>/SHA256SUMS`` so later copies can
-  be compared;
+* the archive's SHA-256 against ``ARCHIVES[...].sha256`` when pinned: pooch deletes a download
+  that differs and the script stops (an ``--archive FILE`` that differs is refused, not deleted).
+  No hash is pinned yet (none was recorded from a machine with network access); until one is,
+  the hash is printed and appended to ``<dest>/SHA256SUMS`` so later copies can be compared;
 * every extracted image of Set5 and Set14 against pixel hashes of the reference copies
   (``reference_pixels.json``: SHA-256 of shape + decoded pixels, so a re-encoded PNG still
-  matches while a different crop or version of an image does not).
+  matches while a different crop or version of an image does not); a difference is a warning
+  naming the files. BSD100 and Urban100 have no reference hashes.
 
 Manga109 is licensed per user and has no public mirror: the script says where to request it.
 Without network the script stops at once, naming the host, and ``--archive FILE`` installs from
@@ -22,12 +24,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import shutil
 import socket
 import sys
 import tarfile
 import tempfile
-import urllib.request
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 from PIL import Image
+
+from sr_experiments.provenance import file_sha256
 
 
 @dataclass(frozen=True)
@@ -65,14 +69,6 @@ def pixel_hash(path: Path) -> str:
     return hashlib.sha256(str(a.shape).encode() + a.tobytes()).hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def check_network(url: str, timeout: float = 5.0) -> None:
     """Fail at once (not after a long hang) when the archive's host is unreachable."""
     parsed = urlparse(url)
@@ -89,13 +85,23 @@ def check_network(url: str, timeout: float = 5.0) -> None:
         ) from None
 
 
-def fetch(url: str, dest: Path) -> Path:
+def fetch(url: str, dest: Path, sha256: str | None = None, progress: bool = True) -> Path:
+    """Download ``url`` to ``dest`` with pooch; with ``sha256`` a download that differs is deleted and refused."""
+    import pooch
+
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_suffix(dest.suffix + ".part")
-    with urllib.request.urlopen(url, timeout=60) as r, open(part, "wb") as f:  # noqa: S310 (fixed https URLs)
-        shutil.copyfileobj(r, f, 1 << 20)
-    part.replace(dest)
-    return dest
+    try:
+        # pooch streams into a temporary file beside dest and moves it there only once the hash matches.
+        path = pooch.retrieve(url, known_hash=f"sha256:{sha256}" if sha256 else None, fname=dest.name,
+                              path=dest.parent, progressbar=progress)
+    except ValueError as e:  # pooch's hash mismatch (it names the hash it got)
+        got = re.search(r"but got (\w+)", str(e))
+        raise DownloadError(f"{url}: SHA-256 {got.group(1) if got else '?'} differs from the pinned {sha256} "
+                            "(ARCHIVES in sr_experiments/tools/download.py); the download was deleted. Retry; if it "
+                            "persists, the file on the server changed: tell the maintainers") from None
+    except OSError as e:  # requests' errors are OSErrors
+        raise DownloadError(f"{url}: download failed ({e}); retry, or fetch it elsewhere and pass --archive FILE") from None
+    return Path(path)
 
 
 def extract(archive: Path, into: Path) -> None:
@@ -156,7 +162,7 @@ def download(dest: Path, sets: list[str], archive: Path | None = None, source: s
         return []
     if archive is None:
         check_network(spec.url)
-        archive = fetch(spec.url, dest / ".downloads" / Path(urlparse(spec.url).path).name)
+        archive = fetch(spec.url, dest / ".downloads" / Path(urlparse(spec.url).path).name, spec.sha256)
     digest = file_sha256(archive)
     if spec.sha256 and digest != spec.sha256:
         raise DownloadError(f"{archive}: SHA-256 {digest} differs from the pinned {spec.sha256}; delete it and retry")
@@ -170,7 +176,7 @@ def download(dest: Path, sets: list[str], archive: Path | None = None, source: s
     bad = verify_pixels(dest, [s for s in installed if s in ("Set5", "Set14")])
     if bad:
         print(f"warning: {len(bad)} files differ from the reference Set5/Set14 pixels (first: {bad[0]}); "
-              "published numbers assume the reference images")
+              "published numbers assume the reference images", file=sys.stderr)
     for name in installed:
         print(f"{name}: installed in {dest / name}")
     return installed

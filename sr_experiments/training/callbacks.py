@@ -12,6 +12,8 @@ from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from PIL import Image
 
+from sr_experiments.annotate import with_labels
+
 
 class InterruptCheckpoint(Checkpoint):
     """Saves ``<dirpath>/<filename>.ckpt`` when training stops on an exception or a signal
@@ -38,17 +40,26 @@ class InterruptCheckpoint(Checkpoint):
             self.path.unlink(missing_ok=True)
 
 
-def panel_row(lr: torch.Tensor, bicubic: torch.Tensor, sr: torch.Tensor, hr: torch.Tensor, crop: int) -> np.ndarray:
-    """Centre crops (HR side ``crop``) of LR (nearest-upscaled), bicubic, SR and HR side by side, uint8 HWC."""
+PANEL_LABELS = ("LR", "bicubic", "SR", "HR")
+GAP = 4  # white pixels between tiles
+
+
+def panel_row(lr: torch.Tensor, bicubic: torch.Tensor, sr: torch.Tensor, hr: torch.Tensor, crop: int,
+              labels: bool = True) -> np.ndarray:
+    """Centre crops (HR side ``crop``) of LR (nearest-upscaled), bicubic, SR and HR side by side, uint8 HWC,
+    under a strip naming each tile (``labels``)."""
     scale = hr.shape[-1] // lr.shape[-1]
     crop = min(crop, hr.shape[-2], hr.shape[-1]) // scale * scale
     y = (hr.shape[-2] - crop) // 2 // scale * scale
     x = (hr.shape[-1] - crop) // 2 // scale * scale
     lr_up = lr.repeat_interleave(scale, -2).repeat_interleave(scale, -1)
     tiles = [t[..., y : y + crop, x : x + crop] for t in (lr_up, bicubic, sr, hr)]
-    gap = torch.ones(3, crop, 4, device=hr.device)
+    gap = torch.ones(3, crop, GAP, device=hr.device)
     row = torch.cat([tiles[0], gap, tiles[1], gap, tiles[2], gap, tiles[3]], dim=-1)
-    return (row.clamp(0, 1) * 255 + 0.5).floor().byte().permute(1, 2, 0).cpu().numpy()
+    img = (row.clamp(0, 1) * 255 + 0.5).floor().byte().permute(1, 2, 0).cpu().numpy()
+    if not labels:
+        return img
+    return with_labels(img, [(i * (crop + GAP), i * (crop + GAP) + crop, t) for i, t in enumerate(PANEL_LABELS)])
 
 
 class ImagePanel(L.Callback):

@@ -21,9 +21,11 @@ from omegaconf import DictConfig, OmegaConf
 from sr_experiments.checkpoint_io import AtomicCheckpointIO, load_checkpoint_file
 from sr_experiments.training.config_schema import validate_train_config
 from sr_experiments.training.distributed import check_ddp_launch
+from sr_experiments.extras import require_logger_packages
 from sr_experiments.hardware import choose_precision
 from sr_experiments.training.module import SRLitModule
 from sr_experiments.models.pretrained import load_pretrained
+from sr_experiments.provenance import checkpoint_info, provenance
 from sr_experiments.training.run_dir import OWNER_FILE, check_run_dir, requeued_checkpoint, resume_checkpoint, slurm_job_id
 from sr_experiments.training.wandb_logger import finish_loggers
 
@@ -98,6 +100,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = instantiate_group(cfg.get("callbacks"))
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar callback then
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    require_logger_packages(cfg.get("logger"))
     loggers = instantiate_group(cfg.get("logger"))
     precision = choose_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator"))
     log.info("precision: %s (%s)", precision.precision, precision.reason)
@@ -134,6 +137,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         finish_run(trainer, module, datamodule)
 
     summary = module.run_summary()
+    best_checkpoint = getattr(trainer.checkpoint_callback, "best_model_path", None) or None
     summary.update(
         status="interrupted" if interrupted else "finished",
         precision=precision.precision,
@@ -142,12 +146,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         train_seconds=round(module.train_seconds(), 1),
         val_images=len(datamodule.val_set) if getattr(datamodule, "val_set", None) is not None else None,
         run_dir=str(output_dir),
-        best_checkpoint=getattr(trainer.checkpoint_callback, "best_model_path", None) or None,
+        best_checkpoint=best_checkpoint,
         overrides=_overrides(),
         torch_threads=torch.get_num_threads(),
         world_size=int(trainer.world_size),
         started_at=round(started_at, 3),
         finished_at=round(time.time(), 3),
+        # The best checkpoint's hash, code and library versions, device and metric protocol.
+        provenance={**checkpoint_info(best_checkpoint), "params": module.num_params,
+                    **provenance(trainer.strategy.root_device, int(cfg.scale), cfg.data.get("lr_source"))},
     )
     if trainer.is_global_zero:
         (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))

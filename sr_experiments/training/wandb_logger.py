@@ -166,7 +166,8 @@ class SweepWandbLogger(WandbLogger):
 
 
 def finish_loggers(trainer: L.Trainer, summary: dict[str, Any]) -> None:
-    """Let loggers that need it (``SweepWandbLogger``) close the run with its final results."""
+    """Let loggers that need it (``SweepWandbLogger``, ``HParamsTensorBoardLogger``) close the run
+    with its final results."""
     for logger in trainer.loggers:
         finish = getattr(logger, "finish_run", None)
         if callable(finish):
