@@ -236,3 +236,18 @@ def test_crash_mid_epoch_leaves_a_resumable_checkpoint(tmp_path: Path, monkeypat
     monkeypatch.setattr(SRLitModule, "training_step", original)
     resumed = train(compose_train([*overrides, "trainer.max_steps=12", f"ckpt_path={saved}"], tmp_path / "b"))
     assert resumed["steps"] == 12
+
+
+@pytest.mark.slow
+def test_a_default_run_prints_no_python_warnings(tmp_path: Path) -> None:
+    # -W error turns any warning (ours, Lightning's, torch's) into a failed run; INFO lines are all
+    # that may reach stderr.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-W", "error", "train.py", "trainer.max_steps=3", f"hydra.run.dir={tmp_path}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    progress = ("Sanity Checking", "Epoch ", "Validation")
+    noise = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("INFO:")
+             and not any(p in line for p in progress)]
+    assert noise == [], noise
+    assert "Total FLOPs: 0 " not in proc.stdout  # the model summary counts real FLOPs

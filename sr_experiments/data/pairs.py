@@ -31,7 +31,8 @@ def mod_crop(img: np.ndarray, scale: int) -> np.ndarray:
 
 
 def to_chw(img: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+    # A copy: the decoded array may be read-only (PIL's buffer), which torch warns about.
+    return torch.from_numpy(img.transpose(2, 0, 1).copy())
 
 
 def load_pair(

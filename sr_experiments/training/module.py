@@ -82,6 +82,8 @@ class SRLitModule(L.LightningModule):
         # ``net.*``) stays the plain module, so checkpoints load with or without compile, and
         # validation on whole images of varying sizes does not recompile per size.
         object.__setattr__(self, "_train_net", torch.compile(self.net) if compile_net else self.net)
+        # Lets Lightning's model summary count FLOPs (one 48x48 LR patch) instead of printing zeros.
+        self.example_input_array = torch.zeros(1, 3, 48, 48)
         self.loss_fn = build_loss(loss, charbonnier_eps)
         self.bicubic = Bicubic(int(scale))
         self.val_metrics = SRMetrics(border=int(scale))
@@ -100,6 +102,8 @@ class SRLitModule(L.LightningModule):
         return self.net(lr)
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        if not isinstance(batch, dict):  # the model summary's example input
+            return batch
         # Batches travel as uint8 (4x less to copy); convert on the device.
         for key in ("lr", "hr"):
             if key in batch and batch[key].dtype == torch.uint8:

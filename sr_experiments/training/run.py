@@ -37,6 +37,18 @@ warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfe
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 # Validation metrics are synchronised by SRMetrics itself: every rank logs the same value.
 warnings.filterwarnings("ignore", message=r".*sync_dist=True.*when logging on epoch level.*")
+# The summary's size estimate assumes fp32 weights, which they are under bf16 autocast.
+warnings.filterwarnings("ignore", message=r".*is not supported by the model summary.*")
+
+
+class _DropAdvertisement(logging.Filter):
+    """Lightning advertises its cloud logger on every run; nothing a user of this framework acts on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg)
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdvertisement())
 
 
 def instantiate_group(cfg: DictConfig | None) -> list[Any]:
@@ -236,10 +248,10 @@ def finish_run(trainer: L.Trainer, module: SRLitModule, datamodule: L.LightningD
     if ckpt is None or not ckpt.dirpath:
         return
     dirpath = Path(ckpt.dirpath)
-    trainer.save_checkpoint(dirpath / f"{ckpt.CHECKPOINT_NAME_LAST}{ckpt.FILE_EXTENSION}")
+    trainer.save_checkpoint(dirpath / f"{ckpt.CHECKPOINT_NAME_LAST}{ckpt.FILE_EXTENSION}", weights_only=False)
     if validating and module.history[-1]["psnr"] >= max(h["psnr"] for h in module.history):
         best = dirpath / f"{ckpt.filename or 'best'}{ckpt.FILE_EXTENSION}"
-        trainer.save_checkpoint(best)
+        trainer.save_checkpoint(best, weights_only=False)
         ckpt.best_model_path = str(best)
 
 
