@@ -5,13 +5,16 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from sr_experiments.evaluation.protocol import SetsFailed
+from sr_experiments.cli import check_command_line
 from sr_experiments.extras import MissingExtra
-from sr_experiments.evaluation.run import run_eval
 
 
 @hydra.main(version_base="1.3", config_path="sr_experiments/conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
+    # Imported here: torch and Lightning take seconds, which --help and completion should not pay.
+    from sr_experiments.evaluation.protocol import SetsFailed
+    from sr_experiments.evaluation.run import run_eval
+
     try:
         run_eval(cfg)
     except SetsFailed as e:  # the sets that worked are written; exit non-zero for scripts and CI
@@ -21,4 +24,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line("eval.py", sys.argv[1:])
     main()

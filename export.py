@@ -10,8 +10,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from sr_experiments.evaluation.protocol import find_latest_checkpoint, load_network
-from sr_experiments.inference.export import ExportError, export_network
+from sr_experiments.cli import check_command_line
 from sr_experiments.extras import MissingExtra
 
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -19,6 +18,10 @@ SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
 
 @hydra.main(version_base="1.3", config_path="sr_experiments/conf", config_name="export")
 def main(cfg: DictConfig) -> None:
+    # Imported here: torch and Lightning take seconds, which --help and completion should not pay.
+    from sr_experiments.evaluation.protocol import find_latest_checkpoint, load_network
+    from sr_experiments.inference.export import ExportError, export_network
+
     ckpt = cfg.ckpt_path
     if ckpt == "latest":
         ckpt = find_latest_checkpoint(cfg.paths.get("runs_dir", "outputs"))
@@ -39,4 +42,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line("export.py", sys.argv[1:])
     main()

@@ -6,8 +6,9 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from sr_experiments.cli import check_command_line
+from sr_experiments.extras import MissingExtra
 from sr_experiments.training.config_schema import ConfigError
-from sr_experiments.extras import MissingExtra, missing_plugin
 from sr_experiments.training.run_dir import RunDirError
 
 # Errors a user can fix from the message alone: one line, not a traceback from inside torch.
@@ -34,7 +35,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    plugin_error = missing_plugin(sys.argv[1:])
-    if plugin_error:
-        sys.exit(f"train.py: {plugin_error}")
+    check_command_line("train.py", sys.argv[1:])
     main()
