@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sr_experiments.models.blocks import UpsampleOneStep
 from sr_experiments.models.registry import check_scale, register
 
 
@@ -108,7 +109,7 @@ class SAFMN(nn.Module):
             raise ValueError(f"safmn needs depth >= 1 and width a positive multiple of 4; got {depth=}, {width=}")
         self.to_feat = nn.Conv2d(3, width, 3, 1, 1)
         self.feats = nn.Sequential(*(AttBlock(width, ffn_scale) for _ in range(depth)))
-        self.to_img = nn.Sequential(nn.Conv2d(width, 3 * scale**2, 3, 1, 1), nn.PixelShuffle(scale))
+        self.to_img = UpsampleOneStep(scale, width, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.to_feat(x)

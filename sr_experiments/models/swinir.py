@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils import checkpoint
 
+from sr_experiments.models.blocks import MeanShift, Upsample, UpsampleOneStep
 from sr_experiments.models.registry import check_scale, register
 
 __all__ = ["SwinIR", "SwinIRLight", "load_official", "pad_to_multiple"]
@@ -375,28 +376,6 @@ class RSTB(nn.Module):
         return self.patch_embed(self.conv(self.patch_unembed(self.residual_group(x, x_size), x_size))) + x
 
 
-class Upsample(nn.Sequential):
-    """log2(scale) x [conv(C, 4C), PixelShuffle(2)], or one (9C) step for x3."""
-
-    def __init__(self, scale: int, num_feat: int) -> None:
-        layers: list[nn.Module] = []
-        if scale & (scale - 1) == 0:
-            for _ in range(scale.bit_length() - 1):
-                layers += [nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1), nn.PixelShuffle(2)]
-        elif scale == 3:
-            layers += [nn.Conv2d(num_feat, 9 * num_feat, 3, 1, 1), nn.PixelShuffle(3)]
-        else:
-            raise ValueError(f"scale {scale} is not supported; supported scales: 2^n and 3")
-        super().__init__(*layers)
-
-
-class UpsampleOneStep(nn.Sequential):
-    """One conv(C, scale^2 * out) + PixelShuffle(scale): the lightweight model's cheap tail."""
-
-    def __init__(self, scale: int, num_feat: int, num_out_ch: int) -> None:
-        super().__init__(nn.Conv2d(num_feat, scale**2 * num_out_ch, 3, 1, 1), nn.PixelShuffle(scale))
-
-
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Mirror-pad the bottom and right of (N, C, H, W) up to multiples of ``multiple``.
 
@@ -472,12 +451,9 @@ class SwinIR(nn.Module):
         if len(depths) != len(num_heads) or not depths:
             raise ValueError(f"depths and num_heads need the same, non-zero length: {depths} vs {num_heads}")
         num_feat = 64
-        self.img_range = img_range
+        self.mean_shift = MeanShift(img_range, in_chans)
         self.upsampler = upsampler
         self.window_size = window_size
-        # A plain attribute as officially, not a buffer: the official state dicts have no "mean".
-        rgb_mean = (0.4488, 0.4371, 0.4040)
-        self.mean = torch.tensor(rgb_mean).view(1, 3, 1, 1) if in_chans == 3 else torch.zeros(1, 1, 1, 1)
 
         self.conv_first = nn.Conv2d(in_chans, embed_dim, 3, 1, 1)
 
@@ -556,10 +532,7 @@ class SwinIR(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         x = pad_to_multiple(x, self.pad_multiple)
-        # Not moved by .to()/.cuda() since it is no buffer, so follow the input here.
-        mean = self.mean.to(device=x.device, dtype=x.dtype)
-        x = (x - mean) * self.img_range
-        x = self.conv_first(x)
+        x = self.conv_first(self.mean_shift.sub(x))
         x = self.conv_after_body(self.forward_features(x)) + x
         if self.upsampler == "pixelshuffle":
             x = self.conv_last(self.upsample(self.conv_before_upsample(x)))
@@ -570,8 +543,7 @@ class SwinIR(nn.Module):
             x = self.lrelu(self.conv_up1(F.interpolate(x, scale_factor=2, mode="nearest")))
             x = self.lrelu(self.conv_up2(F.interpolate(x, scale_factor=2, mode="nearest")))
             x = self.conv_last(self.lrelu(self.conv_hr(x)))
-        x = x / self.img_range + mean
-        return x[..., : h * self.scale, : w * self.scale]
+        return self.mean_shift.add(x)[..., : h * self.scale, : w * self.scale]
 
 
 @register("swinir_light")
