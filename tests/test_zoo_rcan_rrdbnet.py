@@ -13,20 +13,15 @@ from omegaconf import OmegaConf
 import sr_experiments.models.rcan  # noqa: F401  (registers "rcan")
 import sr_experiments.models.rrdbnet  # noqa: F401  (registers "rrdbnet")
 from sr_experiments import CONF_DIR
-from sr_experiments.models import build_network, count_parameters
+from sr_experiments.models import build_network, count_parameters, supports_scale
 from sr_experiments.models.rcan import RCAN
 from sr_experiments.models.rrdbnet import RRDBNet
 
 CONF = CONF_DIR / "model"
 
-# (name, scale, small constructor args) for every supported scale.
-SMALL = [
-    ("rcan", 2, {"width": 16, "groups": 2, "depth": 2, "squeeze": 4}),
-    ("rcan", 3, {"width": 16, "groups": 2, "depth": 2, "squeeze": 4}),
-    ("rcan", 4, {"width": 16, "groups": 2, "depth": 2, "squeeze": 4}),
-    ("rrdbnet", 2, {"width": 8, "depth": 1, "growth": 4}),
-    ("rrdbnet", 4, {"width": 8, "depth": 1, "growth": 4}),
-]
+SMALL_ARGS = {"rcan": {"width": 16, "groups": 2, "depth": 2, "squeeze": 4}, "rrdbnet": {"width": 8, "depth": 1, "growth": 4}}
+# (name, scale, small constructor args) for every registered scale up to x4.
+SMALL = [(name, scale, args) for name, args in SMALL_ARGS.items() for scale in (2, 3, 4) if supports_scale(name, scale)]
 SMALL_IDS = [f"{name}-x{scale}" for name, scale, _ in SMALL]
 
 

@@ -14,7 +14,7 @@ from sr_experiments.models.blocks import MeanShift, ResidualBlockNoBN, Upsample
 from sr_experiments.models.registry import check_scale, register
 
 
-@register("edsr")
+@register("edsr", scales=(2, 3, 4, 8))
 class EDSR(nn.Module):
     """EDSR (BasicSR's layout). The defaults are the paper's EDSR-baseline (1.37 M parameters at x2).
 
@@ -27,7 +27,7 @@ class EDSR(nn.Module):
 
     def __init__(self, scale: int, depth: int = 16, width: int = 64, res_scale: float = 1.0) -> None:
         super().__init__()
-        self.scale = check_scale("edsr", scale, supported=(2, 3, 4, 8))
+        self.scale = check_scale(type(self), scale)
         self.mean_shift = MeanShift(img_range=255.0)
         self.conv_first = nn.Conv2d(3, width, 3, 1, 1)
         self.body = nn.Sequential(*(ResidualBlockNoBN(width, res_scale) for _ in range(depth)))

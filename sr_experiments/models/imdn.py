@@ -82,7 +82,7 @@ class IMDN(nn.Module):
 
     def __init__(self, scale: int, depth: int = 6, width: int = 64) -> None:
         super().__init__()
-        self.scale = check_scale("imdn", scale)
+        self.scale = check_scale(type(self), scale)
         if depth < 1 or width % 4 or width < 16:
             raise ValueError(f"imdn needs depth >= 1 and width a multiple of 4, >= 16; got {depth=}, {width=}")
         self.depth = depth

@@ -61,7 +61,7 @@ class ResidualGroup(nn.Module):
         return self.conv(self.residual_group(x)) + x
 
 
-@register("rcan")
+@register("rcan", scales=(2, 3, 4, 8))
 class RCAN(nn.Module):
     """RCAN (BasicSR's layout). The defaults are the paper's: 15.44 M parameters at x2, 15.59 M at x4.
 
@@ -84,7 +84,7 @@ class RCAN(nn.Module):
         res_scale: float = 1.0,
     ) -> None:
         super().__init__()
-        self.scale = check_scale("rcan", scale, supported=(2, 3, 4, 8))
+        self.scale = check_scale(type(self), scale)
         if width // squeeze < 1:
             raise ValueError(f"rcan: width {width} // squeeze {squeeze} leaves no channel-attention channels")
         self.mean_shift = MeanShift(img_range=255.0)

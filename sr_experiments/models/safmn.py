@@ -104,7 +104,7 @@ class SAFMN(nn.Module):
 
     def __init__(self, scale: int, depth: int = 8, width: int = 36, ffn_scale: float = 2.0) -> None:
         super().__init__()
-        self.scale = check_scale("safmn", scale)
+        self.scale = check_scale(type(self), scale)
         if depth < 1 or width < 4 or width % 4:
             raise ValueError(f"safmn needs depth >= 1 and width a positive multiple of 4; got {depth=}, {width=}")
         self.to_feat = nn.Conv2d(3, width, 3, 1, 1)

@@ -394,7 +394,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
 _UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "nearest+conv")
 
 
-@register("swinir")
+@register("swinir", scales=(2, 3, 4, 8))
 class SwinIR(nn.Module):
     """SwinIR with the official module names. Defaults: classical SR, SwinIR-M (11.75 M params at x2).
 
@@ -445,9 +445,11 @@ class SwinIR(nn.Module):
         super().__init__()
         if upsampler not in _UPSAMPLERS:
             raise ValueError(f"upsampler must be one of {', '.join(_UPSAMPLERS)}, got {upsampler!r}")
+        # The upsampler sets the scales: each default one has its network's registered scales.
         name = "swinir_light" if upsampler == "pixelshuffledirect" else "swinir"
-        supported = {"pixelshuffle": (2, 3, 4, 8), "pixelshuffledirect": None, "nearest+conv": (4,)}[upsampler]
-        self.scale = self.upscale = check_scale(name, scale, supported=supported)
+        self.scale = self.upscale = check_scale(name, scale)
+        if upsampler == "nearest+conv" and scale != 4:
+            raise ValueError(f"network {name!r} with upsampler nearest+conv does not support scale {scale!r} (supported: 4)")
         if len(depths) != len(num_heads) or not depths:
             raise ValueError(f"depths and num_heads need the same, non-zero length: {depths} vs {num_heads}")
         num_feat = 64
