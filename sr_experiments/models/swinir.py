@@ -447,20 +447,19 @@ class SwinIR(nn.Module):
             raise ValueError(f"upsampler must be one of {', '.join(_UPSAMPLERS)}, got {upsampler!r}")
         # The upsampler sets the scales: each default one has its network's registered scales.
         name = "swinir_light" if upsampler == "pixelshuffledirect" else "swinir"
-        self.scale = self.upscale = check_scale(name, scale)
+        self.scale = check_scale(name, scale)
         if upsampler == "nearest+conv" and scale != 4:
-            raise ValueError(f"network {name!r} with upsampler nearest+conv does not support scale {scale!r} (supported: 4)")
+            raise ValueError(
+                f"network {name!r} with upsampler nearest+conv does not support scale {scale!r} (supported: 4)"
+            )
         if len(depths) != len(num_heads) or not depths:
             raise ValueError(f"depths and num_heads need the same, non-zero length: {depths} vs {num_heads}")
         num_feat = 64
         self.mean_shift = MeanShift(img_range, in_chans)
         self.upsampler = upsampler
-        self.window_size = window_size
 
         self.conv_first = nn.Conv2d(in_chans, embed_dim, 3, 1, 1)
 
-        self.num_layers = len(depths)
-        self.embed_dim = self.num_features = embed_dim
         self.patches_resolution = _to_2tuple(img_size)
         # Blocks shrink their window to a patch no larger than it; pad to what they really use.
         self.pad_multiple = min(min(self.patches_resolution), window_size)
@@ -485,7 +484,7 @@ class SwinIR(nn.Module):
                 use_checkpoint=use_checkpoint,
                 resi_connection=resi_connection,
             )
-            for i in range(self.num_layers)
+            for i in range(len(depths))
         )
         self.norm = nn.LayerNorm(embed_dim)
         self.conv_after_body = _resi_conv(embed_dim, resi_connection)
@@ -519,10 +518,6 @@ class SwinIR(nn.Module):
         elif isinstance(m, nn.LayerNorm):
             nn.init.constant_(m.bias, 0)
             nn.init.constant_(m.weight, 1.0)
-
-    def no_weight_decay_keywords(self) -> set[str]:
-        """Parameter names the official training excludes from weight decay."""
-        return {"relative_position_bias_table"}
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x_size = (x.shape[2], x.shape[3])
