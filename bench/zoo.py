@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sr_experiments.tools.info import network_info  # noqa: E402
-from sr_experiments.models import NETWORKS, build_network, list_networks  # noqa: E402
+from sr_experiments.models import build_network, list_networks, supports_scale  # noqa: E402
 
 
 def time_inference(spec: dict, size: int, repeats: int) -> float:
@@ -47,7 +47,7 @@ def main() -> None:
     rows = [f"| network | params | GMACs (720p out, x{args.scale}) | CPU s / {args.size}x{args.size} LR (x{args.scale}) |",
             "|---|---:|---:|---:|"]
     for name in list_networks():
-        if args.scale not in getattr(NETWORKS[name], "supported_scales", (2, 3, 4)):
+        if not supports_scale(name, args.scale):
             continue
         spec = {"name": name, "scale": args.scale}
         info = network_info(spec)

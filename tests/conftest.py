@@ -46,6 +46,12 @@ def compose_train(overrides: list[str], output_dir: Path) -> DictConfig:
     return cfg
 
 
+def compose_model(name: str, scale: int) -> DictConfig:
+    """The ``model`` node of ``model=NAME scale=S``, composed as train.py does (defaults list included)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="train", overrides=[f"model={name}", f"scale={scale}"]).model
+
+
 # A run small enough for a unit test: tiny patches, few images' worth of steps.
 FAST = [
     "trainer.max_steps=4",

@@ -12,7 +12,7 @@ from conftest import ROOT
 from sr_experiments.tools.info import count_macs, network_info
 import torch
 
-from sr_experiments.models import NETWORKS, build_network, count_parameters, list_networks
+from sr_experiments.models import build_network, count_parameters, list_networks, supports_scale
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
@@ -44,12 +44,7 @@ def test_cli_prints_json_last_line(tmp_path) -> None:
     assert last["macs_720p"] > 0 and set(last) == {"model", "scale", "params", "macs_720p"}
 
 
-CASES = [
-    (name, scale)
-    for name in list_networks()
-    for scale in (2, 3, 4)
-    if scale in getattr(NETWORKS[name], "supported_scales", (2, 3, 4))
-]
+CASES = [(name, scale) for name in list_networks() for scale in (2, 3, 4) if supports_scale(name, scale)]
 
 
 @pytest.mark.parametrize(("name", "scale"), CASES, ids=[f"{n}-x{s}" for n, s in CASES])

@@ -7,26 +7,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_one_training_step
-from omegaconf import OmegaConf
+from conftest import assert_one_training_step, compose_model
 
 import sr_experiments.models.rcan  # noqa: F401  (registers "rcan")
 import sr_experiments.models.rrdbnet  # noqa: F401  (registers "rrdbnet")
-from sr_experiments import CONF_DIR
-from sr_experiments.models import build_network, count_parameters
+from sr_experiments.models import build_network, count_parameters, supports_scale
 from sr_experiments.models.rcan import RCAN
 from sr_experiments.models.rrdbnet import RRDBNet
 
-CONF = CONF_DIR / "model"
 
-# (name, scale, small constructor args) for every supported scale.
-SMALL = [
-    ("rcan", 2, {"width": 16, "groups": 2, "depth": 2, "squeeze": 4}),
-    ("rcan", 3, {"width": 16, "groups": 2, "depth": 2, "squeeze": 4}),
-    ("rcan", 4, {"width": 16, "groups": 2, "depth": 2, "squeeze": 4}),
-    ("rrdbnet", 2, {"width": 8, "depth": 1, "growth": 4}),
-    ("rrdbnet", 4, {"width": 8, "depth": 1, "growth": 4}),
-]
+SMALL_ARGS = {"rcan": {"width": 16, "groups": 2, "depth": 2, "squeeze": 4}, "rrdbnet": {"width": 8, "depth": 1, "growth": 4}}
+# (name, scale, small constructor args) for every registered scale up to x4.
+SMALL = [(name, scale, args) for name, args in SMALL_ARGS.items() for scale in (2, 3, 4) if supports_scale(name, scale)]
 SMALL_IDS = [f"{name}-x{scale}" for name, scale, _ in SMALL]
 
 
@@ -58,8 +50,7 @@ def _input(h: int = 8, w: int = 8) -> torch.Tensor:
     ],
 )
 def test_parameter_count(name: str, scale: int, expected: int) -> None:
-    cfg = OmegaConf.create({"scale": scale, "model": OmegaConf.load(CONF / f"{name}.yaml")})
-    assert count_parameters(build_network(cfg.model)) == expected
+    assert count_parameters(build_network(compose_model(name, scale))) == expected
 
 
 def test_defaults_are_the_papers() -> None:

@@ -8,15 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_one_training_step
-from omegaconf import OmegaConf
+from conftest import assert_one_training_step, compose_model
 
 import sr_experiments.models.swinir  # noqa: F401  (registers swinir, swinir_light)
-from sr_experiments import CONF_DIR
 from sr_experiments.models import build_network, count_parameters
 from sr_experiments.models.swinir import SwinIR, SwinIRLight, load_official, pad_to_multiple, relative_position_index
 
-CONF = CONF_DIR / "model"
 
 # Tiny instance: one RSTB of two blocks (block 1 is the shifted one), 12 channels, window 4.
 TINY = dict(img_size=8, embed_dim=12, depths=[2], num_heads=[2], window_size=4, mlp_ratio=2.0)
@@ -55,8 +52,7 @@ def test_parameter_counts_match_official(name: str, scale: int, expected: int) -
     ("name", "cls", "expected"), [("swinir", SwinIR, 11_752_487), ("swinir_light", SwinIRLight, 910_152)]
 )
 def test_config_builds_the_paper_model(name: str, cls: type, expected: int) -> None:
-    cfg = OmegaConf.create({"scale": 2, "model": OmegaConf.load(CONF / f"{name}.yaml")})
-    net = build_network(cfg.model)
+    net = build_network(compose_model(name, 2))
     assert type(net) is cls and count_parameters(net) == expected
 
 

@@ -27,7 +27,6 @@ from sr_experiments.models.bicubic import Bicubic
 
 log = logging.getLogger(__name__)
 
-STANDARD_SETS = ("Set5", "Set14", "BSD100", "Urban100", "Manga109")
 ALIASES = {"B100": "BSD100", "BSD100": "B100"}  # folder names both spellings are found under
 HOW_TO_GET = (
     "run `make data` (downloads the public benchmark sets into paths.data_dir) or put it there in the "

@@ -3,13 +3,16 @@
 Importing this package imports every network module, which registers it.
 """
 
+from sr_experiments.models import registry
 from sr_experiments.models.registry import (
     NETWORKS,
+    SCALES,
     build_network,
     check_scale,
     count_parameters,
     list_networks,
     register,
+    supports_scale,
 )
 
 # The imports register the networks (one module per registry name).
@@ -28,12 +31,7 @@ from sr_experiments.models.swinir import SwinIR, SwinIRLight
 from sr_experiments.models.vdsr import VDSR
 
 __all__ = [
-    "NETWORKS",
-    "register",
-    "list_networks",
-    "build_network",
-    "count_parameters",
-    "check_scale",
+    *registry.__all__,
     "Bicubic",
     "EDSR",
     "EDSRLarge",

@@ -24,7 +24,7 @@ class Bicubic(nn.Module):
 
     def __init__(self, scale: int) -> None:
         super().__init__()
-        self.scale = check_scale("bicubic", scale)
+        self.scale = check_scale(type(self), scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Quantise in at least float32: x * 255 in float16 can land on the wrong side of .5.

@@ -7,10 +7,10 @@ the paper's large defaults, so BasicSR's released EDSR_L state dicts load with `
 from __future__ import annotations
 
 from sr_experiments.models.edsr import EDSR
-from sr_experiments.models.registry import check_scale, register
+from sr_experiments.models.registry import register
 
 
-@register("edsr_large")
+@register("edsr_large", scales=(2, 3, 4, 8))
 class EDSRLarge(EDSR):
     """EDSR with the paper's full-size defaults (40.7 M parameters at x2, 43.1 M at x4).
 
@@ -24,6 +24,4 @@ class EDSRLarge(EDSR):
 
     # An explicit signature (not **kwargs) so that build_network can check model.* keys against it.
     def __init__(self, scale: int, depth: int = 32, width: int = 256, res_scale: float = 0.1) -> None:
-        # Checked here too so that a bad scale names this network, not "edsr".
-        check_scale("edsr_large", scale, supported=(2, 3, 4, 8))
         super().__init__(scale, depth=depth, width=width, res_scale=res_scale)

@@ -24,7 +24,7 @@ class ESPCN(nn.Module):
 
     def __init__(self, scale: int, width: int = 64) -> None:
         super().__init__()
-        self.scale = check_scale("espcn", scale)
+        self.scale = check_scale(type(self), scale)
         self.body = nn.Sequential(
             nn.Conv2d(3, width, 5, padding=2),
             nn.Tanh(),

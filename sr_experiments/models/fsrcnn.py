@@ -26,7 +26,7 @@ class FSRCNN(nn.Module):
 
     def __init__(self, scale: int, d: int = 56, s: int = 12, m: int = 4) -> None:
         super().__init__()
-        self.scale = check_scale("fsrcnn", scale)
+        self.scale = check_scale(type(self), scale)
         layers: list[nn.Module] = [nn.Conv2d(3, d, 5, padding=2), nn.PReLU(d)]
         layers += [nn.Conv2d(d, s, 1), nn.PReLU(s)]
         for _ in range(m):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sr_experiments.models.blocks import UpsampleOneStep
 from sr_experiments.models.registry import check_scale, register
 
 
@@ -81,7 +82,7 @@ class IMDN(nn.Module):
 
     def __init__(self, scale: int, depth: int = 6, width: int = 64) -> None:
         super().__init__()
-        self.scale = check_scale("imdn", scale)
+        self.scale = check_scale(type(self), scale)
         if depth < 1 or width % 4 or width < 16:
             raise ValueError(f"imdn needs depth >= 1 and width a multiple of 4, >= 16; got {depth=}, {width=}")
         self.depth = depth
@@ -91,7 +92,7 @@ class IMDN(nn.Module):
         # The official conv_block(..., act_type='lrelu'): Sequential(conv, LeakyReLU) -> keys "c.0.*".
         self.c = nn.Sequential(_conv(width * depth, width, 1), nn.LeakyReLU(0.05, inplace=True))
         self.LR_conv = _conv(width, width, 3)
-        self.upsampler = nn.Sequential(_conv(width, 3 * scale**2, 3), nn.PixelShuffle(scale))
+        self.upsampler = UpsampleOneStep(scale, width, 3)  # the official pixelshuffle_block
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fea = self.fea_conv(x)

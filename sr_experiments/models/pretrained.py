@@ -8,6 +8,8 @@ from typing import Any
 
 from torch import nn
 
+from sr_experiments.models.registry import RUNTIME_KEYS
+
 # Official releases wrap the state dict: BasicSR/SwinIR under "params" and/or "params_ema" (the
 # EMA weights, better when present), others under "state_dict" or "model"; Lightning checkpoints
 # of this framework keep the network under "state_dict" with a "net." prefix.
@@ -81,5 +83,5 @@ def _describe(checkpoint: Any) -> str:
     spec = hparams.get("network") if isinstance(hparams, Mapping) else None
     if not isinstance(spec, Mapping):
         return "a bare state dict (no network spec)"
-    args = ", ".join(f"{k}={v}" for k, v in spec.items() if k not in ("name", "compile", "channels_last"))
+    args = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "name" and k not in RUNTIME_KEYS)
     return f"{spec.get('name', '?')} ({args})"

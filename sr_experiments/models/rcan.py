@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sr_experiments.models.edsr import Upsample  # identical to BasicSR's arch_util.Upsample
+from sr_experiments.models.blocks import MeanShift, Upsample
 from sr_experiments.models.registry import check_scale, register
 
 
@@ -61,7 +61,7 @@ class ResidualGroup(nn.Module):
         return self.conv(self.residual_group(x)) + x
 
 
-@register("rcan")
+@register("rcan", scales=(2, 3, 4, 8))
 class RCAN(nn.Module):
     """RCAN (BasicSR's layout). The defaults are the paper's: 15.44 M parameters at x2, 15.59 M at x4.
 
@@ -84,12 +84,10 @@ class RCAN(nn.Module):
         res_scale: float = 1.0,
     ) -> None:
         super().__init__()
-        self.scale = check_scale("rcan", scale, supported=(2, 3, 4, 8))
+        self.scale = check_scale(type(self), scale)
         if width // squeeze < 1:
             raise ValueError(f"rcan: width {width} // squeeze {squeeze} leaves no channel-attention channels")
-        self.img_range = 255.0
-        # A plain attribute as in BasicSR, not a buffer: its state dicts have no "mean" key.
-        self.mean = torch.tensor((0.4488, 0.4371, 0.4040)).view(1, 3, 1, 1)
+        self.mean_shift = MeanShift(img_range=255.0)
         self.conv_first = nn.Conv2d(3, width, 3, 1, 1)
         self.body = nn.Sequential(*(ResidualGroup(width, depth, squeeze, res_scale) for _ in range(groups)))
         self.conv_after_body = nn.Conv2d(width, width, 3, 1, 1)
@@ -97,11 +95,7 @@ class RCAN(nn.Module):
         self.conv_last = nn.Conv2d(width, 3, 3, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Not moved by .to()/.cuda() since it is no buffer, so follow the input here.
-        mean = self.mean.to(device=x.device, dtype=x.dtype)
-        x = (x - mean) * self.img_range
-        x = self.conv_first(x)
+        x = self.conv_first(self.mean_shift.sub(x))
         res = self.conv_after_body(self.body(x))  # long skip connection around all groups
         res += x
-        x = self.conv_last(self.upsample(res))
-        return x / self.img_range + mean
+        return self.mean_shift.add(self.conv_last(self.upsample(res)))

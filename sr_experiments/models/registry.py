@@ -12,22 +12,32 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-__all__ = ["NETWORKS", "register", "list_networks", "build_network", "count_parameters", "check_scale"]
+__all__ = [
+    "NETWORKS", "SCALES", "register", "list_networks", "supports_scale", "build_network", "count_parameters",
+    "check_scale",
+]  # fmt: skip
 
 NETWORKS: dict[str, type[nn.Module]] = {}
+# The upscaling factors each network supports, declared once at registration; None: any integer >= 2.
+SCALES: dict[str, tuple[int, ...] | None] = {}
 # Keys of the ``model`` node that choose how the network runs, not how it is built.
 RUNTIME_KEYS = ("compile", "channels_last")
 
 _T = TypeVar("_T", bound=type)
 
 
-def register(name: str) -> Callable[[_T], _T]:
-    """Class decorator adding a network to ``NETWORKS`` under ``name`` (the config's ``model.name``)."""
+def register(name: str, *, scales: Collection[int] | None = None) -> Callable[[_T], _T]:
+    """Class decorator adding a network to ``NETWORKS`` under ``name`` (the config's ``model.name``).
+
+    ``scales`` are the upscaling factors it supports (``None``: any integer >= 2); ``check_scale``
+    enforces them and the tests and benchmarks iterate over them.
+    """
 
     def decorator(cls: _T) -> _T:
         if name in NETWORKS:
             raise ValueError(f"network {name!r} is already registered (by {NETWORKS[name].__qualname__})")
         NETWORKS[name] = cls
+        SCALES[name] = tuple(sorted(scales)) if scales is not None else None
         return cls
 
     return decorator
@@ -36,6 +46,20 @@ def register(name: str) -> Callable[[_T], _T]:
 def list_networks() -> list[str]:
     """Registered network names, sorted."""
     return sorted(NETWORKS)
+
+
+def supports_scale(name: str, scale: int) -> bool:
+    """Whether the registered network ``name`` supports the integer factor ``scale``."""
+    return scale >= 2 and (SCALES[name] is None or scale in SCALES[name])
+
+
+def _registered_name(cls: type) -> str:
+    """The name ``cls`` (or, for an unregistered subclass, its nearest registered base) is registered under."""
+    for klass in cls.__mro__:
+        for name, registered in NETWORKS.items():
+            if registered is klass:
+                return name
+    raise ValueError(f"{cls.__qualname__} is not a registered network")
 
 
 def _constructor_args(cls: type) -> tuple[list[str], list[str], bool]:
@@ -95,16 +119,18 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-def check_scale(network: str, scale: Any, supported: Collection[int] | None = None) -> int:
-    """Return ``scale`` if it is an integer upscaling factor >= 2 (and in ``supported``), else raise.
+def check_scale(network: str | type, scale: Any) -> int:
+    """Return ``scale`` if it is an integer >= 2 that ``network`` was registered with, else raise.
 
-    Configs may hand over any YAML value, so a float ``2.0`` or a bool is refused here rather than
-    producing a wrong output size later.
+    ``network`` is a registered name or class (constructors pass ``type(self)``, so a subclass such
+    as ``EDSRLarge`` is checked against, and named by, its own registration). Configs may hand over
+    any YAML value, so a float ``2.0`` or a bool is refused here rather than producing a wrong
+    output size later.
     """
-    ok = isinstance(scale, int) and not isinstance(scale, bool) and scale >= 2
-    if ok and supported is not None:
-        ok = scale in supported
+    name = network if isinstance(network, str) else _registered_name(network)
+    ok = isinstance(scale, int) and not isinstance(scale, bool) and supports_scale(name, scale)
     if not ok:
-        allowed = ", ".join(map(str, sorted(supported))) if supported is not None else "any integer >= 2"
-        raise ValueError(f"network {network!r} does not support scale {scale!r} (supported: {allowed})")
+        supported = SCALES[name]
+        allowed = ", ".join(map(str, supported)) if supported is not None else "any integer >= 2"
+        raise ValueError(f"network {name!r} does not support scale {scale!r} (supported: {allowed})")
     return scale

@@ -56,7 +56,7 @@ class RRDB(nn.Module):
         return self.rdb3(self.rdb2(self.rdb1(x))) * 0.2 + x
 
 
-@register("rrdbnet")
+@register("rrdbnet", scales=(2, 4))
 class RRDBNet(nn.Module):
     """ESRGAN's generator (BasicSR's layout): 16.70 M parameters at x4 with the defaults.
 
@@ -72,13 +72,11 @@ class RRDBNet(nn.Module):
         growth: channels added by each dense conv (BasicSR ``num_grow_ch``, 32).
     """
 
-    supported_scales = (2, 4)  # BasicSR / ESRGAN have no x3 RRDBNet
-
     def __init__(self, scale: int, width: int = 64, depth: int = 23, growth: int = 32) -> None:
         super().__init__()
-        if scale == 3:
+        if scale == 3:  # the reason, not only the scale list
             raise ValueError("rrdbnet does not support scale 3: RRDBNet (ESRGAN) only has x4 and x2 variants")
-        self.scale = check_scale("rrdbnet", scale, supported=(2, 4))
+        self.scale = check_scale(type(self), scale)
         in_ch = 3 * 4 if scale == 2 else 3
         self.conv_first = nn.Conv2d(in_ch, width, 3, 1, 1)
         self.body = nn.Sequential(*(RRDB(width, growth) for _ in range(depth)))

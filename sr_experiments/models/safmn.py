@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sr_experiments.models.blocks import UpsampleOneStep
 from sr_experiments.models.registry import check_scale, register
 
 
@@ -103,12 +104,12 @@ class SAFMN(nn.Module):
 
     def __init__(self, scale: int, depth: int = 8, width: int = 36, ffn_scale: float = 2.0) -> None:
         super().__init__()
-        self.scale = check_scale("safmn", scale)
+        self.scale = check_scale(type(self), scale)
         if depth < 1 or width < 4 or width % 4:
             raise ValueError(f"safmn needs depth >= 1 and width a positive multiple of 4; got {depth=}, {width=}")
         self.to_feat = nn.Conv2d(3, width, 3, 1, 1)
         self.feats = nn.Sequential(*(AttBlock(width, ffn_scale) for _ in range(depth)))
-        self.to_img = nn.Sequential(nn.Conv2d(width, 3 * scale**2, 3, 1, 1), nn.PixelShuffle(scale))
+        self.to_img = UpsampleOneStep(scale, width, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.to_feat(x)

@@ -25,7 +25,7 @@ class Seed(nn.Module):
 
     def __init__(self, scale: int) -> None:
         super().__init__()
-        self.scale = check_scale("seed", scale)
+        self.scale = check_scale(type(self), scale)
         self.features = nn.Sequential(
             nn.Conv2d(3, 64, 3, padding=1),
             nn.ReLU(inplace=True),

@@ -26,7 +26,7 @@ class SRCNN(nn.Module):
 
     def __init__(self, scale: int, n1: int = 64, n2: int = 32) -> None:
         super().__init__()
-        self.scale = check_scale("srcnn", scale)
+        self.scale = check_scale(type(self), scale)
         self.body = nn.Sequential(
             nn.Conv2d(3, n1, 9, padding=4),
             nn.ReLU(inplace=True),

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils import checkpoint
 
+from sr_experiments.models.blocks import MeanShift, Upsample, UpsampleOneStep
 from sr_experiments.models.registry import check_scale, register
 
 __all__ = ["SwinIR", "SwinIRLight", "load_official", "pad_to_multiple"]
@@ -375,28 +376,6 @@ class RSTB(nn.Module):
         return self.patch_embed(self.conv(self.patch_unembed(self.residual_group(x, x_size), x_size))) + x
 
 
-class Upsample(nn.Sequential):
-    """log2(scale) x [conv(C, 4C), PixelShuffle(2)], or one (9C) step for x3."""
-
-    def __init__(self, scale: int, num_feat: int) -> None:
-        layers: list[nn.Module] = []
-        if scale & (scale - 1) == 0:
-            for _ in range(scale.bit_length() - 1):
-                layers += [nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1), nn.PixelShuffle(2)]
-        elif scale == 3:
-            layers += [nn.Conv2d(num_feat, 9 * num_feat, 3, 1, 1), nn.PixelShuffle(3)]
-        else:
-            raise ValueError(f"scale {scale} is not supported; supported scales: 2^n and 3")
-        super().__init__(*layers)
-
-
-class UpsampleOneStep(nn.Sequential):
-    """One conv(C, scale^2 * out) + PixelShuffle(scale): the lightweight model's cheap tail."""
-
-    def __init__(self, scale: int, num_feat: int, num_out_ch: int) -> None:
-        super().__init__(nn.Conv2d(num_feat, scale**2 * num_out_ch, 3, 1, 1), nn.PixelShuffle(scale))
-
-
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Mirror-pad the bottom and right of (N, C, H, W) up to multiples of ``multiple``.
 
@@ -415,7 +394,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
 _UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "nearest+conv")
 
 
-@register("swinir")
+@register("swinir", scales=(2, 3, 4, 8))
 class SwinIR(nn.Module):
     """SwinIR with the official module names. Defaults: classical SR, SwinIR-M (11.75 M params at x2).
 
@@ -466,23 +445,21 @@ class SwinIR(nn.Module):
         super().__init__()
         if upsampler not in _UPSAMPLERS:
             raise ValueError(f"upsampler must be one of {', '.join(_UPSAMPLERS)}, got {upsampler!r}")
+        # The upsampler sets the scales: each default one has its network's registered scales.
         name = "swinir_light" if upsampler == "pixelshuffledirect" else "swinir"
-        supported = {"pixelshuffle": (2, 3, 4, 8), "pixelshuffledirect": None, "nearest+conv": (4,)}[upsampler]
-        self.scale = self.upscale = check_scale(name, scale, supported=supported)
+        self.scale = check_scale(name, scale)
+        if upsampler == "nearest+conv" and scale != 4:
+            raise ValueError(
+                f"network {name!r} with upsampler nearest+conv does not support scale {scale!r} (supported: 4)"
+            )
         if len(depths) != len(num_heads) or not depths:
             raise ValueError(f"depths and num_heads need the same, non-zero length: {depths} vs {num_heads}")
         num_feat = 64
-        self.img_range = img_range
+        self.mean_shift = MeanShift(img_range, in_chans)
         self.upsampler = upsampler
-        self.window_size = window_size
-        # A plain attribute as officially, not a buffer: the official state dicts have no "mean".
-        rgb_mean = (0.4488, 0.4371, 0.4040)
-        self.mean = torch.tensor(rgb_mean).view(1, 3, 1, 1) if in_chans == 3 else torch.zeros(1, 1, 1, 1)
 
         self.conv_first = nn.Conv2d(in_chans, embed_dim, 3, 1, 1)
 
-        self.num_layers = len(depths)
-        self.embed_dim = self.num_features = embed_dim
         self.patches_resolution = _to_2tuple(img_size)
         # Blocks shrink their window to a patch no larger than it; pad to what they really use.
         self.pad_multiple = min(min(self.patches_resolution), window_size)
@@ -507,7 +484,7 @@ class SwinIR(nn.Module):
                 use_checkpoint=use_checkpoint,
                 resi_connection=resi_connection,
             )
-            for i in range(self.num_layers)
+            for i in range(len(depths))
         )
         self.norm = nn.LayerNorm(embed_dim)
         self.conv_after_body = _resi_conv(embed_dim, resi_connection)
@@ -542,10 +519,6 @@ class SwinIR(nn.Module):
             nn.init.constant_(m.bias, 0)
             nn.init.constant_(m.weight, 1.0)
 
-    def no_weight_decay_keywords(self) -> set[str]:
-        """Parameter names the official training excludes from weight decay."""
-        return {"relative_position_bias_table"}
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x_size = (x.shape[2], x.shape[3])
         x = self.pos_drop(self.patch_embed(x))
@@ -556,10 +529,7 @@ class SwinIR(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         x = pad_to_multiple(x, self.pad_multiple)
-        # Not moved by .to()/.cuda() since it is no buffer, so follow the input here.
-        mean = self.mean.to(device=x.device, dtype=x.dtype)
-        x = (x - mean) * self.img_range
-        x = self.conv_first(x)
+        x = self.conv_first(self.mean_shift.sub(x))
         x = self.conv_after_body(self.forward_features(x)) + x
         if self.upsampler == "pixelshuffle":
             x = self.conv_last(self.upsample(self.conv_before_upsample(x)))
@@ -570,8 +540,7 @@ class SwinIR(nn.Module):
             x = self.lrelu(self.conv_up1(F.interpolate(x, scale_factor=2, mode="nearest")))
             x = self.lrelu(self.conv_up2(F.interpolate(x, scale_factor=2, mode="nearest")))
             x = self.conv_last(self.lrelu(self.conv_hr(x)))
-        x = x / self.img_range + mean
-        return x[..., : h * self.scale, : w * self.scale]
+        return self.mean_shift.add(x)[..., : h * self.scale, : w * self.scale]
 
 
 @register("swinir_light")

@@ -33,7 +33,7 @@ class VDSR(nn.Module):
 
     def __init__(self, scale: int, depth: int = 20, width: int = 64) -> None:
         super().__init__()
-        self.scale = check_scale("vdsr", scale)
+        self.scale = check_scale(type(self), scale)
         if depth < 2:
             raise ValueError(f"vdsr needs depth >= 2 (input and output convs), got {depth}")
         self.conv_first = nn.Conv2d(3, width, 3, padding=1)
