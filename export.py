@@ -19,7 +19,7 @@ SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
 @hydra.main(version_base="1.3", config_path="sr_experiments/conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     # Imported here: torch and Lightning take seconds, which --help and completion should not pay.
-    from sr_experiments.evaluation.protocol import find_latest_checkpoint, load_network
+    from sr_experiments.models.loading import find_latest_checkpoint, load_network
     from sr_experiments.inference.export import ExportError, export_network
 
     ckpt = cfg.ckpt_path

@@ -97,7 +97,8 @@ def psnr_cost(ckpt: str, data_dir: str) -> str:
     import torch
 
     from sr_experiments.inference.engines import torch_engine
-    from sr_experiments.evaluation.protocol import InferenceOptions, evaluate_set, load_network, resolve_eval_sources
+    from sr_experiments.evaluation.protocol import InferenceOptions, evaluate_set, resolve_eval_sources
+    from sr_experiments.models.loading import load_network
 
     net, spec = load_network(ckpt)
     lines = ["| set | fp32 PSNR | bf16 PSNR | bf16 - fp32 (dB) |", "|---|---:|---:|---:|"]

@@ -10,7 +10,7 @@ from conftest import FAST, compose_train
 from test_eval import compose_eval
 
 from sr_experiments.models import build_network
-from sr_experiments.models.pretrained import load_pretrained, unwrap_state_dict
+from sr_experiments.models.loading import load_pretrained, unwrap_state_dict
 from sr_experiments.evaluation.run import run_eval
 from sr_experiments.training.run import train
 

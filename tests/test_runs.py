@@ -19,7 +19,7 @@ from conftest import CONF, FAST, ROOT, compose_train
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from sr_experiments.checkpoint_io import load_checkpoint_file
+from sr_experiments.models.loading import load_checkpoint_file
 from sr_experiments.training.config_schema import ConfigError, validate_train_config
 from sr_experiments.data import ImageLoadError, SRDataModule, load_rgb
 from sr_experiments.training.run_dir import RunDirError, RunDirGuard, claim_unique_dir

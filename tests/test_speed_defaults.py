@@ -12,7 +12,7 @@ from conftest import FAST, compose_train
 from hydra.utils import instantiate
 
 from sr_experiments import hardware
-from sr_experiments.checkpoint_io import load_checkpoint_file
+from sr_experiments.models.loading import load_checkpoint_file
 from sr_experiments.data.datamodule import default_num_workers
 from sr_experiments.hardware import choose_channels_last
 from sr_experiments.training.module import SRLitModule

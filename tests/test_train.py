@@ -14,7 +14,7 @@ import torch
 from conftest import CONF, FAST, ROOT, compose_train
 from hydra.utils import instantiate
 
-from sr_experiments.checkpoint_io import CheckpointLoadError, load_checkpoint_file
+from sr_experiments.models.loading import CheckpointLoadError, load_checkpoint_file
 from sr_experiments.models import build_network, list_networks
 from sr_experiments.training.run import train
 

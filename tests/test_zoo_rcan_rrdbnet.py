@@ -3,7 +3,6 @@ shapes, one training step, strict state-dict round trips. Small instances except
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch

@@ -15,14 +15,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from sr_experiments.checkpoint_io import load_checkpoint_file
 from sr_experiments.data.image_io import load_rgb
 from sr_experiments.data.pairs import load_pair
 from sr_experiments.data.sources import SAMPLE_PREFIX, ImageSource, resolve_sources
 from sr_experiments.inference.tiling import upscale
 from sr_experiments.evaluation.metrics import sr_psnr_ssim
-from sr_experiments.models import build_network
-from sr_experiments.models.pretrained import load_pretrained
 from sr_experiments.models.bicubic import Bicubic
 
 log = logging.getLogger(__name__)
@@ -65,46 +62,6 @@ class SetResult:
         d["psnr"], d["ssim"] = round(self.psnr, 4), round(self.ssim, 6)
         return d
 
-
-def load_network(ckpt_path: str | Path, model: Mapping[str, Any] | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a trained network from a checkpoint (``weights_only`` loading).
-
-    A checkpoint of ``train.py`` carries its network spec, so no ``model=...`` has to be
-    repeated. A bare weights file (an official ``.pth`` release) needs ``model`` (the spec from
-    ``model=NAME scale=S``).
-    """
-    ckpt = load_checkpoint_file(ckpt_path)
-    if not isinstance(ckpt, Mapping):
-        raise ValueError(f"'{ckpt_path}' holds a {type(ckpt).__name__}, not a checkpoint or a weights dict: "
-                         "pass a train.py checkpoint or an official .pth release")
-    hparams = ckpt.get("hyper_parameters")
-    spec = hparams.get("network") if isinstance(hparams, Mapping) else None
-    if spec is None:
-        if model is None:
-            raise ValueError(f"'{ckpt_path}' holds weights without a network spec: name the network with model=NAME scale=S")
-        net = build_network(dict(model))
-        spec = dict(model)
-    else:
-        try:
-            net = build_network(dict(spec))
-        except (ValueError, TypeError) as e:
-            raise ValueError(f"'{ckpt_path}': its saved network spec {spec!r} cannot be built ({e}); "
-                             "it was written by another version or is damaged") from None
-    load_pretrained(net, ckpt, origin=str(ckpt_path))
-    return net.eval(), dict(spec)
-
-
-def find_latest_checkpoint(root: str | Path = "outputs") -> Path:
-    """The newest ``best.ckpt`` (else ``last.ckpt``) under ``root``."""
-    root = Path(root)
-    found = sorted(root.rglob("best.ckpt"), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
-    if not found and root.is_dir():
-        found = sorted(root.rglob("last.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise FileNotFoundError(
-            f"no checkpoint under '{root}/': train one first (`make train`) or pass ckpt_path=PATH (make eval CKPT=PATH)"
-        )
-    return found[-1]
 
 
 def locate_set(name: str, data_dir: str | Path) -> tuple[str, str] | None:

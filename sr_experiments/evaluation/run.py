@@ -19,10 +19,8 @@ from sr_experiments.evaluation.protocol import (
     SetsFailed,
     _HRCache,
     evaluate_set,
-    find_latest_checkpoint,
     format_table,
     methods_table,
-    load_network,
     locate_set,
     resolve_eval_sources,
     write_results,
@@ -30,6 +28,7 @@ from sr_experiments.evaluation.protocol import (
 from sr_experiments.extras import require_logger_packages
 from sr_experiments.models import build_network
 from sr_experiments.models.bicubic import Bicubic
+from sr_experiments.models.loading import find_latest_checkpoint, load_network
 from sr_experiments.provenance import checkpoint_info, count_params, provenance
 
 log = logging.getLogger(__name__)

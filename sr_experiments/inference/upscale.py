@@ -52,7 +52,7 @@ class Summary:
 def load_engine(cfg: DictConfig) -> Engine:
     """The network from ``ckpt_path`` (its spec travels in the checkpoint, loaded with
     ``weights_only=True``), an ONNX file, or a parameter-free ``model``."""
-    from sr_experiments.evaluation.protocol import find_latest_checkpoint, load_network
+    from sr_experiments.models.loading import find_latest_checkpoint, load_network
     from sr_experiments.models import build_network
 
     device = resolve_device(str(cfg.device))

@@ -75,7 +75,7 @@ def build_network(spec: Mapping[str, Any]) -> nn.Module:
 
     ``spec`` may be a plain mapping or an OmegaConf ``DictConfig`` (the Hydra ``model`` node).
     ``pretrained`` (a weights file) and ``pretrained_key`` are not constructor arguments: the
-    weights are loaded into the built network (see ``models/pretrained.py``). ``compile`` and
+    weights are loaded into the built network (see ``models/loading.py``). ``compile`` and
     ``channels_last`` are how the network runs, not what it is (``SRLitModule`` applies them).
     Argument names are checked against the constructor first, so a typo on the command line
     (``model.dept=8``) gives a ValueError naming the key instead of a TypeError from deep inside.
@@ -108,7 +108,7 @@ def build_network(spec: Mapping[str, Any]) -> nn.Module:
         raise ValueError(f"network {name!r} needs {', '.join('model.' + k for k in missing)}")
     net = cls(**kwargs)
     if pretrained:  # model.pretrained=PATH: an official release or a checkpoint of ours
-        from sr_experiments.models.pretrained import load_pretrained
+        from sr_experiments.models.loading import load_pretrained
 
         load_pretrained(net, pretrained, pretrained_key)
     return net

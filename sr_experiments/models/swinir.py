@@ -585,7 +585,7 @@ def load_official(
     The derived buffers the files carry are dropped by the blocks' load hooks, so plain
     ``load_state_dict`` works too. Returns ``load_state_dict``'s result.
     """
-    from sr_experiments.models.pretrained import unwrap_state_dict
+    from sr_experiments.models.loading import unwrap_state_dict
 
     if not isinstance(checkpoint, Mapping):
         checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)

@@ -18,13 +18,13 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from sr_experiments.checkpoint_io import AtomicCheckpointIO, load_checkpoint_file
+from sr_experiments.training.checkpoint_io import AtomicCheckpointIO
 from sr_experiments.training.config_schema import validate_train_config
 from sr_experiments.training.distributed import check_ddp_launch
 from sr_experiments.extras import require_logger_packages
 from sr_experiments.hardware import choose_precision
 from sr_experiments.training.module import SRLitModule
-from sr_experiments.models.pretrained import load_pretrained
+from sr_experiments.models.loading import load_checkpoint_file, load_pretrained
 from sr_experiments.provenance import checkpoint_info, provenance
 from sr_experiments.training.run_dir import OWNER_FILE, check_run_dir, requeued_checkpoint, resume_checkpoint, slurm_job_id
 from sr_experiments.training.wandb_logger import finish_loggers

@@ -1,14 +1,36 @@
-"""Load published weights (official ``.pth`` releases or our checkpoints) into a network."""
+"""Loading networks and weights, the one place for it: checkpoint files (never executing code from
+them), official ``.pth`` releases, and networks rebuilt from our checkpoints."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from os import PathLike
+from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
-from sr_experiments.models.registry import RUNTIME_KEYS
+from sr_experiments.models.registry import RUNTIME_KEYS, build_network
+
+
+class CheckpointLoadError(RuntimeError):
+    """A checkpoint could not be read safely; the message names the file."""
+
+
+def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """``torch.load`` with ``weights_only=True``: tensors and plain containers only, no pickled code."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint '{path}' does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the damage
+        raise CheckpointLoadError(
+            f"checkpoint '{path}' cannot be loaded safely: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. "
+            "It is truncated, not a checkpoint, or holds Python objects that would run code on load."
+        ) from None
+
 
 # Official releases wrap the state dict: BasicSR/SwinIR under "params" and/or "params_ema" (the
 # EMA weights, better when present), others under "state_dict" or "model"; Lightning checkpoints
@@ -42,8 +64,6 @@ def load_pretrained(
     ``source`` is a path (read with ``weights_only=True``: no code from the file runs) or a loaded
     dict; ``origin`` names the file a loaded dict came from, for messages. Returns ``net``.
     """
-    from sr_experiments.checkpoint_io import load_checkpoint_file
-
     obj = source if isinstance(source, Mapping) else load_checkpoint_file(source)
     origin = origin or (str(source) if not isinstance(source, Mapping) else "the given weights")
     state = unwrap_state_dict(obj, key)
@@ -85,3 +105,44 @@ def _describe(checkpoint: Any) -> str:
         return "a bare state dict (no network spec)"
     args = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "name" and k not in RUNTIME_KEYS)
     return f"{spec.get('name', '?')} ({args})"
+
+
+def load_network(ckpt_path: str | Path, model: Mapping[str, Any] | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a trained network from a checkpoint (``weights_only`` loading).
+
+    A checkpoint of ``train.py`` carries its network spec, so no ``model=...`` has to be
+    repeated. A bare weights file (an official ``.pth`` release) needs ``model`` (the spec from
+    ``model=NAME scale=S``).
+    """
+    ckpt = load_checkpoint_file(ckpt_path)
+    if not isinstance(ckpt, Mapping):
+        raise ValueError(f"'{ckpt_path}' holds a {type(ckpt).__name__}, not a checkpoint or a weights dict: "
+                         "pass a train.py checkpoint or an official .pth release")
+    hparams = ckpt.get("hyper_parameters")
+    spec = hparams.get("network") if isinstance(hparams, Mapping) else None
+    if spec is None:
+        if model is None:
+            raise ValueError(f"'{ckpt_path}' holds weights without a network spec: name the network with model=NAME scale=S")
+        net = build_network(dict(model))
+        spec = dict(model)
+    else:
+        try:
+            net = build_network(dict(spec))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"'{ckpt_path}': its saved network spec {spec!r} cannot be built ({e}); "
+                             "it was written by another version or is damaged") from None
+    load_pretrained(net, ckpt, origin=str(ckpt_path))
+    return net.eval(), dict(spec)
+
+
+def find_latest_checkpoint(root: str | Path = "outputs") -> Path:
+    """The newest ``best.ckpt`` (else ``last.ckpt``) under ``root``."""
+    root = Path(root)
+    found = sorted(root.rglob("best.ckpt"), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
+    if not found and root.is_dir():
+        found = sorted(root.rglob("last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(
+            f"no checkpoint under '{root}/': train one first (`make train`) or pass ckpt_path=PATH (make eval CKPT=PATH)"
+        )
+    return found[-1]

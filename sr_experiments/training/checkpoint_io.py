@@ -1,4 +1,4 @@
-"""Checkpoint IO that never leaves a torn file and never executes code on load."""
+"""Lightning checkpoint IO that never leaves a torn file and never executes code on load."""
 
 from __future__ import annotations
 
@@ -9,23 +9,8 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from sr_experiments.models.loading import load_checkpoint_file
 
-class CheckpointLoadError(RuntimeError):
-    """A checkpoint could not be read safely; the message names the file."""
-
-
-def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """``torch.load`` with ``weights_only=True``: tensors and plain containers only, no pickled code."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint '{path}' does not exist")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the damage
-        raise CheckpointLoadError(
-            f"checkpoint '{path}' cannot be loaded safely: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. "
-            "It is truncated, not a checkpoint, or holds Python objects that would run code on load."
-        ) from None
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
