@@ -11,6 +11,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from sr_experiments.engines import torch_engine
 from sr_experiments.evaluation import (
     HOW_TO_GET,
     InferenceOptions,
@@ -54,7 +55,11 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
         if bad:
             raise ValueError(f"the checkpoint's network is x{model_scale}; it cannot evaluate eval.scales={bad}")
         label = spec["name"]
-        make_nets = lambda s: {label: net.to(device)}  # noqa: E731
+        # Layout (and precision, when eval.precision is not 32) measured on this machine, cached.
+        engine = torch_engine(net, spec, torch.device(device), str(ev.get("precision", 32)), ev.get("channels_last", "auto"))
+        print(f"{label}: precision {engine.precision.precision}{', channels_last' if engine.channels_last else ''} "
+              f"({engine.speed.reason})", flush=True)
+        make_nets = lambda s: {label: engine}  # noqa: E731
     else:
         spec = OmegaConf.to_container(cfg.model, resolve=True)
         label = spec["name"]

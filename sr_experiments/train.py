@@ -16,10 +16,10 @@ from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from sr_experiments.checkpoint_io import AtomicCheckpointIO, load_checkpoint_file
-from sr_experiments.distributed import check_ddp_launch
-from sr_experiments.hardware import choose_precision
+from sr_experiments.distributed import check_ddp_launch, launch_rank
 from sr_experiments.lit_module import SRLitModule
 from sr_experiments.models.pretrained import load_pretrained
+from sr_experiments.speed import SpeedChoice, choose_training
 from sr_experiments.wandb_logger import finish_loggers
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar callback then
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     loggers = instantiate_group(cfg.get("logger"))
-    precision = choose_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator"))
+    speed = choose_speed(cfg, module, datamodule)
+    precision = speed.precision
     log.info("precision: %s (%s)", precision.precision, precision.reason)
+    log.info("memory format: %s (%s)", "channels_last" if module.channels_last else "contiguous",
+             module.channels_last_reason)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                      precision=precision.precision, plugins=[AtomicCheckpointIO()])
     check_ddp_launch(trainer)
@@ -103,6 +106,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     summary.update(
         precision=precision.precision,
         precision_reason=precision.reason,
+        speed_choice=speed.metrics(),
         steps=int(trainer.global_step),
         train_seconds=round(elapsed, 1),
         val_images=len(datamodule.val_set) if getattr(datamodule, "val_set", None) is not None else None,
@@ -119,6 +123,28 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         print("\n" + format_summary(summary) + f"\nrun directory: {output_dir}\n", flush=True)
     finish_loggers(trainer, summary)
     return summary
+
+
+def choose_speed(cfg: DictConfig, module: SRLitModule, datamodule: L.LightningDataModule) -> SpeedChoice:
+    """Precision and layout for this run, measured where they are ``auto`` (or read from the cache):
+    training steps of a copy of the network at the configured batch and patch size. Sets the
+    module's layout and CUDA's TF32 switches; the global RNG is left as it was."""
+    choice = choose_training(
+        module.net,
+        module.hparams.network,
+        precision=cfg.trainer.get("precision"),
+        channels_last=cfg.model.get("channels_last", "auto"),
+        device=cfg.trainer.get("accelerator"),
+        batch=int(getattr(datamodule, "batch_size", 16)),
+        patch=int(getattr(datamodule, "patch_size", 48)),
+        scale=int(cfg.scale),
+        loss_fn=module.loss_fn,
+        optimizer=lambda params: instantiate(module.hparams.optimizer)(params=list(params)),
+        rank=launch_rank(),
+    )
+    module.set_channels_last(choice.mode.channels_last, choice.channels_last_reason)
+    choice.apply_tf32()
+    return choice
 
 
 def finish_run(trainer: L.Trainer, module: SRLitModule, datamodule: L.LightningDataModule) -> None:

@@ -56,7 +56,7 @@ def load_engine(cfg: DictConfig) -> Engine:
         net = build_network(spec)
         if any(True for _ in net.parameters()) and not spec.get("pretrained"):
             raise ValueError(f"model={spec['name']} has parameters: pass the trained weights with ckpt_path=PATH")
-    return torch_engine(net, spec, device, str(cfg.precision))
+    return torch_engine(net, spec, device, str(cfg.precision), cfg.get("channels_last", "auto"))
 
 
 def _to_tensor(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
