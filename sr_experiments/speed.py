@@ -141,23 +141,33 @@ def pick(modes: Iterable[Mode], step_ms: Mapping[str, float], margin: float = TI
     return chosen, f"within {margin:.0%} of the fastest ({fastest.name}), and more exact"
 
 
+@dataclass
+class Timings:
+    """What a calibration measured: ms per step of each mode, the modes that could not run (and
+    why), and whether the timings were too noisy to keep for later runs."""
+
+    step_ms: dict[str, float]
+    skipped: dict[str, str] = field(default_factory=dict)
+    noisy: str = ""  # why they are not to be trusted; empty when they are
+
+
 def measure_modes(
     modes: list[Mode],
     make_step: Callable[[Mode], Callable[[], None]],
     *,
     clock: Callable[[], float] = time.perf_counter,
     budget_s: float | None = None,
-    min_rounds: int = 2,
     max_rounds: int = 8,
-) -> tuple[dict[str, float], dict[str, str]]:
+) -> Timings:
     """Milliseconds per step of each mode (its fastest step), and the modes that failed to run.
 
     One warm-up step per mode (oneDNN/cuDNN pick and build their kernels then), then rounds that
     run every remaining mode in turn, so that load from other processes hits all alike; within a
     round a mode runs steps for at least ``SAMPLE_S`` (up to 20). The fastest step is the estimate:
     noise only ever adds time. A mode clearly slower than the best (2x after one round, 1.25x
-    after two) is dropped; rounds stop at ``max_rounds``, or after ``min_rounds`` when the next
-    would overrun ``budget_s`` (default ``CALIBRATION_BUDGET_S``; warm-up included).
+    after two) is dropped. Rounds go on while the next fits in ``budget_s`` (default
+    ``CALIBRATION_BUDGET_S``, warm-up included), at least one, at most ``max_rounds``. Where a
+    mode's two fastest steps differ by more than 25%, the timings are marked noisy.
     """
     budget_s = CALIBRATION_BUDGET_S if budget_s is None else budget_s
     start = clock()
@@ -185,9 +195,12 @@ def measure_modes(
         if len(alive) <= 1:
             break
         next_round = sum(max(min(samples[n]), min(SAMPLE_S, 20 * min(samples[n]))) for n in alive)
-        if r >= min_rounds and clock() - start + next_round > budget_s:
+        if clock() - start + next_round > budget_s:
             break
-    return {n: round(1000 * min(s), 3) for n, s in samples.items()}, skipped
+    spread = {n: sorted(s)[1] / max(min(s), 1e-9) for n, s in samples.items() if len(s) >= 2}
+    noisy = {n: x for n, x in spread.items() if x > 1.25}
+    return Timings({n: round(1000 * min(s), 3) for n, s in samples.items()}, skipped,
+                   f"the two fastest steps of {', '.join(noisy)} differ by {max(noisy.values()) - 1:.0%}" if noisy else "")
 
 
 # Cache ------------------------------------------------------------------------------------------
@@ -261,7 +274,7 @@ def write_cache(key: str, entry: dict[str, Any]) -> None:
 
 # Choosing ---------------------------------------------------------------------------------------
 
-Measure = Callable[[list[Mode]], tuple[dict[str, float], dict[str, str]]]
+Measure = Callable[[list[Mode]], Timings]
 
 
 def choose(
@@ -289,13 +302,19 @@ def choose(
     fields = cache_fields(kind, device, spec, shape, modes)
     key = cache_key(fields)
     entry = read_cache(key) if rank == 0 else _wait_for(key, wait_s)
-    cached = entry is not None
+    busy = machine_busy(device)
+    # Noisy timings are kept for later runs only while the machine stays as busy; once it is
+    # quieter, they are measured again.
+    cached = entry is not None and (rank > 0 or not entry.get("noisy") or bool(busy))
     if cached:
         step_ms, skipped, seconds = entry["step_ms"], entry.get("skipped", {}), float(entry.get("calibration_s", 0))
+        noisy = entry.get("noisy", "")
     else:
         start = time.perf_counter()
-        step_ms, skipped = measure(modes)
+        timings = measure(modes)
         seconds = time.perf_counter() - start
+        step_ms, skipped = timings.step_ms, timings.skipped
+        noisy = "; ".join(x for x in (busy, timings.noisy) if x)
     if not step_ms:
         mode, why = modes[0], f"no mode could run in calibration ({skipped}); {modes[0].name} unmeasured"
     else:
@@ -305,10 +324,21 @@ def choose(
         why = f"{mode.name}, {why} ({_times(step_ms)} ms/step)"
     if not cached and step_ms:
         write_cache(key, {"mode": mode.name, "step_ms": step_ms, "skipped": skipped, "calibration_s": round(seconds, 2),
-                          "fields": fields, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+                          "noisy": noisy, "fields": fields, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
     reason = f"measured: {why}" + (", cached" if cached else f", calibration {seconds:.1f} s")
+    if noisy:
+        reason += f"; noisy ({noisy}): measured again once the machine is quieter"
     return SpeedChoice(mode, reason, f"auto, {reason}" if prec_auto else explicit_p,
                        f"auto, {reason}" if layout_auto else explicit_l, dict(step_ms), dict(skipped), cached, seconds)
+
+
+def machine_busy(device: str) -> str:
+    """Why the CPU is too busy for trustworthy timings ('' if it is not): a 1-minute load above
+    1.5x the cores, i.e. more than a run of ours (one thread per core) and its tail."""
+    if device != "cpu" or not hasattr(os, "getloadavg"):
+        return ""
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    return f"load {load:.1f} on {cores} CPUs" if load > 1.5 * cores else ""
 
 
 def _times(step_ms: Mapping[str, float]) -> str:
@@ -412,7 +442,7 @@ def _measuring(make_step: Callable[[Mode], Callable[[], None]], device: torch.de
     """``measure_modes`` with the global RNG (dropout, drop-path) and the TF32 switches left as found,
     so that a run is the same whether its choice came from the cache or from measuring."""
 
-    def measure(modes: list[Mode]) -> tuple[dict[str, float], dict[str, str]]:
+    def measure(modes: list[Mode]) -> Timings:
         tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
         devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
         try:
