@@ -13,7 +13,9 @@ reported), then rounds that alternate, so that load from other processes hits al
 - with ``--compile``, auto again with ``model.compile=true``.
 Same batches and initial weights; validation, checkpoints and the progress bar off. Each loop's
 figure is the median step time of its steps after the third; a mode's figure is the median over
-rounds. Batch 16 and the default LR patch (32) unless overridden.
+rounds. The ratio of auto to the fastest mode is also taken within each round (loops run minutes
+apart at most) and its median reported, which load that comes and goes between rounds moves less.
+Batch 16 and the default LR patch (32) unless overridden.
 """
 
 from __future__ import annotations
@@ -34,13 +36,13 @@ from omegaconf import open_dict
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_overhead import compose_cfg, framework_loop  # noqa: E402
 
-from sr_experiments.speed import candidate_modes, machine_name  # noqa: E402
+from sr_experiments.speed import Mode, candidate_modes, machine_name  # noqa: E402
 from sr_experiments.train import choose_speed  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
 
-def forced(mode) -> list[str]:
+def forced(mode: Mode) -> list[str]:
     return [f"trainer.precision={mode.precision}", f"model.channels_last={str(mode.channels_last).lower()}"]
 
 
@@ -88,13 +90,16 @@ def main() -> None:
                 print(f"  {k:>12}: {1000 * med[k]:8.1f}  ({', '.join(f'{1000 * x:.1f}' for x in v)})  "
                       f"{bs / med[k]:6.1f} patches/s{tag}", flush=True)
             ratio = med[fastest] / med["auto"]
+            per_round = statistics.median(min(times[k][r] for k in times if "auto" not in k) / times["auto"][r]
+                                          for r in range(args.rounds))
             print(f"  auto = {choice.mode.name}: {100 * ratio:.1f}% of the speed of the fastest mode measured here "
-                  f"({fastest}); calibration {choice.calibration_s:.1f} s\n", flush=True)
-            summary.append((name, choice.mode.name, fastest, ratio, choice.calibration_s))
-    print("| model | auto chose | fastest here | auto speed / fastest | calibration |")
-    print("|---|---|---|---:|---:|")
-    for name, chose, fastest, ratio, cal in summary:
-        print(f"| `{name}` | {chose} | {fastest} | {100 * ratio:.1f}% | {cal:.1f} s |")
+                  f"({fastest}); per round (median): {100 * per_round:.1f}% of that round's fastest; "
+                  f"calibration {choice.calibration_s:.1f} s\n", flush=True)
+            summary.append((name, choice.mode.name, fastest, ratio, per_round, choice.calibration_s))
+    print("| model | auto chose | fastest here | auto speed / fastest (medians) | per round | calibration |")
+    print("|---|---|---|---:|---:|---:|")
+    for name, chose, fastest, ratio, per_round, cal in summary:
+        print(f"| `{name}` | {chose} | {fastest} | {100 * ratio:.1f}% | {100 * per_round:.1f}% | {cal:.1f} s |")
 
 
 if __name__ == "__main__":
