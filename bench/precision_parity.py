@@ -4,8 +4,9 @@
                                      [hydra overrides ...]
 
 Trains ``experiment=cpu_x2_fast`` (T91+BSD200 -> Set5 x2) twice from the same seed and the same
-number of steps: once with the defaults (precision and memory format chosen for this device),
-once forced to fp32 / contiguous. ``trainer.max_time`` is lifted so that both stop at the same
+number of steps: once with the defaults (precision and memory format measured fastest on this
+machine: ``speed_choice`` in its metrics.json), once forced to fp32 / contiguous. Where the
+defaults resolve to fp32 the two runs train in the same precision and the check is trivially met. ``trainer.max_time`` is lifted so that both stop at the same
 step. Prints the validation PSNR/SSIM on Set5 x2 of each (best and final), the difference, and
 the wall time of each. ``--parallel`` runs both at once, one torch thread each (PSNR only; the
 times then say nothing about speed).
@@ -60,7 +61,8 @@ def main() -> None:
     print(f"\nexperiment=cpu_x2_fast, {args.steps} steps, validation Set5 x2 "
           f"({'runs read from ' + str(args.out) if args.report else 'parallel' if args.parallel else 'sequential'})")
     for name, r in results.items():
-        print(f"{name:>9}: precision {r['precision']:>10}, channels_last {str(r['channels_last']):>5} | "
+        mode = (r.get("speed_choice") or {}).get("mode", "-")
+        print(f"{name:>9}: precision {r['precision']:>10}, channels_last {str(r['channels_last']):>5} ({mode}) | "
               f"best {r['best']['psnr']:.3f} dB / {r['best']['ssim']:.4f} | final {r['final']['psnr']:.3f} dB / "
               f"{r['final']['ssim']:.4f} | {r['train_seconds']:.0f} s")
     d, f = results["defaults"], results["fp32"]

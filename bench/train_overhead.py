@@ -27,7 +27,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
-from sr_experiments.hardware import choose_precision
+from sr_experiments.training.run import choose_speed
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -84,12 +84,13 @@ def framework_loop(cfg, steps: int, out: Path) -> float:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
     module = instantiate(cfg.module, _recursive_=False)
+    speed = choose_speed(cfg, module, datamodule)  # as train.py: measured, or read from the cache
     timer = StepTimer()
     loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.get("logger") else []  # as train.py
     # Validation, checkpoints and the progress bar are per-epoch or cosmetic: off, so the median
     # step is the per-step cost of the loop, the datamodule, logging and the schedule.
     trainer = instantiate(
-        cfg.trainer, precision=choose_precision(cfg.trainer.precision, cfg.trainer.accelerator).precision,
+        cfg.trainer, precision=speed.precision.precision,
         default_root_dir=str(out), max_steps=steps, limit_val_batches=0, num_sanity_val_steps=0,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         callbacks=[timer], logger=loggers or False,
@@ -130,7 +131,7 @@ def main() -> None:
         datamodule = instantiate(cfg.data)
         datamodule.setup("fit")
         module = instantiate(cfg.module, _recursive_=False)
-        precision = choose_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+        precision = choose_speed(cfg, module, datamodule).precision
         batches = [b for _, b in zip(range(16), datamodule.train_dataloader())]
         bare, framework = [], []
         for r in range(args.rounds):

@@ -1,29 +1,29 @@
-"""Training throughput of the framework's defaults versus a plain fp32 PyTorch loop.
+"""Training step time of every precision/layout mode and of the default (``auto``), side by side.
 
-    python bench/train_speed.py [--models espcn,edsr,swinir_light] [--steps 12] [--rounds 2]
+    python bench/train_speed.py [--models shallow,edsr,swinir_light] [--steps 12] [--rounds 3]
                                 [--compile] [hydra overrides ...]
 
-For each model, in one process and alternating so that machine noise hits all alike:
-- plain: the loop a researcher writes first: fp32, contiguous tensors, Adam, L1, eager;
-- framework: ``Trainer.fit`` with the composed default config (precision and memory format
-  chosen by the framework for this device, logging, LR schedule; validation off);
-- with ``--compile``, the framework again with ``model.compile=true``.
-Same batches (batch 16, 48x48 LR patches, x2 unless overridden), same initial weights.
-Patches/s = batch size / median step time (compile warm-up steps excluded).
-
-It also says how close each loop runs to the hardware: achieved GMAC/s (a training step taken as
-3x the forward MACs: forward, input gradients, weight gradients) against the machine's peak,
-a large 3x3 64-channel conv timed in this run in fp32 (contiguous) and in bf16 (channels_last),
-before and after the models (the higher of the two samples is used). The bf16/fp32 ratio of the
-peaks bounds what precision and layout can give a convolutional network on this device.
+For each model, in one process: first the calibration that ``trainer.precision=auto
+model.channels_last=auto`` runs on a first use (into an empty cache folder; its seconds are
+reported), then rounds that alternate, so that load from other processes hits all alike:
+- auto: ``Trainer.fit`` with the composed default config (the mode the calibration chose, read
+  from the cache);
+- each candidate mode forced (``trainer.precision=32|bf16-mixed model.channels_last=false|true``;
+  on CUDA also fp16), the same way;
+- with ``--compile``, auto again with ``model.compile=true``.
+Same batches and initial weights; validation, checkpoints and the progress bar off. Each loop's
+figure is the median step time of its steps after the third; a mode's figure is the median over
+rounds. The ratio of auto to the fastest mode is also taken within each round (loops run minutes
+apart at most) and its median reported, which load that comes and goes between rounds moves less.
+Batch 16 and the default LR patch (32) unless overridden.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -36,84 +36,70 @@ from omegaconf import open_dict
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_overhead import compose_cfg, framework_loop  # noqa: E402
 
-from sr_experiments.hardware import choose_precision, peak_conv_gmacs  # noqa: E402
-from sr_experiments.tools.info import count_macs  # noqa: E402
-from sr_experiments.models import build_network  # noqa: E402
+from sr_experiments.speed import Mode, candidate_modes, machine_name  # noqa: E402
+from sr_experiments.training.run import choose_speed  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
 
-def plain_fp32_loop(spec: dict, batches: list[dict], steps: int, seed: int) -> float:
-    """Median seconds per step of the textbook loop: fp32, NCHW, eager, Adam."""
-    torch.manual_seed(seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    net = build_network(spec).to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=2e-4)
-    times = []
-    for i in range(steps):
-        b = batches[i % len(batches)]
-        t = time.perf_counter()
-        lr, hr = b["lr"].to(device).float().div_(255), b["hr"].to(device).float().div_(255)
-        loss = torch.nn.functional.l1_loss(net(lr), hr)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times[2:])
+def forced(mode: Mode) -> list[str]:
+    return [f"trainer.precision={mode.precision}", f"model.channels_last={str(mode.channels_last).lower()}"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="espcn,edsr,swinir_light")
+    parser.add_argument("--models", default="shallow,edsr,swinir_light")
     parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--compile", action="store_true", help="also time the framework with model.compile=true")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--compile", action="store_true", help="also time auto with model.compile=true")
     args, overrides = parser.parse_known_args()
-    base = ["data.patch_size=48", "data.batch_size=16", "logger=none", *overrides]
-    choice = choose_precision("auto", "cpu" if not torch.cuda.is_available() else "cuda")
-    print(f"machine: {torch.get_num_threads()} torch threads, torch {torch.__version__}, lightning {L.__version__}; "
-          f"framework precision on this device: {choice.precision} ({choice.reason})", flush=True)
+    base = ["data.batch_size=16", "logger=none", *overrides]
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    peaks = [peak_conv_gmacs(device, torch.float32, channels_last=False), peak_conv_gmacs(device, torch.bfloat16)]
-    rows = []
+    print(f"machine: {machine_name(device)}; {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+          f"lightning {L.__version__}", flush=True)
+    summary = []
     with TemporaryDirectory() as tmp:
+        os.environ["SR_CACHE_DIR"] = str(Path(tmp) / "cache")  # a fresh calibration, as on a first run
         for name in args.models.split(","):
-            variants = {"framework": []} | ({"framework+compile": []} if args.compile else {})
             cfg = compose_cfg([f"model={name}", *base], Path(tmp))
-            steps = args.steps + (10 if args.compile else 0)
             with open_dict(cfg):
-                cfg.data.patches_per_epoch = max(cfg.data.patches_per_epoch, (steps + 2) * cfg.data.batch_size)
+                cfg.data.patches_per_epoch = max(cfg.data.patches_per_epoch, (args.steps + 12) * cfg.data.batch_size)
             L.seed_everything(cfg.seed, verbose=False)
-            datamodule = instantiate(cfg.data)
-            datamodule.setup("fit")
-            batches = [b for _, b in zip(range(8), datamodule.train_dataloader())]
-            spec = {k: v for k, v in dict(cfg.model).items() if k not in ("compile", "channels_last", "pretrained")}
-            plain = []
+            module = instantiate(cfg.module, _recursive_=False)
+            choice = choose_speed(cfg, module, instantiate(cfg.data))
+            print(f"{name}: auto chose {choice.mode.name} after a {choice.calibration_s:.1f} s calibration "
+                  f"({choice.reason})", flush=True)
+            variants = {"auto": cfg} | {m.name: compose_cfg([f"model={name}", *base, *forced(m)], Path(tmp))
+                                        for m in candidate_modes(device)}
+            if args.compile:
+                variants["auto+compile"] = compose_cfg([f"model={name}", "model.compile=true", *base], Path(tmp))
+            times: dict[str, list[float]] = {k: [] for k in variants}
             for r in range(args.rounds):
-                plain.append(plain_fp32_loop(spec, batches, args.steps, cfg.seed))
-                variants["framework"].append(framework_loop(cfg, args.steps, Path(tmp) / f"{name}{r}"))
-                if args.compile:
-                    ccfg = compose_cfg([f"model={name}", "model.compile=true", *base], Path(tmp))
-                    with open_dict(ccfg):
-                        ccfg.data.patches_per_epoch = cfg.data.patches_per_epoch
-                    variants["framework+compile"].append(framework_loop(ccfg, steps, Path(tmp) / f"{name}c{r}"))
-            bs = cfg.data.batch_size
-            p = statistics.median(plain)
-            step_gmac = 3 * bs * count_macs(spec, (cfg.data.patch_size, cfg.data.patch_size)) / 1e9
-            line = f"{name:>13}: plain fp32 {bs / p:7.1f} patches/s ({step_gmac / p:5.0f} GMAC/s)"
-            for label, times in variants.items():
-                t = statistics.median(times)
-                line += f" | {label} {bs / t:7.1f} patches/s ({step_gmac / t:5.0f} GMAC/s) = {p / t:4.2f}x"
-                rows.append((name, label, bs / p, bs / t, p / t))
-            print(line + f"  (rounds: plain {', '.join(f'{x:.3f}' for x in plain)} s/step; "
-                  + "; ".join(f"{k} {', '.join(f'{x:.3f}' for x in v)}" for k, v in variants.items()) + ")",
-                  flush=True)
-    peaks += [peak_conv_gmacs(device, torch.float32, channels_last=False), peak_conv_gmacs(device, torch.bfloat16)]
-    fp32_peak, bf16_peak = max(peaks[0], peaks[2]), max(peaks[1], peaks[3])
-    print(f"conv peak (3x3, 64 ch): fp32 contiguous {fp32_peak:.0f} GMAC/s, bf16 channels_last {bf16_peak:.0f} GMAC/s "
-          f"= {bf16_peak / fp32_peak:.2f}x (samples before/after: {peaks[0]:.0f}/{peaks[2]:.0f}, {peaks[1]:.0f}/{peaks[3]:.0f})")
+                for label, vcfg in variants.items():
+                    with open_dict(vcfg):
+                        vcfg.data.patches_per_epoch = cfg.data.patches_per_epoch
+                    steps = args.steps + (10 if "compile" in label else 0)
+                    times[label].append(framework_loop(vcfg, steps, Path(tmp) / f"{name}-{label}-{r}"))
+            med = {k: statistics.median(v) for k, v in times.items()}
+            fastest = min((k for k in med if k not in ("auto", "auto+compile")), key=med.get)
+            bs, patch = cfg.data.batch_size, cfg.data.patch_size
+            print(f"\n{name} (batch {bs}, LR patch {patch}, x{cfg.scale}), {args.rounds} alternating rounds x "
+                  f"{args.steps} steps, ms/step (rounds):")
+            for k, v in times.items():
+                tag = " <- auto's choice" if k == choice.mode.name else ""
+                print(f"  {k:>12}: {1000 * med[k]:8.1f}  ({', '.join(f'{1000 * x:.1f}' for x in v)})  "
+                      f"{bs / med[k]:6.1f} patches/s{tag}", flush=True)
+            ratio = med[fastest] / med["auto"]
+            per_round = statistics.median(min(times[k][r] for k in times if "auto" not in k) / times["auto"][r]
+                                          for r in range(args.rounds))
+            print(f"  auto = {choice.mode.name}: {100 * ratio:.1f}% of the speed of the fastest mode measured here "
+                  f"({fastest}); per round (median): {100 * per_round:.1f}% of that round's fastest; "
+                  f"calibration {choice.calibration_s:.1f} s\n", flush=True)
+            summary.append((name, choice.mode.name, fastest, ratio, per_round, choice.calibration_s))
+    print("| model | auto chose | fastest here | auto speed / fastest (medians) | per round | calibration |")
+    print("|---|---|---|---:|---:|---:|")
+    for name, chose, fastest, ratio, per_round, cal in summary:
+        print(f"| `{name}` | {chose} | {fastest} | {100 * ratio:.1f}% | {100 * per_round:.1f}% | {cal:.1f} s |")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
-"""What the hardware does fast: the precision and memory layout to use, and its measured peak.
+"""Precision values, the device's bf16 flags, the layout rule for unmeasured modules, and the
+machine's measured conv peak.
 
-Precision is chosen per device, never silently: every choice comes with the reason, which runs
-log. bf16 autocast pays only where the hardware has native bf16 matrix units (AVX512-BF16 or
-AMX on CPUs, Ampere+ on GPUs); elsewhere oneDNN/cuDNN emulate it and it is slower than fp32.
+``precision=auto`` is resolved by measurement (``sr_experiments.speed``), not here: a CPU flag
+such as AVX512-BF16 says that an instruction exists, not that bf16 autocast is faster than fp32.
 """
 
 from __future__ import annotations
@@ -26,46 +26,34 @@ class PrecisionChoice:
         return {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(self.precision)
 
 
-def device_type(device: str | torch.device | None = None) -> str:
-    """``"cuda"`` or ``"cpu"`` for a device spec; ``None``/``"auto"``/``"gpu"`` resolve to what is present."""
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """The device for a ``device`` / ``trainer.accelerator`` setting: ``None``, ``auto`` and ``gpu``
+    are the GPU when one is visible, else the CPU; asking for CUDA without one is one clear error."""
     if device is None or str(device) in ("auto", "gpu"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(device).type
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda but no CUDA GPU is visible; use device=cpu or device=auto")
+    return device
 
 
-def cpu_bf16_support() -> tuple[bool, str]:
-    """Whether this CPU has native bf16 matrix instructions, and which."""
+def device_type(device: str | torch.device | None = None) -> str:
+    """``"cuda"`` or ``"cpu"`` for a device setting (see ``resolve_device``)."""
+    return resolve_device(device).type
+
+
+def cpu_bf16_flags() -> list[str]:
+    """The CPU's native bf16 instruction sets torch sees (``avx512_bf16``, ``amx``); empty if none."""
     cpu = torch.cpu
-    if getattr(cpu, "_is_amx_tile_supported", lambda: False)():
-        return True, "CPU has AMX (bf16 tiles)"
-    if getattr(cpu, "_is_avx512_bf16_supported", lambda: False)():
-        return True, "CPU has AVX512-BF16"
-    return False, f"CPU has no native bf16 (capability {torch.backends.cpu.get_cpu_capability()}); bf16 would be emulated"
+    found = (("avx512_bf16", "_is_avx512_bf16_supported"), ("amx", "_is_amx_tile_supported"))
+    return [flag for flag, probe in found if getattr(cpu, probe, lambda: False)()]
 
 
-def choose_precision(requested: str | int | None, device: str | torch.device | None = None) -> PrecisionChoice:
-    """Resolve ``trainer.precision`` / ``precision``: ``auto`` picks per device, anything else is kept.
-
-    ``auto``: ``bf16-mixed`` on CPUs with AVX512-BF16/AMX and on GPUs that support bf16, ``32``
-    elsewhere.
-    """
+def normalise_precision(requested: str | int | None) -> str:
+    """A ``precision`` setting as Lightning spells it (``auto`` for ``None``)."""
     req = "auto" if requested is None else str(requested)
-    if req != "auto":
-        return PrecisionChoice(_normalise(req), f"precision={req} was set explicitly")
-    kind = device_type(device)
-    if kind == "cuda":
-        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-            return PrecisionChoice("bf16-mixed", f"GPU {torch.cuda.get_device_name()} supports bf16")
-        return PrecisionChoice("32", "GPU without bf16 support")
-    if kind == "cpu":
-        ok, why = cpu_bf16_support()
-        return PrecisionChoice("bf16-mixed" if ok else "32", why)
-    return PrecisionChoice("32", f"no bf16 rule for device type {kind!r}")
-
-
-def _normalise(precision: str) -> str:
     aliases = {"32-true": "32", "fp32": "32", "bf16": "bf16-mixed", "16": "16-mixed", "fp16": "16-mixed"}
-    return aliases.get(precision, precision)
+    return aliases.get(req, req)
 
 
 def peak_conv_gmacs(
@@ -113,11 +101,8 @@ def conv_param_fraction(net: nn.Module) -> float:
 
 
 def choose_channels_last(net: nn.Module, requested: bool | str | None) -> tuple[bool, str]:
-    """``channels_last`` on or off, and why: ``auto`` turns it on for convolutional networks.
-
-    oneDNN and cuDNN run convolutions fastest on NHWC tensors; a transformer (SwinIR) spends its
-    time in linear layers on token tensors, where the layout only adds conversions.
-    """
+    """``channels_last`` on or off, and why, for a module nothing was measured for (built outside
+    ``train.py``): ``auto`` turns it on for convolutional networks. ``train.py`` measures instead."""
     if requested is None or str(requested) == "auto":
         frac = conv_param_fraction(net)
         on = frac >= 0.5

@@ -37,6 +37,19 @@ def data_dir() -> Path:
     return DATA_DIR
 
 
+@pytest.fixture(scope="session", autouse=True)
+def speed_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Speed calibrations go to a folder of this test session, never the user's cache; shared, so
+    that each test configuration is measured once (subprocesses inherit it)."""
+    old = os.environ.get("SR_CACHE_DIR")
+    os.environ["SR_CACHE_DIR"] = str(tmp_path_factory.mktemp("sr_cache"))
+    yield
+    if old is None:
+        os.environ.pop("SR_CACHE_DIR", None)
+    else:
+        os.environ["SR_CACHE_DIR"] = old
+
+
 def compose_train(overrides: list[str], output_dir: Path) -> DictConfig:
     """sr_experiments/conf/train.yaml with ``overrides``, writing into ``output_dir`` (no Hydra run dir)."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

@@ -69,10 +69,10 @@ def test_tiled_equals_untiled_within_001_db_for_default_model(photo_pair, precis
         assert float((whole - tiled).abs().max()) < 1e-5
 
 
-def test_precision_32_is_exactly_the_plain_network(photo_pair) -> None:
+def test_precision_32_contiguous_is_exactly_the_plain_network(photo_pair) -> None:
     lr, _ = photo_pair
     net = default_net()
-    engine = torch_engine(net, DEFAULT_SPEC, torch.device("cpu"), "32")
+    engine = torch_engine(net, DEFAULT_SPEC, torch.device("cpu"), "32", channels_last=False)
     assert not engine.channels_last and engine.precision.autocast_dtype is None
     assert torch.equal(upscale(engine, lr, 2, tile=48, overlap=32), upscale(net, lr, 2, tile=48, overlap=32))
 

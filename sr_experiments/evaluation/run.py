@@ -26,18 +26,14 @@ from sr_experiments.evaluation.protocol import (
     write_results,
 )
 from sr_experiments.extras import require_logger_packages
+from sr_experiments.hardware import resolve_device
+from sr_experiments.inference.engines import torch_engine
 from sr_experiments.models import build_network
 from sr_experiments.models.bicubic import Bicubic
 from sr_experiments.models.loading import find_latest_checkpoint, load_network
 from sr_experiments.provenance import checkpoint_info, count_params, provenance
 
 log = logging.getLogger(__name__)
-
-
-def _device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
 
 
 def checkpoint_paths(value: Any, runs_dir: str) -> list[str]:
@@ -77,7 +73,7 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
     ev = cfg.eval
     require_logger_packages(cfg.get("logger"))  # before the evaluation, not after it
     out_dir = Path(cfg.paths.output_dir)
-    device = _device(ev.device)
+    device = str(resolve_device(str(ev.device)))
     ckpt_paths = checkpoint_paths(cfg.get("ckpt_path"), cfg.paths.get("runs_dir", "outputs"))
     models: list[dict[str, Any]] = []  # label, checkpoint, hash, parameters: results.json's "models"
     if ckpt_paths:
@@ -93,7 +89,13 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
         if bad:
             raise ValueError(f"the checkpoint's network is x{model_scale}; it cannot evaluate eval.scales={bad}")
         labels = method_labels([spec for _, spec in loaded], ckpt_paths)
-        nets = {lb: net.to(device) for lb, (net, _) in zip(labels, loaded)}
+        nets = {}
+        for lb, (net, spec) in zip(labels, loaded):
+            # Layout (and precision, when eval.precision is not 32) measured on this machine, cached.
+            engine = torch_engine(net, spec, torch.device(device), str(ev.get("precision", 32)), ev.get("channels_last", "auto"))
+            print(f"{lb}: precision {engine.precision.precision}{', channels_last' if engine.channels_last else ''} "
+                  f"({engine.speed.reason})", flush=True)
+            nets[lb] = engine
         models = [{"label": lb, **checkpoint_info(p), "params": count_params(net)}
                   for lb, p, (net, _) in zip(labels, ckpt_paths, loaded)]
         label = labels[0]

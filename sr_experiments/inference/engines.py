@@ -1,5 +1,6 @@
-"""What runs the pixels for ``upscale.py``: a PyTorch network (checkpoint or ``model=bicubic``) at
-the precision the hardware does fast, or an exported ONNX file; and the tile size memory allows."""
+"""What runs the pixels for ``upscale.py`` and ``eval.py``: a PyTorch network (checkpoint or
+``model=bicubic``) in the precision and layout measured fastest here, or an exported ONNX file;
+and the tile size memory allows."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import torch
 from torch import nn
 
 from sr_experiments.extras import require
-from sr_experiments.hardware import PrecisionChoice, choose_channels_last, choose_precision
+from sr_experiments.hardware import PrecisionChoice
+from sr_experiments.speed import Measure, SpeedChoice, choose_inference
 
 MB = 1 << 20
 # A 3840x2160 output must stay under 2 GB of process RSS: torch + the image buffers take ~0.6 GB,
@@ -38,6 +40,7 @@ class Engine:
     precision: PrecisionChoice
     channels_last: bool
     bytes_per_lr_pixel: float  # peak activation bytes per LR pixel of one tile (estimate)
+    speed: SpeedChoice | None = None  # what was measured (PyTorch engines)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -48,31 +51,18 @@ class Engine:
             return self.forward(x)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device=cuda but no CUDA GPU is visible; use device=cpu or device=auto")
-    return torch.device(name)
-
-
-def torch_engine(net: nn.Module, spec: Mapping[str, Any], device: torch.device, precision: str) -> Engine:
-    """``net`` in eval mode on ``device``; ``precision=auto`` asks ``hardware.choose_precision``
-    (bf16 autocast + channels_last where the hardware has native bf16), except for networks
-    without parameters (bicubic), which run in fp32."""
+def torch_engine(net: nn.Module, spec: Mapping[str, Any], device: torch.device, precision: str,
+                 channels_last: bool | str = "auto", measure: Measure | None = None) -> Engine:
+    """``net`` in eval mode on ``device``; ``auto`` precision and layout are measured (forward
+    passes on a 128x128 tile, cached: ``speed.choose_inference``). ``measure`` replaces the timing."""
     net = net.eval().to(device)
-    has_params = any(True for _ in net.parameters())
-    if str(precision) == "auto" and not has_params:
-        choice = PrecisionChoice("32", f"{spec['name']} has no parameters: nothing to gain from bf16")
-    else:
-        choice = choose_precision(precision, device)
-    # NHWC pays for convolutions in bf16; transformers (SwinIR) would only pay for conversions.
-    channels_last = choice.autocast_dtype is not None and has_params and choose_channels_last(net, "auto")[0]
-    if channels_last:
+    speed = choose_inference(net, spec, device, precision, channels_last, measure=measure)
+    speed.apply_tf32()
+    if speed.mode.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    elem = 2 if choice.autocast_dtype is not None else 4
-    return Engine(net, int(spec["scale"]), str(spec["name"]), device, choice, channels_last,
-                  PEAK_FACTOR * elem * _largest_activation_per_pixel(net, device))
+    elem = 2 if speed.mode.autocast_dtype is not None else 4
+    return Engine(net, int(spec["scale"]), str(spec["name"]), device, speed.precision, speed.mode.channels_last,
+                  PEAK_FACTOR * elem * _largest_activation_per_pixel(net, device), speed)
 
 
 def _largest_activation_per_pixel(net: nn.Module, device: torch.device, size: int = 32) -> float:

@@ -18,7 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from sr_experiments import CONF_DIR
 from sr_experiments.annotate import font_size, label_strip
-from sr_experiments.inference.engines import Engine, auto_tile, onnx_engine, resolve_device, torch_engine
+from sr_experiments.hardware import resolve_device
+from sr_experiments.inference.engines import Engine, auto_tile, onnx_engine, torch_engine
 from sr_experiments.extras import MissingExtra
 from sr_experiments.inference.image_files import (
     FORMATS,
@@ -70,7 +71,7 @@ def load_engine(cfg: DictConfig) -> Engine:
         net = build_network(spec)
         if any(True for _ in net.parameters()) and not spec.get("pretrained"):
             raise ValueError(f"model={spec['name']} has parameters: pass the trained weights with ckpt_path=PATH")
-    return torch_engine(net, spec, device, str(cfg.precision))
+    return torch_engine(net, spec, device, str(cfg.precision), cfg.get("channels_last", "auto"))
 
 
 def _to_tensor(rgb: np.ndarray, device: torch.device) -> torch.Tensor:

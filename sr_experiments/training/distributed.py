@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import lightning as L
 
 
@@ -26,3 +28,10 @@ def check_ddp_launch(trainer: L.Trainer) -> None:
             "Sweep with one device per job (hydra/launcher=gpus), run each DDP training as its own command, "
             "or sweep on SLURM (hydra/launcher=slurm with hydra.launcher.tasks_per_node=N, trainer=ddp)."
         )
+
+
+def launch_rank() -> int:
+    """0 for the process that leads a run (or runs alone), else a positive number; read from the
+    launcher's environment, since it is needed before the process group exists."""
+    keys = ("RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK", "NODE_RANK", "LOCAL_RANK")
+    return max((int(os.environ[k]) for k in keys if os.environ.get(k, "").isdigit()), default=0)

@@ -12,7 +12,6 @@ import lightning as L
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
 from sr_experiments.hardware import choose_channels_last
@@ -73,10 +72,9 @@ class SRLitModule(L.LightningModule):
             }
         )
         self.net = build_network(network)
-        self.channels_last, why = choose_channels_last(self.net, channels_last)
-        rank_zero_info(f"memory format: {'channels_last' if self.channels_last else 'contiguous'} ({why})")
-        if self.channels_last:
-            self.net.to(memory_format=torch.channels_last)
+        # train.py measures the layout and calls set_channels_last; this rule serves modules built
+        # on their own (a checkpoint loaded for validation, the benchmarks).
+        self.set_channels_last(*choose_channels_last(self.net, channels_last))
         self.compiled = compile_net
         # Training steps go through the compiled wrapper; ``self.net`` (and so the state dict keys,
         # ``net.*``) stays the plain module, so checkpoints load with or without compile, and
@@ -93,6 +91,11 @@ class SRLitModule(L.LightningModule):
         self.history: list[dict[str, float]] = []
         self.prior_train_seconds = 0.0  # training time of the runs this one resumed
         self._fit_started: float | None = None
+
+    def set_channels_last(self, on: bool, why: str) -> None:
+        """Weights (and from then on, input batches) in channels_last or contiguous layout, and why."""
+        self.channels_last, self.channels_last_reason = bool(on), why
+        self.net.to(memory_format=torch.channels_last if on else torch.contiguous_format)
 
     @property
     def num_params(self) -> int:

@@ -20,13 +20,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from sr_experiments.training.checkpoint_io import AtomicCheckpointIO
 from sr_experiments.training.config_schema import validate_train_config
-from sr_experiments.training.distributed import check_ddp_launch
+from sr_experiments.training.distributed import check_ddp_launch, launch_rank
 from sr_experiments.extras import require_logger_packages
-from sr_experiments.hardware import choose_precision
 from sr_experiments.training.module import SRLitModule
 from sr_experiments.models.loading import load_checkpoint_file, load_pretrained
 from sr_experiments.provenance import checkpoint_info, provenance
 from sr_experiments.training.run_dir import OWNER_FILE, check_run_dir, requeued_checkpoint, resume_checkpoint, slurm_job_id
+from sr_experiments.speed import SpeedChoice, choose_training
 from sr_experiments.training.wandb_logger import finish_loggers
 
 log = logging.getLogger(__name__)
@@ -114,8 +114,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     require_logger_packages(cfg.get("logger"))
     loggers = instantiate_group(cfg.get("logger"))
-    precision = choose_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator"))
+    speed = choose_speed(cfg, module, datamodule)
+    precision = speed.precision
     log.info("precision: %s (%s)", precision.precision, precision.reason)
+    log.info("memory format: %s (%s)", "channels_last" if module.channels_last else "contiguous",
+             module.channels_last_reason)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                      precision=precision.precision, plugins=[AtomicCheckpointIO()])
     check_ddp_launch(trainer)
@@ -154,6 +157,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         status="interrupted" if interrupted else "finished",
         precision=precision.precision,
         precision_reason=precision.reason,
+        speed_choice=speed.metrics(),
         steps=int(trainer.global_step),
         train_seconds=round(module.train_seconds(), 1),
         val_images=len(datamodule.val_set) if getattr(datamodule, "val_set", None) is not None else None,
@@ -229,6 +233,28 @@ def check_same_network(ckpt_path: str, state: dict[str, Any], module: SRLitModul
         f"{ckpt_path} was trained with another network: model.{'; model.'.join(diff)}. To resume it,{hint}; "
         "to start a new run from its weights, add resume=false"
     )
+
+
+def choose_speed(cfg: DictConfig, module: SRLitModule, datamodule: L.LightningDataModule) -> SpeedChoice:
+    """Precision and layout for this run, measured where they are ``auto`` (or read from the cache):
+    training steps of a copy of the network at the configured batch and patch size. Sets the
+    module's layout and CUDA's TF32 switches; the global RNG is left as it was."""
+    choice = choose_training(
+        module.net,
+        module.hparams.network,
+        precision=cfg.trainer.get("precision"),
+        channels_last=cfg.model.get("channels_last", "auto"),
+        device=cfg.trainer.get("accelerator"),
+        batch=int(getattr(datamodule, "batch_size", 16)),
+        patch=int(getattr(datamodule, "patch_size", 48)),
+        scale=int(cfg.scale),
+        loss_fn=module.loss_fn,
+        optimizer=lambda params: instantiate(module.hparams.optimizer)(params=list(params)),
+        rank=launch_rank(),
+    )
+    module.set_channels_last(choice.mode.channels_last, choice.channels_last_reason)
+    choice.apply_tf32()
+    return choice
 
 
 def finish_run(trainer: L.Trainer, module: SRLitModule, datamodule: L.LightningDataModule) -> None:
