@@ -66,12 +66,12 @@ def bare_loop(module, batches: list[dict], steps: int, dtype: torch.dtype | None
     for i in range(steps):
         b = batches[i % len(batches)]
         t = time.perf_counter()
-        lr, hr = b["lr"].float().div_(255), b["hr"].float().div_(255)
+        lq, gt = b["lq"].float().div_(255), b["gt"].float().div_(255)
         if module.channels_last:
-            lr = lr.contiguous(memory_format=torch.channels_last)
+            lq = lq.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            sr = net(lr)
-        loss = loss_fn(sr.float(), hr)
+            sr = net(lq)
+        loss = loss_fn(sr.float(), gt)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -113,7 +113,7 @@ def data_rate(datamodule, batches: int) -> float:
         except StopIteration:
             it = iter(loader)
             b = next(it)
-        n += len(b["lr"])
+        n += len(b["lq"])
     return n / (time.perf_counter() - t)
 
 

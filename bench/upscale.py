@@ -67,13 +67,13 @@ def worker(model: str, precision: str, tile_arg: str, repeats: int) -> dict:
         peaks["bf16"].append(peak_conv_gmacs("cpu", torch.bfloat16, channels_last=True))
 
     measure_peaks()
-    lr = torch.rand(1, 3, h, w)
-    upscale(engine, lr[..., :64, :64], 2)  # warm-up: oneDNN primitives, thread pool
+    lq = torch.rand(1, 3, h, w)
+    upscale(engine, lq[..., :64, :64], 2)  # warm-up: oneDNN primitives, thread pool
     times = []
     for _ in range(repeats):
         with torch.inference_mode():
             start = time.perf_counter()
-            sr = upscale(engine, lr, 2, tile, overlap)
+            sr = upscale(engine, lq, 2, tile, overlap)
             out = sr.clamp_(0, 1).mul_(255).round_().to(torch.uint8)
             times.append(time.perf_counter() - start)
         del sr, out

@@ -388,8 +388,8 @@ def training_step_maker(
     """A training step of a copy of ``net`` per mode, as ``SRLitModule`` runs it under Lightning:
     autocast forward, fp32 loss, backward, optimizer step (fp16: with a gradient scaler)."""
     g = torch.Generator().manual_seed(0)
-    lr = torch.rand(batch, 3, patch, patch, generator=g).to(device)
-    hr = torch.rand(batch, 3, patch * scale, patch * scale, generator=g).to(device)
+    lq = torch.rand(batch, 3, patch, patch, generator=g).to(device)
+    gt = torch.rand(batch, 3, patch * scale, patch * scale, generator=g).to(device)
 
     def make(mode: Mode) -> Callable[[], None]:
         copy_ = _layout_copy(net, mode, device).train()
@@ -399,10 +399,10 @@ def training_step_maker(
 
         def step() -> None:
             _tf32(mode)
-            x = lr.contiguous(memory_format=torch.channels_last) if mode.channels_last else lr
+            x = lq.contiguous(memory_format=torch.channels_last) if mode.channels_last else lq
             with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
                 sr = copy_(x)
-            loss = loss_fn(sr.float(), hr)
+            loss = loss_fn(sr.float(), gt)
             opt.zero_grad(set_to_none=True)
             if scaler is None:
                 loss.backward()

@@ -42,10 +42,10 @@ def test_lr_patch_equals_downscale_of_its_hr_patch(tmp_path: Path, scale: int) -
     g = torch.Generator().manual_seed(scale)
     m = KERNEL_MARGIN
     for _ in range(5):
-        lr, hr, _ = random_crop(pair, 16, scale, generator=g)
-        assert hr.shape[-1] == lr.shape[-1] * scale
-        own = imresize(hr.contiguous(), scale=1 / scale)
-        assert torch.equal(own[:, m:-m, m:-m], lr[:, m:-m, m:-m])
+        lq, gt, _ = random_crop(pair, 16, scale, generator=g)
+        assert gt.shape[-1] == lq.shape[-1] * scale
+        own = imresize(gt.contiguous(), scale=1 / scale)
+        assert torch.equal(own[:, m:-m, m:-m], lq[:, m:-m, m:-m])
 
 
 def _dihedral(t: torch.Tensor) -> list[torch.Tensor]:
@@ -60,17 +60,17 @@ def test_augmentation_applies_the_same_transform_to_lr_and_hr() -> None:
     # (A transpose swaps MATLAB's height-first pass order, so a transformed pair is compared
     # with the transformed original pair, not with a fresh downscale.)
     g = torch.Generator().manual_seed(0)
-    lr = torch.randint(0, 256, (3, 6, 6), dtype=torch.uint8, generator=g)
-    hr = torch.randint(0, 256, (3, 12, 12), dtype=torch.uint8, generator=g)
+    lq = torch.randint(0, 256, (3, 6, 6), dtype=torch.uint8, generator=g)
+    gt = torch.randint(0, 256, (3, 12, 12), dtype=torch.uint8, generator=g)
     for _ in range(30):
-        lr_a, hr_a = augment(lr, hr, generator=g)
-        matches = [i for i, (l, h) in enumerate(zip(_dihedral(lr), _dihedral(hr))) if torch.equal(l, lr_a) and torch.equal(h, hr_a)]
+        lr_a, hr_a = augment(lq, gt, generator=g)
+        matches = [i for i, (l, h) in enumerate(zip(_dihedral(lq), _dihedral(gt))) if torch.equal(l, lr_a) and torch.equal(h, hr_a)]
         assert matches, "LR and HR were transformed differently"
 
 
 def test_augment_covers_all_eight_transforms() -> None:
-    lr = torch.arange(9, dtype=torch.uint8).reshape(1, 3, 3)
-    seen = {tuple(augment(lr, lr)[0].flatten().tolist()) for _ in range(400)}
+    lq = torch.arange(9, dtype=torch.uint8).reshape(1, 3, 3)
+    seen = {tuple(augment(lq, lq)[0].flatten().tolist()) for _ in range(400)}
     assert len(seen) == 8
 
 
@@ -107,14 +107,14 @@ def test_unreadable_file_names_itself(tmp_path: Path) -> None:
 def test_standard_layout_uses_lr_files_and_checks_their_size(tmp_path: Path) -> None:
     (tmp_path / "HR").mkdir()
     (tmp_path / "LR_bicubic" / "X2").mkdir(parents=True)
-    hr = _photo(32, 40)
-    _write(tmp_path / "HR" / "x.png", hr)
+    gt = _photo(32, 40)
+    _write(tmp_path / "HR" / "x.png", gt)
     lr_file = np.zeros((16, 20, 3), np.uint8)
     _write(tmp_path / "LR_bicubic" / "X2" / "xx2.png", lr_file)
     (src,) = resolve_sources(str(tmp_path), 2)
-    assert src.lr is not None and torch.equal(load_pair(src, 2).lr, torch.zeros(3, 16, 20, dtype=torch.uint8))
+    assert src.lq is not None and torch.equal(load_pair(src, 2).lq, torch.zeros(3, 16, 20, dtype=torch.uint8))
     (gen,) = resolve_sources(str(tmp_path), 2, lr_source="generate")
-    assert gen.lr is None
+    assert gen.lq is None
     _write(tmp_path / "LR_bicubic" / "X2" / "xx2.png", np.zeros((10, 20, 3), np.uint8))
     with pytest.raises(ValueError, match="xx2.png"):
         load_pair(src, 2)
@@ -129,7 +129,7 @@ def test_missing_folder_says_what_to_set(tmp_path: Path) -> None:
 
 def test_hr_is_mod_cropped(tmp_path: Path) -> None:
     pair = load_pair(ImageSource(_write(tmp_path / "o.png", _photo(37, 50))), 3)
-    assert pair.hr.shape == (3, 36, 48) and pair.lr.shape == (3, 12, 16)
+    assert pair.gt.shape == (3, 36, 48) and pair.lq.shape == (3, 12, 16)
 
 
 def test_patch_dataset_epoch_is_counted_in_patches(tmp_path: Path) -> None:
@@ -137,7 +137,7 @@ def test_patch_dataset_epoch_is_counted_in_patches(tmp_path: Path) -> None:
     ds = PairedPatchDataset(pairs, scale=2, patch_size=8, length=50)
     assert len(ds) == 50
     item = ds[7]
-    assert item["lr"].dtype == torch.uint8 and item["lr"].shape == (3, 8, 8) and item["hr"].shape == (3, 16, 16)
+    assert item["lq"].dtype == torch.uint8 and item["lq"].shape == (3, 8, 8) and item["gt"].shape == (3, 16, 16)
     with pytest.raises(ValueError, match="patch_size"):
         PairedPatchDataset(pairs, scale=2, patch_size=64, length=10)
 
@@ -147,9 +147,9 @@ def test_sample_datamodule_loads_without_download() -> None:
     dm.setup("fit")
     assert len(dm.train_set.pairs) == len(SAMPLE_SPLITS["train"]) and len(dm.val_set) == 2
     batch = next(iter(dm.train_dataloader()))
-    assert batch["lr"].shape == (4, 3, 24, 24) and batch["hr"].shape == (4, 3, 48, 48)
+    assert batch["lq"].shape == (4, 3, 24, 24) and batch["gt"].shape == (4, 3, 48, 48)
     val = next(iter(dm.val_dataloader()))
-    assert val["hr"].shape[-1] == val["lr"].shape[-1] * 2 and val["index"].tolist() == [0]
+    assert val["gt"].shape[-1] == val["lq"].shape[-1] * 2 and val["index"].tolist() == [0]
     assert set(SAMPLE_SPLITS["train"]).isdisjoint(SAMPLE_SPLITS["val"])
 
 
@@ -157,4 +157,4 @@ def test_worker_processes_deliver_batches() -> None:
     dm = SRDataModule("sample:val", "sample:val", scale=2, patch_size=16, batch_size=2, patches_per_epoch=8, num_workers=2)
     dm.setup("fit")
     batches = list(dm.train_dataloader())
-    assert len(batches) == 4 and all(b["lr"].shape == (2, 3, 16, 16) for b in batches)
+    assert len(batches) == 4 and all(b["lq"].shape == (2, 3, 16, 16) for b in batches)

@@ -164,10 +164,10 @@ def test_save_images_and_gray_files(tmp_path: Path) -> None:
         assert g_img.mode == "L" and c_img.mode == "RGB" and g_img.size == c_img.size == (48, 48)
     per = {i.image: i for i in result.per_image}
     g = torch.from_numpy(rgb[..., 1].copy()).float()[None, None].repeat(1, 3, 1, 1) / 255
-    lr = (g * 255).round().byte()
+    lq = (g * 255).round().byte()
     from sr_experiments.evaluation.imresize import imresize
 
-    sr = imresize(imresize(lr, scale=0.5), scale=2).float() / 255
+    sr = imresize(imresize(lq, scale=0.5), scale=2).float() / 255
     direct = 10 * math.log10(255**2 / float(((sr[0, 0] - g[0, 0]) * 255)[2:-2, 2:-2].pow(2).mean()))
     assert per["gray"].psnr == pytest.approx(direct, abs=1e-6)  # gray values, not 219/255-scaled Y
 
@@ -191,28 +191,28 @@ def test_tile_plan_owns_every_pixel_once_with_context() -> None:
 def test_tiled_equals_untiled_for_receptive_field_below_overlap() -> None:
     # depth-2 EDSR: 3x3 convs first, 4 in the body, after body, upsampler at LR -> RF 15 LR pixels.
     net = _rf_net()
-    lr = torch.rand(1, 3, 70, 53, generator=torch.Generator().manual_seed(0))
-    hr = torch.rand(1, 3, 140, 106, generator=torch.Generator().manual_seed(1))
+    lq = torch.rand(1, 3, 70, 53, generator=torch.Generator().manual_seed(0))
+    gt = torch.rand(1, 3, 140, 106, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
-        full = net(lr)
-        tiled = tiled_forward(net, lr, 2, tile=24, overlap=16, tile_batch=3)
+        full = net(lq)
+        tiled = tiled_forward(net, lq, 2, tile=24, overlap=16, tile_batch=3)
     assert (full - tiled).abs().max() < 1e-5
-    p_full = sr_psnr_ssim(full.clamp(0, 1), hr, 2)[0].item()
-    p_tiled = sr_psnr_ssim(tiled.clamp(0, 1), hr, 2)[0].item()
+    p_full = sr_psnr_ssim(full.clamp(0, 1), gt, 2)[0].item()
+    p_tiled = sr_psnr_ssim(tiled.clamp(0, 1), gt, 2)[0].item()
     assert abs(p_full - p_tiled) < 0.01
     # Too little overlap: tiles see different context, outputs differ (the bound is real).
     with torch.inference_mode():
-        poor = tiled_forward(net, lr, 2, tile=24, overlap=2)
+        poor = tiled_forward(net, lq, 2, tile=24, overlap=2)
     assert (full - poor).abs().max() > 1e-4
 
 
 def test_self_ensemble_is_the_mean_of_the_eight_undone_transforms() -> None:
     net = _rf_net(1)
-    lr = torch.rand(1, 3, 12, 17)
+    lq = torch.rand(1, 3, 12, 17)
     with torch.inference_mode():
-        ours = self_ensemble(net, lr)
+        ours = self_ensemble(net, lq)
         outs = []
-        x = lr.numpy()
+        x = lq.numpy()
         for k in range(4):
             for flip in (False, True):
                 t = np.rot90(x, k, axes=(2, 3))
@@ -223,14 +223,14 @@ def test_self_ensemble_is_the_mean_of_the_eight_undone_transforms() -> None:
         expected = np.mean(outs, axis=0)
     assert ours.shape == (1, 3, 24, 34)
     np.testing.assert_allclose(ours.numpy(), expected, atol=1e-6)
-    assert not torch.allclose(ours, net(lr).detach(), atol=1e-4)  # it does change the output
+    assert not torch.allclose(ours, net(lq).detach(), atol=1e-4)  # it does change the output
 
 
 def test_ensemble_and_tiling_combine() -> None:
     net = _rf_net(2)
-    lr = torch.rand(1, 3, 40, 40)
-    plain = upscale(net, lr, 2, ensemble=True)
-    tiled = upscale(net, lr, 2, tile=24, overlap=16, ensemble=True)
+    lq = torch.rand(1, 3, 40, 40)
+    plain = upscale(net, lq, 2, ensemble=True)
+    tiled = upscale(net, lq, 2, tile=24, overlap=16, ensemble=True)
     assert (plain - tiled).abs().max() < 1e-5
 
 
@@ -239,9 +239,9 @@ def test_tiled_transformer_inference_pads_windows_and_stitches() -> None:
     # handle tiles that are not multiples of the window and give a full-size, finite image.
     torch.manual_seed(0)
     net = build_network({"name": "swinir_light", "scale": 2, "embed_dim": 12, "depths": [2], "num_heads": [2]}).eval()
-    lr = torch.rand(1, 3, 45, 37)
-    full = upscale(net, lr, 2)
-    tiled = upscale(net, lr, 2, tile=20, overlap=10, tile_batch=4)
+    lq = torch.rand(1, 3, 45, 37)
+    full = upscale(net, lq, 2)
+    tiled = upscale(net, lq, 2, tile=20, overlap=10, tile_batch=4)
     assert tiled.shape == full.shape == (1, 3, 90, 74) and torch.isfinite(tiled).all()
     assert (tiled - full).abs().mean() < 0.05
 

@@ -18,12 +18,12 @@ from sr_experiments.evaluation.imresize import imresize, resize_weights
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_downscale_matches_matlab_lr_files(set_name: str, scale: int) -> None:
     same = total = 0
-    for hr_path in list_images(DATA_DIR / set_name / "HR"):
-        lr_path = DATA_DIR / set_name / "LR_bicubic" / f"X{scale}" / f"{hr_path.stem}x{scale}.png"
-        hr, _ = load_rgb(hr_path)
-        ours = imresize(to_chw(mod_crop(hr, scale)), scale=1 / scale)
+    for gt_path in list_images(DATA_DIR / set_name / "HR"):
+        lr_path = DATA_DIR / set_name / "LR_bicubic" / f"X{scale}" / f"{gt_path.stem}x{scale}.png"
+        gt, _ = load_rgb(gt_path)
+        ours = imresize(to_chw(mod_crop(gt, scale)), scale=1 / scale)
         matlab = to_chw(load_rgb(lr_path)[0])
-        assert ours.shape == matlab.shape, hr_path.name
+        assert ours.shape == matlab.shape, gt_path.name
         same += int((ours == matlab).sum())
         total += matlab.numel()
     # The floor is 98.5%; MATLAB's clamped borders make it exact on these files.

@@ -34,56 +34,56 @@ def test_quantize_rounds_half_up_and_clamps() -> None:
 
 
 def test_constant_offset_gives_its_psnr() -> None:
-    hr = quantize(_img()) / 255
+    gt = quantize(_img()) / 255
     d = 4
-    sr = hr + d / 255  # every RGB channel +4 -> Y moves by 4 * 219/255
-    psnr, _ = sr_psnr_ssim(sr, hr, border=2)
+    sr = gt + d / 255  # every RGB channel +4 -> Y moves by 4 * 219/255
+    psnr, _ = sr_psnr_ssim(sr, gt, border=2)
     assert psnr.item() == pytest.approx(20 * math.log10(255 / (d * 219 / 255)), abs=1e-9)
 
 
 def test_constant_offset_on_a_gray_file_is_measured_on_gray_values() -> None:
-    hr = quantize(_img()[:, :1].repeat(1, 3, 1, 1)) / 255
-    psnr, _ = sr_psnr_ssim(hr + 4 / 255, hr, border=2, gray=torch.tensor([True]))
+    gt = quantize(_img()[:, :1].repeat(1, 3, 1, 1)) / 255
+    psnr, _ = sr_psnr_ssim(gt + 4 / 255, gt, border=2, gray=torch.tensor([True]))
     assert psnr.item() == pytest.approx(20 * math.log10(255 / 4), abs=1e-9)
 
 
 def test_identical_images() -> None:
-    hr = _img()
-    psnr, ssim = sr_psnr_ssim(hr, hr, border=3)
+    gt = _img()
+    psnr, ssim = sr_psnr_ssim(gt, gt, border=3)
     assert math.isinf(psnr.item())
     assert ssim.item() == pytest.approx(1.0, abs=1e-12)
 
 
 def test_border_is_shaved() -> None:
-    hr = quantize(_img(40, 40)) / 255
-    sr = hr.clone()
+    gt = quantize(_img(40, 40)) / 255
+    sr = gt.clone()
     sr[..., :3, :] = 0  # damage only the top 3 rows
-    assert math.isinf(sr_psnr_ssim(sr, hr, border=3)[0].item())
-    assert not math.isinf(sr_psnr_ssim(sr, hr, border=2)[0].item())
+    assert math.isinf(sr_psnr_ssim(sr, gt, border=3)[0].item())
+    assert not math.isinf(sr_psnr_ssim(sr, gt, border=2)[0].item())
 
 
 def test_output_is_clamped_and_rounded_before_measuring() -> None:
-    hr = quantize(_img()) / 255
-    wobble = hr + 0.4 / 255 * torch.sign(torch.randn_like(hr))  # rounds back to hr
-    assert math.isinf(sr_psnr_ssim(wobble, hr, border=2)[0].item())
+    gt = quantize(_img()) / 255
+    wobble = gt + 0.4 / 255 * torch.sign(torch.randn_like(gt))  # rounds back to gt
+    assert math.isinf(sr_psnr_ssim(wobble, gt, border=2)[0].item())
 
 
 def test_ssim_matches_scikit_image_gaussian_ssim() -> None:
     # skimage's Gaussian SSIM (sigma 1.5, truncate 3.5 -> 11 taps) averages over the valid region.
-    hr, sr = _img(48, 40, seed=1), _img(48, 40, seed=2)
-    sr_l, hr_l = protocol_luma(sr, hr)
-    ours = sr_psnr_ssim(sr, hr, border=0)[1].item()
+    gt, sr = _img(48, 40, seed=1), _img(48, 40, seed=2)
+    sr_l, gt_l = protocol_luma(sr, gt)
+    ours = sr_psnr_ssim(sr, gt, border=0)[1].item()
     ref = structural_similarity(
-        sr_l[0].numpy(), hr_l[0].numpy(), gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255
+        sr_l[0].numpy(), gt_l[0].numpy(), gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255
     )
     assert ours == pytest.approx(ref, abs=1e-9)
 
 
 def test_average_is_per_image_not_pooled() -> None:
     m = SRMetrics(border=0)
-    hr = quantize(_img()) / 255
-    m.update(hr + 1 / 255, hr, torch.tensor([0]))
-    m.update(hr + 8 / 255, hr, torch.tensor([1]))
+    gt = quantize(_img()) / 255
+    m.update(gt + 1 / 255, gt, torch.tensor([0]))
+    m.update(gt + 8 / 255, gt, torch.tensor([1]))
     per_image = [20 * math.log10(255 / (d * 219 / 255)) for d in (1, 8)]
     assert m.compute()["psnr"].item() == pytest.approx(sum(per_image) / 2, abs=1e-9)
     pooled = 10 * math.log10(255**2 / (((1 + 64) / 2) * (219 / 255) ** 2))
@@ -93,9 +93,9 @@ def test_average_is_per_image_not_pooled() -> None:
 def test_duplicate_indices_count_once() -> None:
     # A DistributedSampler pads the last batch with repeats of early images.
     m = SRMetrics(border=0)
-    hr = quantize(_img()) / 255
+    gt = quantize(_img()) / 255
     for index, d in [(0, 1), (1, 8), (0, 1)]:
-        m.update(hr + d / 255, hr, torch.tensor([index]))
+        m.update(gt + d / 255, gt, torch.tensor([index]))
     out = m.compute()
     assert int(out["images"]) == 2
     expected = np.mean([20 * math.log10(255 / (d * 219 / 255)) for d in (1, 8)])
@@ -114,9 +114,9 @@ def test_bicubic_reproduces_published_numbers(set_name: str, scale: int) -> None
     m = SRMetrics(border=scale)
     for i, path in enumerate(list_images(DATA_DIR / set_name / "HR")):
         rgb, gray = load_rgb(path)
-        hr = to_chw(mod_crop(rgb, scale))[None]
-        sr = imresize(imresize(hr, scale=1 / scale), scale=scale)
-        m.update(sr.float() / 255, hr.float() / 255, torch.tensor([i]), torch.tensor([gray]))
+        gt = to_chw(mod_crop(rgb, scale))[None]
+        sr = imresize(imresize(gt, scale=1 / scale), scale=scale)
+        m.update(sr.float() / 255, gt.float() / 255, torch.tensor([i]), torch.tensor([gray]))
     out = m.compute()
     psnr, ssim = PUBLISHED_BICUBIC[(set_name, scale)]
     assert out["psnr"].item() == pytest.approx(psnr, abs=0.03)

@@ -333,16 +333,16 @@ def test_patch_stream_is_a_function_of_seed_and_position() -> None:
         global_step = 0
 
     dm.trainer = FakeTrainer()
-    full = [b["lr"] for epoch in range(2) for b in _epoch(dm, FakeTrainer, epoch * 4)]
+    full = [b["lq"] for epoch in range(2) for b in _epoch(dm, FakeTrainer, epoch * 4)]
     resumed = _epoch(dm, FakeTrainer, 6)  # resumed at step 6, mid second epoch
     assert len(resumed) == 2
-    for a, b in zip(full[6:], (b["lr"] for b in resumed)):
+    for a, b in zip(full[6:], (b["lq"] for b in resumed)):
         assert torch.equal(a, b)
     assert not torch.equal(full[0], full[4])  # epochs differ
     other = SRDataModule("sample:train", "sample:val", scale=2, patch_size=8, batch_size=4, patches_per_epoch=16, seed=8)
     other.setup("fit")
     other.trainer = FakeTrainer()
-    assert not torch.equal(_epoch(other, FakeTrainer, 0)[0]["lr"], full[0])
+    assert not torch.equal(_epoch(other, FakeTrainer, 0)[0]["lq"], full[0])
 
 
 def _epoch(dm: SRDataModule, trainer_cls, step: int) -> list[dict]:

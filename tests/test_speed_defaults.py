@@ -234,8 +234,8 @@ def test_channels_last_weights_and_inputs(tmp_path: Path) -> None:
     module = instantiate(compose_train([], tmp_path).module, _recursive_=False)
     conv = next(m for m in module.net.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
-    batch = module.on_after_batch_transfer({"lr": torch.zeros(2, 3, 8, 8, dtype=torch.uint8), "hr": torch.zeros(2, 3, 16, 16, dtype=torch.uint8)}, 0)
-    assert batch["lr"].is_contiguous(memory_format=torch.channels_last) and batch["lr"].dtype == torch.float32
+    batch = module.on_after_batch_transfer({"lq": torch.zeros(2, 3, 8, 8, dtype=torch.uint8), "gt": torch.zeros(2, 3, 16, 16, dtype=torch.uint8)}, 0)
+    assert batch["lq"].is_contiguous(memory_format=torch.channels_last) and batch["lq"].dtype == torch.float32
     off = instantiate(compose_train(["model.channels_last=false"], tmp_path).module, _recursive_=False)
     assert all(p.is_contiguous() for p in off.net.parameters()) and off.channels_last is False
     with pytest.raises(Exception, match="model.channels_last must be true, false or auto"):
@@ -249,15 +249,15 @@ def test_runtime_keys_are_not_constructor_arguments() -> None:
 
 def test_metrics_and_bicubic_are_exact_under_bf16_autocast() -> None:
     torch.manual_seed(0)
-    hr = torch.rand(2, 3, 40, 40)
-    sr = (hr + 0.03 * torch.randn_like(hr)).clamp(0, 1)
-    lr = torch.rand(2, 3, 20, 20)
+    gt = torch.rand(2, 3, 40, 40)
+    sr = (gt + 0.03 * torch.randn_like(gt)).clamp(0, 1)
+    lq = torch.rand(2, 3, 20, 20)
     results = []
     for enabled in (False, True):
         metric = SRMetrics(border=2)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
-            metric.update(sr, hr, torch.arange(2))
-            bic = Bicubic(2)(lr)
+            metric.update(sr, gt, torch.arange(2))
+            bic = Bicubic(2)(lq)
         results.append((metric.compute(), bic))
     (m32, b32), (m16, b16) = results
     assert m16["psnr"].item() == m32["psnr"].item() and m16["ssim"].item() == m32["ssim"].item()

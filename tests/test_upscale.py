@@ -51,30 +51,30 @@ def save_checkpoint(net: torch.nn.Module, spec: dict, path: Path) -> Path:
 @pytest.fixture(scope="module")
 def photo_pair() -> tuple[torch.Tensor, torch.Tensor]:
     """A real photo (HR 128x192 crop) and its MATLAB-bicubic x2 LR, in [0, 1]."""
-    hr = torch.from_numpy(skdata.astronaut()[40:168, 160:352].copy()).permute(2, 0, 1)[None]
-    lr = imresize(hr, scale=0.5).float() / 255
-    return lr, hr.float() / 255
+    gt = torch.from_numpy(skdata.astronaut()[40:168, 160:352].copy()).permute(2, 0, 1)[None]
+    lq = imresize(gt, scale=0.5).float() / 255
+    return lq, gt.float() / 255
 
 
 @pytest.mark.parametrize("precision", ["32", "auto"])
 def test_tiled_equals_untiled_within_001_db_for_default_model(photo_pair, precision: str) -> None:
-    lr, hr = photo_pair
+    lq, gt = photo_pair
     engine = torch_engine(default_net(), DEFAULT_SPEC, torch.device("cpu"), precision)
-    whole = upscale(engine, lr, 2).float().clamp(0, 1)
-    tiled = upscale(engine, lr, 2, tile=48, overlap=32, tile_batch=3).float().clamp(0, 1)
-    p_whole = float(sr_psnr_ssim(whole, hr, 2, torch.tensor([False]))[0])
-    p_tiled = float(sr_psnr_ssim(tiled, hr, 2, torch.tensor([False]))[0])
+    whole = upscale(engine, lq, 2).float().clamp(0, 1)
+    tiled = upscale(engine, lq, 2, tile=48, overlap=32, tile_batch=3).float().clamp(0, 1)
+    p_whole = float(sr_psnr_ssim(whole, gt, 2, torch.tensor([False]))[0])
+    p_tiled = float(sr_psnr_ssim(tiled, gt, 2, torch.tensor([False]))[0])
     assert abs(p_whole - p_tiled) < 0.01
     if precision == "32":  # receptive field (12 LR px) < overlap / 2: identical up to float reordering
         assert float((whole - tiled).abs().max()) < 1e-5
 
 
 def test_precision_32_contiguous_is_exactly_the_plain_network(photo_pair) -> None:
-    lr, _ = photo_pair
+    lq, _ = photo_pair
     net = default_net()
     engine = torch_engine(net, DEFAULT_SPEC, torch.device("cpu"), "32", channels_last=False)
     assert not engine.channels_last and engine.precision.autocast_dtype is None
-    assert torch.equal(upscale(engine, lr, 2, tile=48, overlap=32), upscale(net, lr, 2, tile=48, overlap=32))
+    assert torch.equal(upscale(engine, lq, 2, tile=48, overlap=32), upscale(net, lq, 2, tile=48, overlap=32))
 
 
 def test_auto_tile_respects_budget_and_4k_cap() -> None:
@@ -94,9 +94,9 @@ def test_fit_tiles_waste_little_and_respect_the_cap() -> None:
         assert th * tw <= cap * cap and th <= h and tw <= w
         if h * w > 4 * cap * cap:  # large images: under 10% recomputed overlap (square tiles: 50% at 1080/720)
             assert computed < 1.10 * h * w, (h, w, th, tw)
-    lr = torch.rand(1, 3, 70, 90)
+    lq = torch.rand(1, 3, 70, 90)
     net = default_net()
-    assert torch.allclose(upscale(net, lr, 2, fit_tiles(70, 90, 56, 32), 32), upscale(net, lr, 2), atol=1e-5)
+    assert torch.allclose(upscale(net, lq, 2, fit_tiles(70, 90, 56, 32), 32), upscale(net, lq, 2), atol=1e-5)
 
 
 def _write_inputs(folder: Path) -> dict[str, tuple[str, tuple[int, int]]]:
@@ -192,9 +192,9 @@ def test_checkpoint_onnx_and_compare_end_to_end(tmp_path: Path, photo_pair) -> N
 
     net = default_net()
     ckpt = save_checkpoint(net, DEFAULT_SPEC, tmp_path / "best.ckpt")
-    lr, _ = photo_pair
-    lr8 = (lr[0] * 255 + 0.5).floor().byte().permute(1, 2, 0).numpy()
-    Image.fromarray(lr8).save(tmp_path / "photo.png")
+    lq, _ = photo_pair
+    lq8 = (lq[0] * 255 + 0.5).floor().byte().permute(1, 2, 0).numpy()
+    Image.fromarray(lq8).save(tmp_path / "photo.png")
     common = [f"input={tmp_path / 'photo.png'}", "precision=32", "tile=48"]
     # model=... is not repeated: the spec comes from the checkpoint.
     assert cli([f"ckpt_path={ckpt}", *common, f"output={tmp_path / 'pt'}", "--compare"]) == 0
@@ -203,7 +203,7 @@ def test_checkpoint_onnx_and_compare_end_to_end(tmp_path: Path, photo_pair) -> N
     pt = np.asarray(Image.open(tmp_path / "pt" / "photo.png")).astype(int)
     ox = np.asarray(Image.open(tmp_path / "onnx" / "photo.png")).astype(int)
     with torch.inference_mode():
-        ref = net(torch.from_numpy(lr8).permute(2, 0, 1)[None].float() / 255)[0].clamp(0, 1)
+        ref = net(torch.from_numpy(lq8).permute(2, 0, 1)[None].float() / 255)[0].clamp(0, 1)
     ref8 = (ref * 255 + 0.5).floor().byte().permute(1, 2, 0).numpy().astype(int)
     assert pt.shape == (128, 192, 3) and np.abs(pt - ref8).max() <= 1 and np.abs(ox - pt).max() <= 1
     with Image.open(tmp_path / "pt" / "photo_compare.png") as im:
@@ -216,11 +216,11 @@ def test_checkpoint_onnx_and_compare_end_to_end(tmp_path: Path, photo_pair) -> N
 
 
 def test_bf16_inference_costs_little_psnr(photo_pair) -> None:
-    lr, hr = photo_pair
+    lq, gt = photo_pair
     net = default_net()
-    outs = {p: upscale(torch_engine(net, DEFAULT_SPEC, torch.device("cpu"), p), lr, 2).float().clamp(0, 1)
+    outs = {p: upscale(torch_engine(net, DEFAULT_SPEC, torch.device("cpu"), p), lq, 2).float().clamp(0, 1)
             for p in ("32", "bf16")}
-    psnr = {p: float(sr_psnr_ssim(o, hr, 2, torch.tensor([False]))[0]) for p, o in outs.items()}
+    psnr = {p: float(sr_psnr_ssim(o, gt, 2, torch.tensor([False]))[0]) for p, o in outs.items()}
     assert math.isfinite(psnr["bf16"]) and abs(psnr["32"] - psnr["bf16"]) < 0.05
 
 

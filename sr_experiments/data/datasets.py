@@ -11,24 +11,24 @@ from sr_experiments.data.sampler import derived_seed
 
 def random_crop(pair: ImagePair, patch: int, scale: int, generator: torch.Generator | None = None):
     """Aligned crop: LR patch ``patch`` x ``patch`` at (y, x), HR patch ``patch*scale`` at (y*s, x*s)."""
-    _, h, w = pair.lr.shape
+    _, h, w = pair.lq.shape
     y = int(torch.randint(0, h - patch + 1, (1,), generator=generator))
     x = int(torch.randint(0, w - patch + 1, (1,), generator=generator))
-    lr = pair.lr[:, y : y + patch, x : x + patch]
-    hr = pair.hr[:, y * scale : (y + patch) * scale, x * scale : (x + patch) * scale]
-    return lr, hr, (y, x)
+    lq = pair.lq[:, y : y + patch, x : x + patch]
+    gt = pair.gt[:, y * scale : (y + patch) * scale, x * scale : (x + patch) * scale]
+    return lq, gt, (y, x)
 
 
-def augment(lr: torch.Tensor, hr: torch.Tensor, generator: torch.Generator | None = None):
+def augment(lq: torch.Tensor, gt: torch.Tensor, generator: torch.Generator | None = None):
     """Random horizontal flip, vertical flip and transpose: all 8 dihedral transforms, same on both."""
     hflip, vflip, transpose = torch.randint(0, 2, (3,), generator=generator).tolist()
     if hflip:
-        lr, hr = lr.flip(-1), hr.flip(-1)
+        lq, gt = lq.flip(-1), gt.flip(-1)
     if vflip:
-        lr, hr = lr.flip(-2), hr.flip(-2)
+        lq, gt = lq.flip(-2), gt.flip(-2)
     if transpose:
-        lr, hr = lr.transpose(-1, -2), hr.transpose(-1, -2)
-    return lr, hr
+        lq, gt = lq.transpose(-1, -2), gt.transpose(-1, -2)
+    return lq, gt
 
 
 class PairedPatchDataset(Dataset):
@@ -44,7 +44,7 @@ class PairedPatchDataset(Dataset):
     def __init__(
         self, pairs: list[ImagePair], scale: int, patch_size: int, length: int, augment: bool = True, seed: int = 0
     ):
-        usable = [p for p in pairs if min(p.lr.shape[1:]) >= patch_size]
+        usable = [p for p in pairs if min(p.lq.shape[1:]) >= patch_size]
         if not usable:
             raise ValueError(
                 f"no training image is at least {patch_size}x{patch_size} pixels at LR; lower data.patch_size"
@@ -61,10 +61,10 @@ class PairedPatchDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         pair = self.pairs[i % len(self.pairs)]
         g = torch.Generator().manual_seed(derived_seed(self.seed, 0, i))
-        lr, hr, _ = random_crop(pair, self.patch_size, self.scale, generator=g)
+        lq, gt, _ = random_crop(pair, self.patch_size, self.scale, generator=g)
         if self.augment:
-            lr, hr = augment(lr, hr, generator=g)
-        return {"lr": lr.contiguous(), "hr": hr.contiguous()}
+            lq, gt = augment(lq, gt, generator=g)
+        return {"lq": lq.contiguous(), "gt": gt.contiguous()}
 
 
 class PairedImageDataset(Dataset):
@@ -78,4 +78,4 @@ class PairedImageDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         p = self.pairs[i]
-        return {"lr": p.lr, "hr": p.hr, "index": i, "gray": p.gray, "name": p.name}
+        return {"lq": p.lq, "gt": p.gt, "index": i, "gray": p.gray, "name": p.name}

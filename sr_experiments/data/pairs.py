@@ -19,8 +19,8 @@ class ImageTooSmallError(ValueError):
 @dataclass
 class ImagePair:
     name: str
-    lr: torch.Tensor  # (3, h, w) uint8
-    hr: torch.Tensor  # (3, h*scale, w*scale) uint8
+    lq: torch.Tensor  # (3, h, w) uint8
+    gt: torch.Tensor  # (3, h*scale, w*scale) uint8
     gray: bool  # the HR file is single-channel
 
 
@@ -40,21 +40,21 @@ def load_pair(
 ) -> ImagePair:
     """Decode one HR (mod-cropped to ``scale``) and its LR: the LR file, or a MATLAB downscale.
 
-    ``decoded`` is ``load_rgb(source.hr)`` when the caller already has it (evaluation reuses one
+    ``decoded`` is ``load_rgb(source.gt)`` when the caller already has it (evaluation reuses one
     decode across scales); ``lr_key`` is the running command's lr_source key, for the size hint.
     """
-    hr_np, gray = decoded if decoded is not None else load_rgb(source.hr)
-    hr = to_chw(mod_crop(hr_np, scale))
-    if hr.shape[1] < scale or hr.shape[2] < scale:
-        raise ImageTooSmallError(f"{source.hr}: image of {hr_np.shape[1]}x{hr_np.shape[0]} is smaller than the scale x{scale}")
-    if source.lr is None:
-        lr = imresize(hr, scale=1 / scale)
+    gt_np, gray = decoded if decoded is not None else load_rgb(source.gt)
+    gt = to_chw(mod_crop(gt_np, scale))
+    if gt.shape[1] < scale or gt.shape[2] < scale:
+        raise ImageTooSmallError(f"{source.gt}: image of {gt_np.shape[1]}x{gt_np.shape[0]} is smaller than the scale x{scale}")
+    if source.lq is None:
+        lq = imresize(gt, scale=1 / scale)
     else:
-        lr = to_chw(load_rgb(source.lr)[0])
-        expected = (hr.shape[1] // scale, hr.shape[2] // scale)
-        if tuple(lr.shape[1:]) != expected:
+        lq = to_chw(load_rgb(source.lq)[0])
+        expected = (gt.shape[1] // scale, gt.shape[2] // scale)
+        if tuple(lq.shape[1:]) != expected:
             raise ValueError(
-                f"{source.lr}: LR is {lr.shape[2]}x{lr.shape[1]} but its HR '{source.hr}' mod-cropped to x{scale} "
+                f"{source.lq}: LR is {lq.shape[2]}x{lq.shape[1]} but its HR '{source.gt}' mod-cropped to x{scale} "
                 f"needs {expected[1]}x{expected[0]}; check the scale, or use {lr_key}=generate"
             )
-    return ImagePair(source.name, lr.contiguous(), hr.contiguous(), gray)
+    return ImagePair(source.name, lq.contiguous(), gt.contiguous(), gray)

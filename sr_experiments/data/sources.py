@@ -33,12 +33,12 @@ SAMPLE_SPLITS = {
 class ImageSource:
     """One HR image and, when a MATLAB-made LR file exists for it, that file."""
 
-    hr: Path
-    lr: Path | None = None
+    gt: Path
+    lq: Path | None = None
 
     @property
     def name(self) -> str:
-        return self.hr.stem
+        return self.gt.stem
 
 
 def sample_dir() -> Path:
@@ -76,11 +76,11 @@ def resolve_sources(spec: str, scale: int, lr_source: str = "auto", key: str = "
         raise FileNotFoundError(f"{key}: no images (png, jpg, bmp, tif, webp) in '{hr_dir}'")
     lr_dir = root / "LR_bicubic" / f"X{scale}"
     sources = []
-    for hr in hr_files:
-        lr = lr_dir / f"{hr.stem}x{scale}{hr.suffix}"
-        if lr_source == "generate" or (lr_source == "auto" and not lr.is_file()):
-            lr = None
-        elif lr_source == "folder" and not lr.is_file():
-            raise FileNotFoundError(f"{key}: lr_source=folder but '{lr}' (the LR of '{hr}') does not exist")
-        sources.append(ImageSource(hr, lr))
+    for gt in hr_files:
+        lq = lr_dir / f"{gt.stem}x{scale}{gt.suffix}"
+        if lr_source == "generate" or (lr_source == "auto" and not lq.is_file()):
+            lq = None
+        elif lr_source == "folder" and not lq.is_file():
+            raise FileNotFoundError(f"{key}: lr_source=folder but '{lq}' (the LR of '{gt}') does not exist")
+        sources.append(ImageSource(gt, lq))
     return sources

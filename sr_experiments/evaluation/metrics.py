@@ -59,21 +59,21 @@ def _gray(img255: torch.Tensor) -> torch.Tensor:
 
 
 def protocol_luma(
-    sr: torch.Tensor, hr: torch.Tensor, gray: torch.Tensor | None = None
+    sr: torch.Tensor, gt: torch.Tensor, gray: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Quantise and convert a batch to the channel that is measured: Y, or gray for gray files.
 
-    ``sr`` and ``hr`` are (N, 3, H, W) in [0, 1]; ``gray`` (N,) bool marks images whose source
+    ``sr`` and ``gt`` are (N, 3, H, W) in [0, 1]; ``gray`` (N,) bool marks images whose source
     file was single-channel (default: none). Returns two (N, H, W) float64 tensors on the 0..255
     scale.
     """
-    sr255, hr255 = quantize(sr), quantize(hr)
+    sr255, gt255 = quantize(sr), quantize(gt)
     if gray is None:
         gray = torch.zeros(len(sr), dtype=torch.bool)
     gray = torch.as_tensor(gray, device=sr.device).reshape(-1, 1, 1)
     sr_l = torch.where(gray, _gray(sr255), rgb_to_y(sr255))
-    hr_l = torch.where(gray, _gray(hr255), rgb_to_y(hr255))
-    return sr_l, hr_l
+    gt_l = torch.where(gray, _gray(gt255), rgb_to_y(gt255))
+    return sr_l, gt_l
 
 
 def shave(img: torch.Tensor, border: int) -> torch.Tensor:
@@ -82,9 +82,9 @@ def shave(img: torch.Tensor, border: int) -> torch.Tensor:
     return img[..., border:-border, border:-border]
 
 
-def psnr_y(sr_l: torch.Tensor, hr_l: torch.Tensor) -> torch.Tensor:
+def psnr_y(sr_l: torch.Tensor, gt_l: torch.Tensor) -> torch.Tensor:
     """Per-image PSNR (N,) of two (N, H, W) tensors on the 0..255 scale (inf when identical)."""
-    mse = (sr_l - hr_l).pow(2).flatten(1).mean(1)
+    mse = (sr_l - gt_l).pow(2).flatten(1).mean(1)
     return 10.0 * torch.log10(255.0**2 / mse)
 
 
@@ -101,11 +101,11 @@ def _filter_valid(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
 
 
-def ssim_y(sr_l: torch.Tensor, hr_l: torch.Tensor) -> torch.Tensor:
+def ssim_y(sr_l: torch.Tensor, gt_l: torch.Tensor) -> torch.Tensor:
     """Per-image SSIM (N,) of two (N, H, W) tensors on the 0..255 scale, 'valid' filtering."""
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     g = _gaussian_1d().to(sr_l.device)
-    x, y = sr_l.to(torch.float64), hr_l.to(torch.float64)
+    x, y = sr_l.to(torch.float64), gt_l.to(torch.float64)
     if min(x.shape[-2:]) < g.numel():
         raise ValueError(f"SSIM needs images of at least 11x11 pixels after shaving, got {tuple(x.shape[-2:])}")
     stats = _filter_valid(torch.stack([x, y, x * x, y * y, x * y], dim=1), g)
@@ -116,14 +116,14 @@ def ssim_y(sr_l: torch.Tensor, hr_l: torch.Tensor) -> torch.Tensor:
 
 
 def sr_psnr_ssim(
-    sr: torch.Tensor, hr: torch.Tensor, border: int, gray: torch.Tensor | None = None
+    sr: torch.Tensor, gt: torch.Tensor, border: int, gray: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The whole protocol on a batch of (N, 3, H, W) [0, 1] images: per-image (PSNR, SSIM)."""
-    if sr.shape != hr.shape:
-        raise ValueError(f"SR output {tuple(sr.shape)} and HR {tuple(hr.shape)} differ in shape")
-    sr_l, hr_l = protocol_luma(sr.detach(), hr, gray)
-    sr_l, hr_l = shave(sr_l, border), shave(hr_l, border)
-    return psnr_y(sr_l, hr_l), ssim_y(sr_l, hr_l)
+    if sr.shape != gt.shape:
+        raise ValueError(f"SR output {tuple(sr.shape)} and HR {tuple(gt.shape)} differ in shape")
+    sr_l, gt_l = protocol_luma(sr.detach(), gt, gray)
+    sr_l, gt_l = shave(sr_l, border), shave(gt_l, border)
+    return psnr_y(sr_l, gt_l), ssim_y(sr_l, gt_l)
 
 
 class SRMetrics(Metric):
@@ -147,11 +147,11 @@ class SRMetrics(Metric):
     def update(
         self,
         sr: torch.Tensor,
-        hr: torch.Tensor,
+        gt: torch.Tensor,
         index: torch.Tensor | None = None,
         gray: torch.Tensor | None = None,
     ) -> None:
-        p, s = sr_psnr_ssim(sr, hr, self.border, gray)
+        p, s = sr_psnr_ssim(sr, gt, self.border, gray)
         if index is None:  # no dataset index: every image counts (assumes no duplicates)
             index = -1 - torch.arange(len(p), device=p.device) - sum(len(i) for i in self.index)
         self.psnr.append(p)

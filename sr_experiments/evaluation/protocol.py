@@ -121,22 +121,22 @@ def evaluate_set(
     cache = cache or _HRCache()
     results = {label: SetResult(set_name, scale, label, 0.0, 0.0, 0, "") for label in nets}
     device = torch.device(options.device)
-    lr_from = "files" if all(s.lr is not None for s in sources) else (
-        "imresize" if all(s.lr is None for s in sources) else "files+imresize"
+    lr_from = "files" if all(s.lq is not None for s in sources) else (
+        "imresize" if all(s.lq is None for s in sources) else "files+imresize"
     )
     for source in sources:
-        pair = load_pair(source, scale, cache.get(source.hr), lr_key="eval.lr_source")
+        pair = load_pair(source, scale, cache.get(source.gt), lr_key="eval.lr_source")
         gray = pair.gray
-        lr_f = pair.lr[None].to(device).float() / 255
-        hr_f = pair.hr[None].to(device).float() / 255
+        lq_f = pair.lq[None].to(device).float() / 255
+        gt_f = pair.gt[None].to(device).float() / 255
         for label, net in nets.items():
             if isinstance(net, Bicubic):  # exact, parameter-free: no tiling or ensemble needed
                 with torch.inference_mode():
-                    sr = net(lr_f)
+                    sr = net(lq_f)
             else:
-                sr = upscale(net, lr_f, scale, options.tile, options.tile_overlap, options.self_ensemble, options.tile_batch)
+                sr = upscale(net, lq_f, scale, options.tile, options.tile_overlap, options.self_ensemble, options.tile_batch)
             sr = sr.float().clamp(0, 1)
-            p, s = sr_psnr_ssim(sr, hr_f, scale, torch.tensor([gray]))
+            p, s = sr_psnr_ssim(sr, gt_f, scale, torch.tensor([gray]))
             results[label].per_image.append(ImageResult(set_name, scale, label, source.name, float(p), float(s)))
             if save_dir is not None and label == model_label:
                 out = save_dir / set_name / f"x{scale}"

@@ -33,8 +33,8 @@ def export_onnx(net: nn.Module, spec: Mapping[str, Any], path: Path, opset: int 
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings about python ints in shapes; the check below is what counts
         # dynamo=False: the TorchScript-based exporter handles these networks' dynamic H/W reliably.
-        torch.onnx.export(net, (x,), str(path), input_names=["lr"], output_names=["sr"],
-                          dynamic_axes={"lr": axes, "sr": axes}, opset_version=opset, dynamo=False)
+        torch.onnx.export(net, (x,), str(path), input_names=["lq"], output_names=["sr"],
+                          dynamic_axes={"lq": axes, "sr": axes}, opset_version=opset, dynamo=False)
     model = onnx.load(str(path))
     for key, value in (("scale", str(int(spec["scale"]))), ("network", json.dumps(dict(spec)))):
         entry = model.metadata_props.add()
@@ -55,7 +55,7 @@ def run_exported(path: Path, fmt: str, x: torch.Tensor) -> torch.Tensor:
         ort = require("onnxruntime", "checking the ONNX export")
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        (y,) = session.run(None, {"lr": x.numpy()})
+        (y,) = session.run(None, {"lq": x.numpy()})
         return torch.from_numpy(np.asarray(y))
     with torch.no_grad():
         return torch.jit.load(str(path))(x)

@@ -63,19 +63,19 @@ def fit_tiles(height: int, width: int, max_tile: int, overlap: int) -> tuple[int
 
 def tiled_forward(
     net: Net,
-    lr: torch.Tensor,
+    lq: torch.Tensor,
     scale: int,
     tile: Tile,
     overlap: int,
     tile_batch: int = 1,
     progress: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    """``net(lr)`` computed tile by tile: equal to the untiled output when the network's
+    """``net(lq)`` computed tile by tile: equal to the untiled output when the network's
     receptive field (in LR pixels) is smaller than ``overlap``.
 
     Args:
         net: maps (N, C, h, w) to (N, C, h*scale, w*scale).
-        lr: (N, C, H, W) input.
+        lq: (N, C, H, W) input.
         tile: LR tile side (or (height, width)), context included.
         overlap: LR pixels shared by neighbouring tiles (must be < tile).
         tile_batch: tiles run through the network at once.
@@ -85,7 +85,7 @@ def tiled_forward(
     low-precision buffer would round every pixel a second time.
     """
     tile_h, tile_w = _sides(tile)
-    n, c, h, w = lr.shape
+    n, c, h, w = lq.shape
     # An axis the tile covers whole is not split: no overlap needed there.
     if overlap < 0 or any(overlap >= t and t < length for t, length in ((tile_h, h), (tile_w, w))):
         raise ValueError(f"eval.tile_overlap must be in [0, tile), got overlap={overlap} for tile={tile}")
@@ -94,7 +94,7 @@ def tiled_forward(
     th, tw = min(tile_h, h), min(tile_w, w)
     for i in range(0, len(jobs), tile_batch):
         chunk = jobs[i : i + tile_batch]
-        crops = torch.cat([lr[..., y0 : y0 + th, x0 : x0 + tw] for (y0, _, _), (x0, _, _) in chunk])
+        crops = torch.cat([lq[..., y0 : y0 + th, x0 : x0 + tw] for (y0, _, _), (x0, _, _) in chunk])
         sr = net(crops)
         if out is None:
             # Every output pixel is owned by exactly one tile, so no zero fill; keep the network's
@@ -115,12 +115,12 @@ def tiled_forward(
     return out
 
 
-def self_ensemble(net: Net, lr: torch.Tensor) -> torch.Tensor:
+def self_ensemble(net: Net, lq: torch.Tensor) -> torch.Tensor:
     """The x8 geometric self-ensemble (EDSR+): mean over the 4 rotations x 2 flips, each undone."""
     acc = None
     for k in range(4):
         for flip in (False, True):
-            x = torch.rot90(lr, k, dims=(-2, -1))
+            x = torch.rot90(lq, k, dims=(-2, -1))
             if flip:
                 x = x.flip(-1)
             y = net(x)
@@ -133,7 +133,7 @@ def self_ensemble(net: Net, lr: torch.Tensor) -> torch.Tensor:
 
 def upscale(
     net: Net,
-    lr: torch.Tensor,
+    lq: torch.Tensor,
     scale: int,
     tile: Tile | None = None,
     overlap: int = 32,
@@ -146,4 +146,4 @@ def upscale(
     if tile:
         forward = lambda x: tiled_forward(net, x, scale, tile, overlap, tile_batch, progress)  # noqa: E731
     with torch.inference_mode():
-        return self_ensemble(forward, lr) if ensemble else forward(lr)
+        return self_ensemble(forward, lq) if ensemble else forward(lq)

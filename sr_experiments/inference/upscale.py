@@ -110,8 +110,8 @@ def upscale_picture(
 ) -> Picture:
     """``pic`` upscaled (``pad``: LR pixels of edge context added, then cut from the output)."""
     (py, px), s = pad, engine.scale
-    lr = _to_tensor(np.pad(pic.rgb, ((py, py), (px, px), (0, 0)), mode="edge"), engine.device)
-    sr = upscale(engine, lr, engine.scale, tile, int(cfg.tile_overlap), bool(cfg.ensemble), int(cfg.tile_batch),
+    lq = _to_tensor(np.pad(pic.rgb, ((py, py), (px, px), (0, 0)), mode="edge"), engine.device)
+    sr = upscale(engine, lq, engine.scale, tile, int(cfg.tile_overlap), bool(cfg.ensemble), int(cfg.tile_batch),
                  progress=bar.update if bar is not None else None)
     sr = sr[..., py * s : sr.shape[-2] - py * s, px * s : sr.shape[-1] - px * s]
     alpha = upscale_alpha(pic.alpha, engine.scale) if pic.alpha is not None else None

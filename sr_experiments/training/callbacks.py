@@ -44,17 +44,17 @@ PANEL_LABELS = ("LR", "bicubic", "SR", "HR")
 GAP = 4  # white pixels between tiles
 
 
-def panel_row(lr: torch.Tensor, bicubic: torch.Tensor, sr: torch.Tensor, hr: torch.Tensor, crop: int,
+def panel_row(lq: torch.Tensor, bicubic: torch.Tensor, sr: torch.Tensor, gt: torch.Tensor, crop: int,
               labels: bool = True) -> np.ndarray:
     """Centre crops (HR side ``crop``) of LR (nearest-upscaled), bicubic, SR and HR side by side, uint8 HWC,
     under a strip naming each tile (``labels``)."""
-    scale = hr.shape[-1] // lr.shape[-1]
-    crop = min(crop, hr.shape[-2], hr.shape[-1]) // scale * scale
-    y = (hr.shape[-2] - crop) // 2 // scale * scale
-    x = (hr.shape[-1] - crop) // 2 // scale * scale
-    lr_up = lr.repeat_interleave(scale, -2).repeat_interleave(scale, -1)
-    tiles = [t[..., y : y + crop, x : x + crop] for t in (lr_up, bicubic, sr, hr)]
-    gap = torch.ones(3, crop, GAP, device=hr.device)
+    scale = gt.shape[-1] // lq.shape[-1]
+    crop = min(crop, gt.shape[-2], gt.shape[-1]) // scale * scale
+    y = (gt.shape[-2] - crop) // 2 // scale * scale
+    x = (gt.shape[-1] - crop) // 2 // scale * scale
+    lq_up = lq.repeat_interleave(scale, -2).repeat_interleave(scale, -1)
+    tiles = [t[..., y : y + crop, x : x + crop] for t in (lq_up, bicubic, sr, gt)]
+    gap = torch.ones(3, crop, GAP, device=gt.device)
     row = torch.cat([tiles[0], gap, tiles[1], gap, tiles[2], gap, tiles[3]], dim=-1)
     img = (row.clamp(0, 1) * 255 + 0.5).floor().byte().permute(1, 2, 0).cpu().numpy()
     if not labels:
@@ -78,10 +78,10 @@ class ImagePanel(L.Callback):
     ) -> None:
         if trainer.sanity_checking or batch_idx >= self.num_images or not isinstance(outputs, dict):
             return
-        lr, hr, sr = batch["lr"][0], batch["hr"][0], outputs["sr"][0]
+        lq, gt, sr = batch["lq"][0], batch["gt"][0], outputs["sr"][0]
         with torch.no_grad():
-            bic = pl_module.bicubic(lr[None])[0]
-        self._rows.append((str(batch["name"][0]), panel_row(lr, bic, sr, hr, self.crop)))
+            bic = pl_module.bicubic(lq[None])[0]
+        self._rows.append((str(batch["name"][0]), panel_row(lq, bic, sr, gt, self.crop)))
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         rows, self._rows = self._rows, []

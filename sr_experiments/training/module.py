@@ -101,24 +101,24 @@ class SRLitModule(L.LightningModule):
     def num_params(self) -> int:
         return count_parameters(self.net)
 
-    def forward(self, lr: torch.Tensor) -> torch.Tensor:
-        return self.net(lr)
+    def forward(self, lq: torch.Tensor) -> torch.Tensor:
+        return self.net(lq)
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         if not isinstance(batch, dict):  # the model summary's example input
             return batch
         # Batches travel as uint8 (4x less to copy); convert on the device.
-        for key in ("lr", "hr"):
+        for key in ("lq", "gt"):
             if key in batch and batch[key].dtype == torch.uint8:
                 batch[key] = batch[key].float().div_(255.0)
-        if self.channels_last and batch.get("lr") is not None and batch["lr"].dim() == 4:
-            batch["lr"] = batch["lr"].contiguous(memory_format=torch.channels_last)
+        if self.channels_last and batch.get("lq") is not None and batch["lq"].dim() == 4:
+            batch["lq"] = batch["lq"].contiguous(memory_format=torch.channels_last)
         return batch
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        sr = self._train_net(batch["lr"])
+        sr = self._train_net(batch["lq"])
         # The loss in fp32 whatever the autocast dtype of the network.
-        loss = self.loss_fn(sr.float(), batch["hr"])
+        loss = self.loss_fn(sr.float(), batch["gt"])
         # Checking every step would force a device->host sync on each step; the logging interval
         # catches a diverged run just as well.
         if self.global_step % self.trainer.log_every_n_steps == 0 and not torch.isfinite(loss):
@@ -131,14 +131,14 @@ class SRLitModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
-        lr, hr = batch["lr"], batch["hr"]
+        lq, gt = batch["lq"], batch["gt"]
         # Validation in fp32 whatever the training precision: val/psnr is then the number eval.py
         # (and a paper's table) gives for the same weights, not a bf16 approximation of it.
-        with torch.autocast(lr.device.type, enabled=False):
-            sr = self.net(lr.float()).float().clamp(0, 1)
-        self.val_metrics.update(sr, hr, batch["index"], batch["gray"])
+        with torch.autocast(lq.device.type, enabled=False):
+            sr = self.net(lq.float()).float().clamp(0, 1)
+        self.val_metrics.update(sr, gt, batch["index"], batch["gray"])
         if self.bicubic_result is None:
-            self.bicubic_metrics.update(self.bicubic(lr), hr, batch["index"], batch["gray"])
+            self.bicubic_metrics.update(self.bicubic(lq), gt, batch["index"], batch["gray"])
         return {"sr": sr}
 
     def on_validation_epoch_end(self) -> None:

@@ -33,10 +33,10 @@ class Throughput(L.Callback):
         now = time.perf_counter()
         if self._last is not None:
             self._seconds += now - self._last
-            self._patches += len(batch["lr"]) * trainer.world_size
+            self._patches += len(batch["lq"]) * trainer.world_size
         self._last = now
         every = trainer.log_every_n_steps
         if every and trainer.global_step % every == 0 and self._seconds > 0:
             pl_module.log("train/patches_per_s", self._patches / self._seconds, on_step=True, on_epoch=False,
-                          batch_size=len(batch["lr"]))
+                          batch_size=len(batch["lq"]))
             self._patches, self._seconds = 0, 0.0
