@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from sr_experiments.hardware import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = {
@@ -24,16 +25,6 @@ COMMANDS = {
     "completion query (TAB)": [sys.executable, "train.py", "-sc", "query=bash"],
     "import lightning (reference)": [sys.executable, "-c", "import lightning"],
 }
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -47,8 +38,8 @@ def main() -> None:
             start = time.perf_counter()
             subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
             times[name].append(time.perf_counter() - start)
-    print(f"{cpu_name()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; {args.runs} interleaved runs")
-    print(f"| command | median (s) | range (s) |\n|---|---:|---:|")
+    print(f"{cpu_model()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; {args.runs} interleaved runs")
+    print("| command | median (s) | range (s) |\n|---|---:|---:|")
     for name, ts in times.items():
         print(f"| `{name}` | {statistics.median(ts):.2f} | {min(ts):.2f}-{max(ts):.2f} |")
 

@@ -7,8 +7,10 @@ such as AVX512-BF16 says that an instruction exists, not that bf16 autocast is f
 
 from __future__ import annotations
 
+import platform
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -24,6 +26,18 @@ class PrecisionChoice:
     @property
     def autocast_dtype(self) -> torch.dtype | None:
         return {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(self.precision)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; elsewhere what ``platform`` knows): every speed
+    figure and cached speed choice names the machine it was measured on."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:

@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sr_experiments.hardware import PrecisionChoice, cpu_bf16_flags, device_type, normalise_precision
+from sr_experiments.hardware import PrecisionChoice, cpu_bf16_flags, cpu_model, device_type, normalise_precision
 from sr_experiments.models.registry import RUNTIME_KEYS
 
 log = logging.getLogger(__name__)
@@ -218,15 +217,7 @@ def machine_name(device: str) -> str:
     """What decides the speed ranking: the GPU's name, or the CPU model with its bf16 flags."""
     if device == "cuda":
         return torch.cuda.get_device_name()
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model} ({', '.join(cpu_bf16_flags()) or 'no bf16 flags'})"
+    return f"{cpu_model()} ({', '.join(cpu_bf16_flags()) or 'no bf16 flags'})"
 
 
 def cache_fields(kind: str, device: str, spec: Mapping[str, Any], shape: Mapping[str, int], modes: list[Mode]) -> dict[str, Any]:
