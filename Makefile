@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# The CPU wheel of torch lies on this machine's disk; installing it first keeps pip from
-# fetching a multi-GB CUDA build to satisfy the package's torch requirement.
-TORCH  ?= torch==2.13.0
+# The standard registry pair (torchvision's operators need the torch they were built with);
+# installed first, so the package's torch/torchvision ranges are already met and pip picks no other.
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
 ARGS   ?=
 # make upscale: IN=file|folder|glob OUT=folder (CKPT as for eval)
 IN     ?=
