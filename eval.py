@@ -14,12 +14,15 @@ def main(cfg: DictConfig) -> None:
     # Imported here: torch and Lightning take seconds, which --help and completion should not pay.
     from sr_experiments.evaluation.protocol import SetsFailed
     from sr_experiments.evaluation.run import run_eval
+    from sr_experiments.models.loading import CheckpointLoadError
 
     try:
         run_eval(cfg)
     except SetsFailed as e:  # the sets that worked are written; exit non-zero for scripts and CI
         sys.exit(f"eval: {e}")
-    except MissingExtra as e:
+    except (MissingExtra, CheckpointLoadError, FileNotFoundError) as e:
+        sys.exit(f"eval: {e}")
+    except ValueError as e:  # a checkpoint that fits no network, spandrel's or ours: the message says which
         sys.exit(f"eval: {e}")
 
 

@@ -1,7 +1,10 @@
-"""Export a checkpoint for deployment: `python export.py ckpt_path=CKPT format=onnx|torchscript` (sr_experiments/conf/export.yaml).
+"""Export a checkpoint: `python export.py ckpt_path=CKPT format=onnx|torchscript|safetensors|pth`
+(sr_experiments/conf/export.yaml).
 
-The file takes any input size and is checked against PyTorch on a random image (max abs
-difference < 1e-4, onnxruntime for ONNX); `python upscale.py ckpt_path=MODEL.onnx ...` runs it.
+onnx / torchscript take any input size and are checked against PyTorch on a random image (max abs
+difference < 1e-4, onnxruntime for ONNX); `python upscale.py ckpt_path=MODEL.onnx ...` runs them.
+safetensors / pth hold the weights in the official layout (pth: BasicSR's ``params``), which
+spandrel-based tools (chaiNNer, ComfyUI) load as the same architecture; checked by reading back.
 """
 
 import sys
@@ -13,16 +16,18 @@ from omegaconf import DictConfig, OmegaConf
 from sr_experiments.cli import check_command_line
 from sr_experiments.extras import MissingExtra
 
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ".safetensors", "pth": ".pth"}
 
 
 @hydra.main(version_base="1.3", config_path="sr_experiments/conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     # Imported here: torch and Lightning take seconds, which --help and completion should not pay.
     from sr_experiments.models.loading import find_latest_checkpoint, load_network
-    from sr_experiments.inference.export import ExportError, export_network
+    from sr_experiments.inference.export import WEIGHT_FORMATS, ExportError, export_network, export_weights
 
-    ckpt = cfg.ckpt_path
+    ckpt = cfg.ckpt_path or cfg.model.get("pretrained")
+    if not ckpt:
+        sys.exit("export: pass ckpt_path=FILE (a train.py checkpoint, `latest`, or any .pth/.safetensors spandrel reads)")
     if ckpt == "latest":
         ckpt = find_latest_checkpoint(cfg.paths.get("runs_dir", "outputs"))
     if cfg.format not in SUFFIXES:
@@ -33,7 +38,13 @@ def main(cfg: DictConfig) -> None:
     except (ValueError, OSError, RuntimeError) as e:  # messages name the file and what to do
         sys.exit(f"export: {e}")
     out = Path(cfg.output) if cfg.output else Path(ckpt).with_suffix(SUFFIXES[cfg.format])
+    if out.resolve() == Path(ckpt).resolve():
+        sys.exit(f"export: output={out} is the input file: pass another output=")
     try:
+        if cfg.format in WEIGHT_FORMATS:
+            checked = export_weights(net, spec, cfg.format, out)
+            print(f"export: {out} ({cfg.format}, {spec['name']} x{spec['scale']}); {checked}")
+            return
         diff = export_network(net, spec, cfg.format, out)
     except (ExportError, MissingExtra) as e:
         sys.exit(f"export: {e}")

@@ -74,7 +74,8 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
     require_logger_packages(cfg.get("logger"))  # before the evaluation, not after it
     out_dir = Path(cfg.paths.output_dir)
     device = str(resolve_device(str(ev.device)))
-    ckpt_paths = checkpoint_paths(cfg.get("ckpt_path"), cfg.paths.get("runs_dir", "outputs"))
+    # model.pretrained=FILE is another way to name the weights (any file spandrel reads, or ours).
+    ckpt_paths = checkpoint_paths(cfg.get("ckpt_path") or cfg.model.get("pretrained"), cfg.paths.get("runs_dir", "outputs"))
     models: list[dict[str, Any]] = []  # label, checkpoint, hash, parameters: results.json's "models"
     if ckpt_paths:
         model_spec = {**OmegaConf.to_container(cfg.model, resolve=True), "scale": int(cfg.scale)}

@@ -1,5 +1,7 @@
-"""Export a trained network for deployment: ONNX (any input size) or TorchScript, each checked
-against the PyTorch output on a random image of another size than the one traced."""
+"""Export a trained network: ONNX (any input size) or TorchScript for deployment, each checked
+against the PyTorch output on a random image of another size than the one traced; or its weights
+as ``.safetensors`` / ``.pth`` (BasicSR layout) in the official key layout, which spandrel (chaiNNer,
+ComfyUI) reads as the same architecture, checked by reading them back the way spandrel does."""
 
 from __future__ import annotations
 
@@ -73,6 +75,49 @@ def check_export(net: nn.Module, path: Path, fmt: str, seed: int = 0) -> float:
     if not diff < TOLERANCE:
         raise ExportError(f"{path}: max abs difference {diff:.3g} from PyTorch exceeds {TOLERANCE:g}")
     return diff
+
+
+WEIGHT_FORMATS = ("safetensors", "pth")
+
+
+def export_weights(net: nn.Module, spec: Mapping[str, Any], fmt: str, path: str | Path) -> str:
+    """Write ``net``'s weights as ``fmt`` (official layout, our spec beside them) and check the file.
+
+    The check reads the file back twice: through this framework's loader (identical output) and,
+    for architectures spandrel knows, through spandrel (same architecture and scale, output within
+    1e-5). Returns a line saying what was checked; the file is removed if a check fails."""
+    from sr_experiments.models.interop import check_with_spandrel, official_state_dict
+    from sr_experiments.models.loading import load_network
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    net = net.float().eval().cpu()
+    state = official_state_dict(net)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        if fmt == "safetensors":
+            from safetensors.torch import save_file
+
+            save_file(state, str(tmp), metadata={"format": "pt", "network": json.dumps(dict(spec)),
+                                                  "scale": str(int(spec["scale"]))})
+        elif fmt == "pth":  # BasicSR's layout: what its, spandrel's and most SR code's loaders unwrap
+            torch.save({"params": state, "network": dict(spec)}, tmp)
+        else:
+            raise ValueError(f"format={fmt} is not one of {', '.join(WEIGHT_FORMATS)}")
+        tmp.replace(path)
+        x = torch.rand(1, 3, *CHECK_SIZE, generator=torch.Generator().manual_seed(0))
+        reloaded, _ = load_network(path)
+        with torch.no_grad():
+            diff = float((reloaded(x.clone()) - net(x.clone())).abs().max())
+        if diff != 0.0:
+            raise ExportError(f"{path}: reloaded here, the network differs by {diff:.3g} (max abs)")
+        return check_with_spandrel(net, path, spec)
+    except Exception as e:
+        tmp.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+        if isinstance(e, ExportError):
+            raise
+        raise ExportError(f"{spec['name']} cannot be exported to {fmt}: {e}") from e
 
 
 def export_network(net: nn.Module, spec: Mapping[str, Any], fmt: str, path: str | Path) -> float:

@@ -57,7 +57,7 @@ def load_engine(cfg: DictConfig) -> Engine:
     from sr_experiments.models import build_network
 
     device = resolve_device(str(cfg.device))
-    ckpt = cfg.get("ckpt_path")
+    ckpt = cfg.get("ckpt_path") or cfg.model.get("pretrained")  # any weights file: ours, or one spandrel reads
     if ckpt == "latest":
         ckpt = find_latest_checkpoint(cfg.paths.get("runs_dir", "outputs"))
     if ckpt and str(ckpt).endswith(".onnx"):

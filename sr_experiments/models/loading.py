@@ -64,14 +64,32 @@ def load_pretrained(
     ``source`` is a path (read with ``weights_only=True``: no code from the file runs) or a loaded
     dict; ``origin`` names the file a loaded dict came from, for messages. Returns ``net``.
     """
-    obj = source if isinstance(source, Mapping) else load_checkpoint_file(source)
+    from sr_experiments.models.interop import read_weights
+
+    obj = source if isinstance(source, Mapping) else read_weights(source)
     origin = origin or (str(source) if not isinstance(source, Mapping) else "the given weights")
     state = unwrap_state_dict(obj, key)
+    from_official = getattr(net, "from_official_state_dict", None)
+    if from_official is not None:  # the authors' layout, where ours differs (RCAN): renamed, else unchanged
+        state = from_official(state)
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise ValueError(mismatch_message(net, state, obj, origin, e)) from None
+        raise ValueError(mismatch_message(net, state, obj, origin, e) + _detection_hint(state)) from None
     return net
+
+
+def _detection_hint(state: Mapping[str, Any]) -> str:
+    """What spandrel sees in weights that did not fit, so the message can say which model= to use."""
+    from sr_experiments.models.interop import UnrecognisedWeights, detect
+
+    try:
+        found = detect(state, "the file")
+    except UnrecognisedWeights:
+        return ""
+    name = found.spec["name"] if found.in_zoo else None
+    return (f". spandrel detects {found.architecture} x{found.scale} ({found.params:,} parameters) in the file: "
+            f"use model=from_file{f' (the zoo network {name})' if name else ''}, or evaluate it with no model=")
 
 
 def mismatch_message(net: nn.Module, state: Mapping[str, Any], checkpoint: Any, origin: str, error: Exception) -> str:
@@ -107,24 +125,35 @@ def _describe(checkpoint: Any) -> str:
     return f"{spec.get('name', '?')} ({args})"
 
 
-def load_network(ckpt_path: str | Path, model: Mapping[str, Any] | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a trained network from a checkpoint (``weights_only`` loading).
+def saved_spec(checkpoint: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The network spec a file of ours carries: a train.py checkpoint's, or an export's (``network``)."""
+    hparams = checkpoint.get("hyper_parameters")
+    spec = hparams.get("network") if isinstance(hparams, Mapping) else checkpoint.get("network")
+    return dict(spec) if isinstance(spec, Mapping) and "name" in spec else None
 
-    A checkpoint of ``train.py`` carries its network spec, so no ``model=...`` has to be
-    repeated. A bare weights file (an official ``.pth`` release) needs ``model`` (the spec from
-    ``model=NAME scale=S``).
+
+def load_network(ckpt_path: str | Path, model: Mapping[str, Any] | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a trained network from a weights file (read with ``weights_only`` or safetensors).
+
+    A checkpoint of ``train.py`` (or a file from ``export.py``) carries its network spec, so no
+    ``model=...`` has to be repeated. A bare weights file (an official release, a community model)
+    is loaded into ``model`` when one with parameters is named (``model=NAME scale=S``); otherwise
+    spandrel detects its architecture (printed): the zoo network where it is one, else spandrel's.
     """
-    ckpt = load_checkpoint_file(ckpt_path)
-    if not isinstance(ckpt, Mapping):
-        raise ValueError(f"'{ckpt_path}' holds a {type(ckpt).__name__}, not a checkpoint or a weights dict: "
-                         "pass a train.py checkpoint or an official .pth release")
-    hparams = ckpt.get("hyper_parameters")
-    spec = hparams.get("network") if isinstance(hparams, Mapping) else None
+    from sr_experiments.models.interop import FROM_FILE, SPANDREL, build_spandrel, load_any, read_weights
+
+    ckpt = read_weights(ckpt_path)
+    spec = saved_spec(ckpt)
     if spec is None:
-        if model is None:
-            raise ValueError(f"'{ckpt_path}' holds weights without a network spec: name the network with model=NAME scale=S")
-        net = build_network(dict(model))
-        spec = dict(model)
+        named = ({k: v for k, v in model.items() if k not in ("pretrained", "pretrained_key")}
+                 if model is not None and model.get("name") not in (None, "bicubic", FROM_FILE) else None)
+        if named is None:
+            net, spec, _ = load_any(ckpt_path, ckpt)
+            return net.eval(), spec
+        net = build_network(named)
+        spec = named
+    elif spec["name"] == SPANDREL:
+        return build_spandrel(spec, ckpt).eval(), spec
     else:
         try:
             net = build_network(dict(spec))

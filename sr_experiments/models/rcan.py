@@ -8,6 +8,8 @@ in BasicSR's layout load with ``strict=True``. The authors' own checkpoints (EDS
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 
@@ -61,6 +63,25 @@ class ResidualGroup(nn.Module):
         return self.conv(self.residual_group(x)) + x
 
 
+def _to_official(key: str, groups: int, blocks: int) -> str:
+    """One BasicSR-layout key in the authors' layout (``groups`` residual groups of ``blocks`` RCABs)."""
+    rules = [
+        (r"conv_first\.", "head.0."),
+        (r"body\.(\d+)\.residual_group\.(\d+)\.rcab\.3\.attention\.1\.", r"body.\1.body.\2.body.3.conv_du.0."),
+        (r"body\.(\d+)\.residual_group\.(\d+)\.rcab\.3\.attention\.3\.", r"body.\1.body.\2.body.3.conv_du.2."),
+        (r"body\.(\d+)\.residual_group\.(\d+)\.rcab\.(\d+)\.", r"body.\1.body.\2.body.\3."),
+        (r"body\.(\d+)\.conv\.", rf"body.\1.body.{blocks}."),
+        (r"conv_after_body\.", f"body.{groups}."),
+        (r"upsample\.", "tail.0."),
+        (r"conv_last\.", "tail.1."),
+    ]
+    for pattern, replacement in rules:
+        new, n = re.subn("^" + pattern, replacement, key)
+        if n:
+            return new
+    return key
+
+
 @register("rcan", scales=(2, 3, 4, 8))
 class RCAN(nn.Module):
     """RCAN (BasicSR's layout). The defaults are the paper's: 15.44 M parameters at x2, 15.59 M at x4.
@@ -73,6 +94,41 @@ class RCAN(nn.Module):
         squeeze: channel-attention reduction ratio (BasicSR ``squeeze_factor``, paper r = 16).
         res_scale: residual branch scaling inside each RCAB (BasicSR ``res_scale``; 1 in the paper).
     """
+
+    SPANDREL_ID = "RCAN"
+
+    @classmethod
+    def spec_from_spandrel(cls, model: nn.Module) -> dict | None:
+        """Our spec for spandrel's RCAN ``model`` (the authors' layout) where it is this network."""
+        from spandrel.architectures.RCAN import RCAN as Official
+
+        if type(model) is not Official:
+            return None
+        hp = model.hyperparameters
+        fixed = (hp["n_colors"], hp["rgb_range"], hp["norm"], hp["kernel_size"], hp["act_mode"])
+        if fixed != (3, 255, True, 3, "relu") or (hp["unshuffle_mod"] and hp["scale"] <= 2):
+            return None
+        return {"name": "rcan", "scale": hp["scale"], "width": hp["n_feats"], "groups": hp["n_resgroups"],
+                "depth": hp["n_resblocks"], "squeeze": hp["reduction"], "res_scale": float(hp["res_scale"])}
+
+    def official_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights in the authors' (EDSR-PyTorch) layout, which spandrel reads: ``head``/``body``/
+        ``tail`` and the fixed ``sub_mean``/``add_mean`` 1x1 convs of the DIV2K mean at range 255."""
+        state = {_to_official(k, len(self.body), len(self.body[0].residual_group)): v
+                 for k, v in self.state_dict().items()}
+        mean = self.mean_shift.mean.view(3) * 255.0
+        eye = torch.eye(3).view(3, 3, 1, 1)
+        state.update({"sub_mean.weight": eye, "sub_mean.bias": -mean, "add_mean.weight": eye.clone(),
+                      "add_mean.bias": mean.clone()})
+        return state
+
+    def from_official_state_dict(self, state: dict) -> dict:
+        """Keys of the authors' layout renamed to ours (the mean convs dropped: fixed here); ours unchanged."""
+        if "head.0.weight" not in state:
+            return state
+        groups, blocks = len(self.body), len(self.body[0].residual_group)
+        ours = {_to_official(k, groups, blocks): k for k in self.state_dict()}
+        return {ours.get(k, k): v for k, v in state.items() if not k.startswith(("sub_mean.", "add_mean."))}
 
     def __init__(
         self,

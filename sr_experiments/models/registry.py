@@ -89,7 +89,14 @@ def build_network(spec: Mapping[str, Any]) -> nn.Module:
     kwargs = dict(spec)
     if "name" not in kwargs:
         raise ValueError(f"model spec has no 'name' (registered networks: {', '.join(list_networks())})")
-    name = kwargs.pop("name")
+    name = kwargs["name"]
+    if name in ("from_file", "spandrel"):  # an architecture detected from weights (models/interop.py)
+        from sr_experiments.models import interop
+
+        if name == "from_file":
+            return build_network(interop.resolve_from_file(kwargs))
+        return interop.build_spandrel(kwargs, None)
+    kwargs.pop("name")
     pretrained, pretrained_key = kwargs.pop("pretrained", None), kwargs.pop("pretrained_key", None)
     for key in RUNTIME_KEYS:
         kwargs.pop(key, None)

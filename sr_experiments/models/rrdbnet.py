@@ -9,6 +9,8 @@ BasicSR / Real-ESRGAN state dicts (the tensors under ``params`` or ``params_ema`
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -72,6 +74,42 @@ class RRDBNet(nn.Module):
         growth: channels added by each dense conv (BasicSR ``num_grow_ch``, 32).
     """
 
+    SPANDREL_ID = "ESRGAN"  # spandrel's id: the same layout and key names, so files go both ways
+
+    @classmethod
+    def spec_from_spandrel(cls, model: nn.Module) -> dict | None:
+        """Our spec for spandrel's ESRGAN ``model`` where it is this network (old-arch and
+        ESRGAN+ variants, other scales or activations are not: spandrel's module runs those)."""
+        from spandrel.architectures.ESRGAN import ESRGAN as Official
+
+        if type(model) is not Official:
+            return None
+        hp = model.hyperparameters
+        # spandrel's x2 is its x4 network behind a pixel unshuffle by 2, as ours.
+        layout = (hp["scale"], hp["in_nc"], hp["shuffle_factor"])
+        if layout not in ((4, 3, None), (4, 12, 2)) or (hp["out_nc"], hp["plus"], hp["norm"], hp["act"],
+                                                        hp["upsampler"], hp["mode"]) != (3, False, None, "leakyrelu", "upconv", "CNA"):
+            return None
+        return {"name": "rrdbnet", "scale": 4 // (hp["shuffle_factor"] or 1), "width": hp["num_filters"],
+                "depth": hp["num_blocks"]}
+
+    def from_official_state_dict(self, state: dict) -> dict:
+        """The original ESRGAN layout (``model.0`` ... ``model.10``, as spandrel keeps it) renamed to
+        BasicSR's; BasicSR-layout dicts are returned unchanged."""
+        if "model.0.weight" not in state:
+            return state
+        depth = len(self.body)
+        fixed = {"model.0.": "conv_first.", f"model.1.sub.{depth}.": "conv_body.", "model.3.": "conv_up1.",
+                 "model.6.": "conv_up2.", "model.8.": "conv_hr.", "model.10.": "conv_last."}
+        renamed = {}
+        for key, value in state.items():
+            new = re.sub(r"^model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.", r"body.\1.rdb\2.conv\3.", key)
+            for old, ours in fixed.items():
+                if new.startswith(old):
+                    new = ours + new[len(old):]
+            renamed[new] = value
+        return renamed
+
     def __init__(self, scale: int, width: int = 64, depth: int = 23, growth: int = 32) -> None:
         super().__init__()
         if scale == 3:  # the reason, not only the scale list
@@ -90,9 +128,10 @@ class RRDBNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         if self.scale == 2:
-            # BasicSR needs even sizes here; pad odd ones by one replicated row/column and crop
-            # the output back (identical to BasicSR whenever BasicSR accepts the input).
-            x = F.pad(x, (0, w % 2, 0, h % 2), mode="replicate")
+            # BasicSR needs even sizes here; pad odd ones by one reflected row/column, as spandrel
+            # (chaiNNer) does, and crop the output back (identical to BasicSR whenever BasicSR accepts
+            # the input). A 1-pixel side has nothing to reflect: replicated.
+            x = F.pad(x, (0, w % 2, 0, h % 2), mode="reflect" if min(h, w) > 1 else "replicate")
             feat = F.pixel_unshuffle(x, 2)  # same channel order as BasicSR's pixel_unshuffle
         else:
             feat = x

@@ -102,6 +102,19 @@ class SAFMN(nn.Module):
         ffn_scale: CCM hidden-channel expansion (official ``ffn_scale``; 2.0).
     """
 
+    SPANDREL_ID = "SAFMN"
+
+    @classmethod
+    def spec_from_spandrel(cls, model: nn.Module) -> dict | None:
+        """Our spec for spandrel's SAFMN ``model`` (the same layout and key names)."""
+        from spandrel.architectures.SAFMN import SAFMN as Official
+
+        if type(model) is not Official:
+            return None
+        hp = model.hyperparameters
+        return {"name": "safmn", "scale": hp["upscaling_factor"], "depth": hp["n_blocks"], "width": hp["dim"],
+                "ffn_scale": float(hp["ffn_scale"])}
+
     def __init__(self, scale: int, depth: int = 8, width: int = 36, ffn_scale: float = 2.0) -> None:
         super().__init__()
         self.scale = check_scale(type(self), scale)

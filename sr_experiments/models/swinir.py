@@ -419,7 +419,40 @@ class SwinIR(nn.Module):
         upsampler: ``pixelshuffle`` (classical), ``pixelshuffledirect`` (lightweight) or
             ``nearest+conv`` (real-world x4).
         resi_connection: ``1conv`` or ``3conv`` (the bottleneck of the large real-world model).
+        pad_mode: how an input is padded to the window: ``symmetric`` (the official test script's
+            flip, which published numbers use) or ``reflect`` (the network's own ``check_image_size``,
+            as spandrel, chaiNNer and ComfyUI run it). Only the right and bottom edge of inputs that
+            are not a multiple of the window differ.
     """
+
+    SPANDREL_ID = "SwinIR"
+
+    @classmethod
+    def spec_from_spandrel(cls, model: nn.Module) -> dict | None:
+        """Our spec for spandrel's SwinIR ``model`` where it is this network (RGB, patch size 1, no
+        absolute position embedding or input unshuffle; the official upsamplers)."""
+        from spandrel.architectures.SwinIR import SwinIR as Official
+
+        if type(model) is not Official:
+            return None
+        hp = model.hyperparameters
+        if (hp["patch_size"], hp["in_chans"], hp["ape"], hp.get("start_unshuffle", 1)) != (1, 3, False, 1) or hp["upscale"] < 2:
+            return None
+        keys = ("img_size", "embed_dim", "depths", "num_heads", "window_size", "mlp_ratio", "qkv_bias", "qk_scale",
+                "drop_path_rate", "img_range", "upsampler", "resi_connection")
+        spec = {k: list(hp[k]) if isinstance(hp[k], (list, tuple)) else hp[k] for k in keys}
+        light = spec["upsampler"] == "pixelshuffledirect"
+        return {"name": "swinir_light" if light else "swinir", "scale": hp["upscale"], **spec,
+                "mlp_ratio": float(spec["mlp_ratio"]), "img_range": float(spec["img_range"]), "pad_mode": "reflect"}
+
+    def official_state_dict(self) -> dict[str, torch.Tensor]:
+        """The state dict with the derived buffers the official files carry (spandrel reads the
+        window size from ``relative_position_index`` and the image size from ``attn_mask``)."""
+        state = self.state_dict()
+        for name, buffer in self.named_buffers():
+            if name.rsplit(".", 1)[-1] in _DERIVED_BUFFERS and buffer is not None:
+                state[name] = buffer
+        return state
 
     def __init__(
         self,
@@ -441,8 +474,12 @@ class SwinIR(nn.Module):
         img_range: float = 1.0,
         upsampler: str = "pixelshuffle",
         resi_connection: str = "1conv",
+        pad_mode: str = "symmetric",
     ) -> None:
         super().__init__()
+        if pad_mode not in ("symmetric", "reflect"):
+            raise ValueError(f"pad_mode must be symmetric or reflect, got {pad_mode!r}")
+        self.pad_mode = pad_mode
         if upsampler not in _UPSAMPLERS:
             raise ValueError(f"upsampler must be one of {', '.join(_UPSAMPLERS)}, got {upsampler!r}")
         # The upsampler sets the scales: each default one has its network's registered scales.
@@ -528,7 +565,11 @@ class SwinIR(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        x = pad_to_multiple(x, self.pad_multiple)
+        if self.pad_mode == "reflect":
+            m = self.pad_multiple
+            x = F.pad(x, (0, -w % m, 0, -h % m), mode="reflect")
+        else:
+            x = pad_to_multiple(x, self.pad_multiple)
         x = self.conv_first(self.mean_shift.sub(x))
         x = self.conv_after_body(self.forward_features(x)) + x
         if self.upsampler == "pixelshuffle":
@@ -567,11 +608,12 @@ class SwinIRLight(SwinIR):
         img_range: float = 1.0,
         upsampler: str = "pixelshuffledirect",
         resi_connection: str = "1conv",
+        pad_mode: str = "symmetric",
     ) -> None:
         super().__init__(
             scale, in_chans, img_size, embed_dim, depths, num_heads, window_size, mlp_ratio, qkv_bias,
             qk_scale, drop_rate, attn_drop_rate, drop_path_rate, patch_norm, use_checkpoint, img_range,
-            upsampler, resi_connection,
+            upsampler, resi_connection, pad_mode,
         )  # fmt: skip
 
 

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from sr_experiments.hardware import choose_channels_last
 from sr_experiments.training.losses import build_loss
 from sr_experiments.evaluation.metrics import SRMetrics
+from sr_experiments.models.interop import FROM_FILE, resolve_from_file
 from sr_experiments.models import build_network, count_parameters
 from sr_experiments.models.bicubic import Bicubic
 
@@ -59,6 +60,8 @@ class SRLitModule(L.LightningModule):
         if int(network.get("scale", scale)) != int(scale):
             raise ValueError(f"model.scale={network['scale']} differs from scale={scale}; set the top-level scale only")
         network["scale"] = int(scale)
+        if network.get("name") == FROM_FILE:  # the detected architecture is what the checkpoint rebuilds
+            network = resolve_from_file(network)
         # The checkpoint must rebuild the network without the pretrained file it started from.
         saved_spec = {k: v for k, v in network.items() if k not in ("pretrained", "pretrained_key")}
         self.save_hyperparameters(

@@ -23,7 +23,8 @@ from sr_experiments.training.config_schema import validate_train_config
 from sr_experiments.training.distributed import check_ddp_launch, launch_rank
 from sr_experiments.extras import require_logger_packages
 from sr_experiments.training.module import SRLitModule
-from sr_experiments.models.loading import load_checkpoint_file, load_pretrained
+from sr_experiments.models.interop import read_weights
+from sr_experiments.models.loading import load_pretrained
 from sr_experiments.provenance import checkpoint_info, provenance
 from sr_experiments.training.run_dir import OWNER_FILE, check_run_dir, requeued_checkpoint, resume_checkpoint, slurm_job_id
 from sr_experiments.speed import SpeedChoice, choose_training
@@ -126,7 +127,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     if ckpt_path:
-        state = load_checkpoint_file(ckpt_path)
+        state = read_weights(ckpt_path)
         if not cfg.get("resume", True) or "loops" not in state:
             # Fine-tune: weights only (ours, or an official release), fresh optimizer, schedule, steps.
             load_pretrained(module.net, state, origin=str(ckpt_path))
