@@ -259,3 +259,28 @@ def test_fine_tune_an_architecture_outside_the_zoo(tmp_path: Path) -> None:
     with torch.no_grad():
         assert net(x).shape == (1, 3, 46, 38)
         assert not torch.equal(net(x), official(x.clone()))  # it trained
+
+
+@pytest.mark.slow
+def test_eval_of_a_community_file_equals_the_same_weights_from_a_checkpoint(tmp_path: Path, data_dir: Path) -> None:
+    from test_eval import compose_eval
+    from test_upscale import save_checkpoint
+
+    from sr_experiments.evaluation.run import run_eval
+
+    torch.manual_seed(0)
+    official = _official("SAFMN", dim=8, n_blocks=1, upscaling_factor=2)
+    community = _save(official.state_dict(), tmp_path / "2x-community.pth")
+    spec = {"name": "safmn", "scale": 2, "depth": 1, "width": 8}
+    ours = save_checkpoint(build_network(spec), spec, tmp_path / "ours.ckpt")
+    ours_state = torch.load(ours, weights_only=True)
+    ours_state["state_dict"] = {f"net.{k}": v for k, v in official.state_dict().items()}
+    torch.save(ours_state, ours)
+    rows = []
+    for i, (path, extra) in enumerate([(community, []), (ours, []), (community, ["model.pretrained=" + str(community)])]):
+        ckpt = [] if extra else [f"ckpt_path={path}"]
+        cfg = compose_eval([*ckpt, *extra, f"paths.data_dir={data_dir}", "eval.sets=[Set5]", "eval.precision=32",
+                            "eval.baseline=false"], tmp_path / f"out{i}")
+        (result,) = run_eval(cfg)
+        rows.append((result.psnr, result.ssim, result.images))
+    assert rows[0] == rows[1] == rows[2] and rows[0][2] == 5
