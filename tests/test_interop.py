@@ -153,7 +153,7 @@ def test_unknown_weights_are_one_line_naming_the_file(tmp_path: Path) -> None:
     with pytest.raises(UnrecognisedWeights, match=r"edsr\.pth.*spandrel does not recognise.*model=NAME"):
         load_network(path)
     # the same file, named: loads as before
-    net, spec = load_network(path, model={"name": "edsr", "scale": 2, "depth": 1, "width": 8})
+    _, spec = load_network(path, model={"name": "edsr", "scale": 2, "depth": 1, "width": 8})
     assert spec["name"] == "edsr"
 
 
@@ -212,7 +212,7 @@ def test_trained_here_then_exported_spandrel_detects_it(tmp_path: Path) -> None:
     cfg = compose_train([*FAST, "model=safmn", "model.depth=1", "model.width=8"], tmp_path / "run")
     train(cfg)
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    net, spec = load_network(ckpt)
+    net, _ = load_network(ckpt)
     for fmt in ("safetensors", "pth"):
         out = tmp_path / f"exported.{fmt}"
         proc = subprocess.run([sys.executable, "export.py", f"ckpt_path={ckpt}", f"format={fmt}", f"output={out}"],
