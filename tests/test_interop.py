@@ -253,7 +253,8 @@ def test_fine_tune_an_architecture_outside_the_zoo(tmp_path: Path) -> None:
     train(cfg)
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     spec = torch.load(last, weights_only=True)["hyper_parameters"]["network"]
-    assert spec == {"name": "spandrel", "architecture": "Compact", "scale": 2}
+    n = sum(p.numel() for p in official.parameters())
+    assert spec == {"name": "spandrel", "architecture": "Compact", "scale": 2, "params": n}
     net, spec = load_network(last)  # rebuilt from the checkpoint's own weights, no file needed
     x = _input()
     with torch.no_grad():

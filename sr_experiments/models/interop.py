@@ -88,9 +88,11 @@ def detect(state: Mapping[str, Any], origin: str) -> Detected:
                                   "image-to-image network this framework can run")
     module = descriptor.model.eval()
     spec = zoo_spec(module)
-    if spec is None:
-        spec = {"name": SPANDREL, "architecture": descriptor.architecture.id, "scale": int(descriptor.scale)}
-    return Detected(descriptor.architecture.id, int(descriptor.scale), count_parameters(module), spec, module)
+    params = count_parameters(module)
+    if spec is None:  # the size tells apart networks of one architecture (speed cache, checks on rebuild)
+        spec = {"name": SPANDREL, "architecture": descriptor.architecture.id, "scale": int(descriptor.scale),
+                "params": params}
+    return Detected(descriptor.architecture.id, int(descriptor.scale), params, spec, module)
 
 
 def zoo_spec(module: nn.Module) -> dict[str, Any] | None:
@@ -214,9 +216,11 @@ def build_spandrel(spec: Mapping[str, Any], state: Mapping[str, Any] | None) -> 
                              "pass model=from_file model.pretrained=PATH")
         state = read_weights(spec["pretrained"])
     detected = detect(unwrap_state_dict(state), origin)
-    if detected.architecture != spec.get("architecture") or detected.scale != int(spec.get("scale", detected.scale)):
-        raise ValueError(f"{origin} holds {detected.architecture} x{detected.scale}, not the "
-                         f"{spec.get('architecture')} x{spec.get('scale')} this run was made with")
+    found = (detected.architecture, detected.scale, detected.params)
+    if found != (spec.get("architecture"), int(spec.get("scale", detected.scale)), spec.get("params", detected.params)):
+        raise ValueError(f"{origin} holds {detected.architecture} x{detected.scale} ({detected.params:,} parameters), "
+                         f"not the {spec.get('architecture')} x{spec.get('scale')} ({spec.get('params')} parameters) "
+                         "this run was made with")
     return foreign_module(detected.module)
 
 
