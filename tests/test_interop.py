@@ -285,3 +285,15 @@ def test_eval_of_a_community_file_equals_the_same_weights_from_a_checkpoint(tmp_
         (result,) = run_eval(cfg)
         rows.append((result.psnr, result.ssim, result.images))
     assert rows[0] == rows[1] == rows[2] and rows[0][2] == 5
+
+
+@pytest.mark.slow
+def test_train_ckpt_path_of_a_community_file_with_model_from_file(tmp_path: Path) -> None:
+    from sr_experiments.training.run import train
+
+    torch.manual_seed(0)
+    official = _official("SAFMN", dim=8, n_blocks=1, upscaling_factor=2)
+    path = _save(official.state_dict(), tmp_path / "safmn.pth")
+    train(compose_train([*FAST, "model=from_file", f"ckpt_path={path}"], tmp_path / "run"))
+    spec = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]["network"]
+    assert spec["name"] == "safmn" and spec["width"] == 8

@@ -16,14 +16,14 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sr_experiments.training.checkpoint_io import AtomicCheckpointIO
 from sr_experiments.training.config_schema import validate_train_config
 from sr_experiments.training.distributed import check_ddp_launch, launch_rank
 from sr_experiments.extras import require_logger_packages
 from sr_experiments.training.module import SRLitModule
-from sr_experiments.models.interop import read_weights
+from sr_experiments.models.interop import FROM_FILE, read_weights
 from sr_experiments.models.loading import load_pretrained
 from sr_experiments.provenance import checkpoint_info, provenance
 from sr_experiments.training.run_dir import OWNER_FILE, check_run_dir, requeued_checkpoint, resume_checkpoint, slurm_job_id
@@ -98,6 +98,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started_at = time.time()  # wall clock, so parallel sweep jobs can be checked for overlap
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = cfg.get("ckpt_path")
+    if cfg.model.get("name") == FROM_FILE and not cfg.model.get("pretrained") and ckpt_path:
+        # model=from_file ckpt_path=FILE: the file gives both the architecture and the starting weights
+        with open_dict(cfg):
+            cfg.model.pretrained = str(ckpt_path)
     if not ckpt_path:
         ckpt_path = requeued_checkpoint(output_dir)
     check_run_dir(output_dir, ckpt_path, bool(cfg.get("resume", True)))
