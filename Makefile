@@ -54,6 +54,7 @@ data: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/train_overhead.py
 	$(PY) bench/eval_bicubic.py
+	$(PY) bench/perceptual_metrics.py
 	$(PY) bench/zoo.py
 	$(PY) bench/upscale.py
 	$(PY) bench/train_speed.py --compile

@@ -22,6 +22,7 @@ EXTRAS = {
     "hydra_plugins.hydra_optuna_sweeper": "sweeps",
     "hydra_plugins.hydra_ray_launcher": "sweeps",
     "hydra_plugins.hydra_submitit_launcher": "sweeps",
+    "pyiqa": "perceptual",
     "onnx": "deploy",
     "onnxruntime": "deploy",
     "tensorboard": "tensorboard",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from sr_experiments.data.pairs import load_pair
 from sr_experiments.data.sources import SAMPLE_PREFIX, ImageSource, resolve_sources
 from sr_experiments.inference.tiling import upscale
 from sr_experiments.evaluation.metrics import sr_psnr_ssim
+from sr_experiments.evaluation.perceptual import LABELS, LOWER_IS_BETTER, PerceptualScorer
 from sr_experiments.models.bicubic import Bicubic
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,17 @@ class ImageResult:
     image: str
     psnr: float
     ssim: float
+    scores: dict[str, float] = field(default_factory=dict)  # eval.metrics beyond PSNR/SSIM: lpips, dists, niqe
+
+    def row(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("scores")
+        d["psnr"], d["ssim"] = round(self.psnr, 4), round(self.ssim, 6)
+        return {**d, **_rounded(self.scores)}
+
+
+def _rounded(scores: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 4 if k == "niqe" else 6) for k, v in scores.items()}
 
 
 @dataclass
@@ -55,12 +68,14 @@ class SetResult:
     images: int
     lr_from: str  # "files" (MATLAB-made LR_bicubic) or "imresize" (made by the framework)
     per_image: list[ImageResult] = field(default_factory=list, repr=False)
+    scores: dict[str, float] = field(default_factory=dict)  # means of the per-image perceptual scores
 
     def row(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("per_image")
+        """set, scale, model, psnr, ssim[, lpips, dists, niqe], images, lr_from."""
+        d = {k: v for k, v in asdict(self).items() if k not in ("per_image", "scores")}
         d["psnr"], d["ssim"] = round(self.psnr, 4), round(self.ssim, 6)
-        return d
+        head = {k: d.pop(k) for k in ("set", "scale", "model", "psnr", "ssim")}
+        return {**head, **_rounded(self.scores), **d}
 
 
 
@@ -111,8 +126,10 @@ def evaluate_set(
     options: InferenceOptions,
     cache: _HRCache | None = None,
     save_dir: Path | None = None,
+    perceptual: PerceptualScorer | None = None,
 ) -> list[SetResult]:
-    """PSNR/SSIM of each network in ``nets`` (label -> module) on one set at one scale.
+    """PSNR/SSIM (and ``perceptual``'s metrics) of each network in ``nets`` (label -> module) on
+    one set at one scale.
 
     The first entry is the evaluated model (its outputs are saved when ``save_dir`` is given);
     the others are baselines run on the same LR.
@@ -137,7 +154,9 @@ def evaluate_set(
                 sr = upscale(net, lq_f, scale, options.tile, options.tile_overlap, options.self_ensemble, options.tile_batch)
             sr = sr.float().clamp(0, 1)
             p, s = sr_psnr_ssim(sr, gt_f, scale, torch.tensor([gray]))
-            results[label].per_image.append(ImageResult(set_name, scale, label, source.name, float(p), float(s)))
+            # Perceptual metrics: RGB of the same 8-bit output, the same border crop.
+            extra = {k: float(v) for k, v in perceptual(sr, gt_f, scale).items()} if perceptual else {}
+            results[label].per_image.append(ImageResult(set_name, scale, label, source.name, float(p), float(s), extra))
             if save_dir is not None and label == model_label:
                 out = save_dir / set_name / f"x{scale}"
                 out.mkdir(parents=True, exist_ok=True)
@@ -147,12 +166,24 @@ def evaluate_set(
         r.images = len(r.per_image)
         r.psnr = float(np.mean([i.psnr for i in r.per_image]))
         r.ssim = float(np.mean([i.ssim for i in r.per_image]))
+        r.scores = {k: float(np.mean([i.scores[k] for i in r.per_image])) for k in perceptual.names} if perceptual else {}
         r.lr_from = lr_from
     return list(results.values())
 
 
+def _extra_names(results: list[SetResult]) -> list[str]:
+    """The perceptual metrics the results hold, in eval.metrics order."""
+    return list(dict.fromkeys(k for r in results for k in r.scores))
+
+
+def _label(name: str, arrow: str = "↓") -> str:
+    """Column label; lower-is-better metrics carry an arrow (PSNR/SSIM: higher, as ever)."""
+    return LABELS.get(name, name.upper()) + (arrow if name in LOWER_IS_BETTER else "")
+
+
 def format_table(results: list[SetResult], model: str) -> str:
-    """Set x scale table; for a trained model, bicubic and the gain beside it."""
+    """Set x scale table; for a trained model, bicubic and the gain beside it; then one column per
+    perceptual metric (and its bicubic value) when eval.metrics asks for them."""
     by_key: dict[tuple[str, int], dict[str, SetResult]] = {}
     for r in results:
         by_key.setdefault((r.set, r.scale), {})[r.model] = r
@@ -162,6 +193,11 @@ def format_table(results: list[SetResult], model: str) -> str:
     if with_baseline:
         head += f" {'bicubic PSNR/SSIM':>18} | {'gain':>17} |"
         sep += "-" * 20 + "|" + "-" * 19 + "|"
+    extra = _extra_names(results)
+    extra_heads = [f"{who} {_label(n)}" for n in extra for who in ([model, "bicubic"] if with_baseline else [model])]
+    for h in extra_heads:
+        head += f" {h:>8} |"
+        sep += "-" * (max(len(h), 8) + 2) + "|"
     lines = [head, sep]
     for (set_name, scale), rows in by_key.items():
         m = rows[model]
@@ -169,20 +205,30 @@ def format_table(results: list[SetResult], model: str) -> str:
         if with_baseline:
             b = rows["bicubic"]
             line += f" {b.psnr:>9.2f} / {b.ssim:.4f} | {m.psnr - b.psnr:>+7.2f} / {m.ssim - b.ssim:+.4f} |"
+        values = [r.scores.get(n, math.nan) for n in extra for r in ([m, rows["bicubic"]] if with_baseline else [m])]
+        line += "".join(f" {v:>{max(len(h), 8)}.4f} |" for v, h in zip(values, extra_heads))
         lines.append(line)
     return "\n".join(lines)
 
 
 def methods_table(results: list[SetResult], fmt: str = "md") -> str:
-    """Methods (rows, in evaluation order) x set/scale (columns) of PSNR / SSIM, the best of each
-    column in bold; ``fmt`` is ``md`` (Markdown) or ``tex`` (a booktabs tabular)."""
+    """Methods (rows, in evaluation order) x set/scale (columns) of PSNR / SSIM [/ the perceptual
+    metrics], the best of each in bold (the lowest for LPIPS, DISTS, NIQE); ``fmt`` is ``md``
+    (Markdown) or ``tex`` (a booktabs tabular)."""
     methods = list(dict.fromkeys(r.model for r in results))
     columns = list(dict.fromkeys((r.set, r.scale) for r in results))
     cell = {(r.model, r.set, r.scale): r for r in results}
+    extra = _extra_names(results)
     best = {}
+    best_extra: dict[tuple[str, int], dict[str, str]] = {}
     for key in columns:
         found = [cell[(m, *key)] for m in methods if (m, *key) in cell]
         best[key] = (max(r.psnr for r in found), max(r.ssim for r in found))
+        best_extra[key] = {}
+        for n in extra:
+            vals = [r.scores[n] for r in found if n in r.scores and not math.isnan(r.scores[n])]
+            if vals:
+                best_extra[key][n] = f"{(min if n in LOWER_IS_BETTER else max)(vals):.4f}"
     bold = (lambda s: f"**{s}**") if fmt == "md" else (lambda s: f"\\textbf{{{s}}}")
 
     def entry(method: str, key: tuple[str, int]) -> str:
@@ -193,17 +239,24 @@ def methods_table(results: list[SetResult], fmt: str = "md") -> str:
         # Compare as printed: a tie at the shown precision is bold in both rows.
         psnr = bold(psnr) if psnr == f"{best[key][0]:.2f}" else psnr
         ssim = bold(ssim) if ssim == f"{best[key][1]:.4f}" else ssim
-        return f"{psnr} / {ssim}"
+        values = [psnr, ssim]
+        for n in extra:
+            v = f"{r.scores[n]:.4f}" if n in r.scores else ("—" if fmt == "md" else "--")
+            values.append(bold(v) if v == best_extra[key].get(n) else v)
+        return " / ".join(values)
 
     heads = [f"{s} x{k}" for s, k in columns]
     body = [[m, *(entry(m, key) for key in columns)] for m in methods]
     if fmt == "md":
-        widths = [max(len(x) for x in col) for col in zip(["method", *heads], *body)]
+        # With perceptual metrics the first header says what each cell holds, in order.
+        first = "method" if not extra else "method (" + " / ".join(["PSNR", "SSIM", *map(_label, extra)]) + ")"
+        widths = [max(len(x) for x in col) for col in zip([first, *heads], *body)]
         line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
-        return "\n".join([line(["method", *heads]), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, body)])
+        return "\n".join([line([first, *heads]), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, body)])
     heads = [f"{_tex(s)} $\\times${k}" for s, k in columns]
+    what = " / ".join(["PSNR", "SSIM", *(_label(n, r"$\downarrow$") for n in extra)])
     lines = [f"\\begin{{tabular}}{{l{'c' * len(columns)}}}", "\\toprule",
-             " & ".join(["Method", *heads]) + " \\\\", " & ".join([""] + ["PSNR / SSIM"] * len(columns)) + " \\\\",
+             " & ".join(["Method", *heads]) + " \\\\", " & ".join([""] + [what] * len(columns)) + " \\\\",
              "\\midrule", *(" & ".join([_tex(row[0]), *row[1:]]) + " \\\\" for row in body), "\\bottomrule",
              "\\end{tabular}"]
     return "\n".join(lines)
@@ -229,9 +282,7 @@ def write_results(results: list[SetResult], out_dir: Path, table: str, meta: Map
     (out_dir / "results.md").write_text(table + "\n")
     if tex is not None:
         (out_dir / "results.tex").write_text(tex + "\n")
-    per_image = [
-        {**asdict(i), "psnr": round(i.psnr, 4), "ssim": round(i.ssim, 6)} for r in results for i in r.per_image
-    ]
+    per_image = [i.row() for r in results for i in r.per_image]
     (out_dir / "per_image.json").write_text(json.dumps(per_image, indent=2))
     _write_csv(out_dir / "per_image.csv", per_image)
 

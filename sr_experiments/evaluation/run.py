@@ -25,6 +25,7 @@ from sr_experiments.evaluation.protocol import (
     resolve_eval_sources,
     write_results,
 )
+from sr_experiments.evaluation.perceptual import PerceptualScorer, perceptual_names
 from sr_experiments.extras import require_logger_packages
 from sr_experiments.hardware import resolve_device
 from sr_experiments.inference.engines import torch_engine
@@ -74,6 +75,14 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
     require_logger_packages(cfg.get("logger"))  # before the evaluation, not after it
     out_dir = Path(cfg.paths.output_dir)
     device = str(resolve_device(str(ev.device)))
+    # Perceptual metrics (eval.metrics beyond psnr/ssim): their weights are found (or reported
+    # missing, in one line) before any network runs.
+    perceptual = None
+    names = perceptual_names(ev.get("metrics"), "eval.metrics")
+    if names:
+        perceptual = PerceptualScorer(names, cfg.paths.get("weights_dir"), str(ev.get("missing_weights", "error")), device)
+        for reason in perceptual.skipped.values():
+            print(reason, flush=True)
     # model.pretrained=FILE is another way to name the weights (any file spandrel reads, or ours).
     ckpt_paths = checkpoint_paths(cfg.get("ckpt_path") or cfg.model.get("pretrained"), cfg.paths.get("runs_dir", "outputs"))
     models: list[dict[str, Any]] = []  # label, checkpoint, hash, parameters: results.json's "models"
@@ -133,7 +142,8 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
             save_dir = out_dir / "images" if ev.save_images else None
             try:
                 sources = resolve_eval_sources(spec_path, s, ev.lr_source)
-                results += evaluate_set(nets, display, sources, s, options, cache, save_dir)
+                results += evaluate_set(nets, display, sources, s, options, cache, save_dir,
+                                        perceptual if perceptual is not None and perceptual.metrics else None)
             except (ValueError, OSError, RuntimeError) as e:
                 failed.append(f"{display} x{s}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
     elapsed = time.perf_counter() - start
@@ -148,6 +158,8 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
         # One checkpoint: its table with bicubic and the gain; several: methods x sets, best in bold.
         table = format_table(results, label) if len(labels) == 1 else methods_table(results, "md")
         meta = {"models": models, "provenance": provenance(device, scales, str(ev.lr_source))}
+        if perceptual is not None:
+            meta["perceptual"] = perceptual.describe()
         write_results(results, out_dir, table, meta, methods_table(results, "tex"))
         name = label if len(labels) == 1 else ", ".join(labels)
         print(f"\n{table}\n\n{name}: {len(results)} rows in {elapsed:.1f} s; results in {out_dir}/results.json",
@@ -175,8 +187,8 @@ def _log_to_loggers(cfg: DictConfig, results: list[SetResult]) -> None:
         elif isinstance(logger, TensorBoardLogger):
             logger.experiment.add_text("eval/results", format_table(results, rows[0]["model"]))
         metrics: dict[str, Any] = {}
-        for r in rows:
-            metrics[f"eval/{r['set']}_x{r['scale']}/{r['model']}/psnr"] = r["psnr"]
-            metrics[f"eval/{r['set']}_x{r['scale']}/{r['model']}/ssim"] = r["ssim"]
+        for r, result in zip(rows, results):
+            for name in ("psnr", "ssim", *result.scores):
+                metrics[f"eval/{r['set']}_x{r['scale']}/{r['model']}/{name}"] = r[name]
         logger.log_metrics(metrics)
         logger.finalize("success")

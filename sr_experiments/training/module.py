@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from sr_experiments.hardware import choose_channels_last
 from sr_experiments.training.losses import build_loss
 from sr_experiments.evaluation.metrics import SRMetrics
+from sr_experiments.evaluation.perceptual import PerceptualMeans, PerceptualScorer, perceptual_names
 from sr_experiments.models.interop import FROM_FILE, resolve_from_file
 from sr_experiments.models import build_network, count_parameters
 from sr_experiments.models.bicubic import Bicubic
@@ -41,6 +42,9 @@ class SRLitModule(L.LightningModule):
         scheduler: Hydra ``_partial_`` config of ``sr_experiments.training.schedules.build_scheduler``
             (``optimizer`` and ``total_steps`` are filled in), or ``None`` for a constant rate.
         charbonnier_eps: epsilon of the Charbonnier loss.
+        val_metrics: validation metrics; psnr and ssim always, plus any of lpips, lpips_vgg, dists,
+            niqe (eval.py's conventions; logged as ``val/<name>``). Off by default: they cost time.
+        weights_dir: where the perceptual metrics' weights files are looked up first.
     """
 
     def __init__(
@@ -51,6 +55,8 @@ class SRLitModule(L.LightningModule):
         optimizer: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
         charbonnier_eps: float = 1e-3,
+        val_metrics: Any = ("psnr", "ssim"),
+        weights_dir: str | None = None,
     ) -> None:
         super().__init__()
         network = dict(_plain(network))
@@ -89,6 +95,10 @@ class SRLitModule(L.LightningModule):
         self.bicubic = Bicubic(int(scale))
         self.val_metrics = SRMetrics(border=int(scale))
         self.bicubic_metrics = SRMetrics(border=int(scale))
+        # Perceptual validation metrics (module.val_metrics): weights found now, before training.
+        names = perceptual_names(_plain(val_metrics), "module.val_metrics")
+        self.perceptual_scorer = PerceptualScorer(names, weights_dir, key="module.val_metrics", skip_key=None) if names else None
+        self.perceptual_metrics = PerceptualMeans(names) if names else None
         # Run state, kept across resumes through on_save/load_checkpoint.
         self.bicubic_result: dict[str, float] | None = None
         self.history: list[dict[str, float]] = []
@@ -140,6 +150,9 @@ class SRLitModule(L.LightningModule):
         with torch.autocast(lq.device.type, enabled=False):
             sr = self.net(lq.float()).float().clamp(0, 1)
         self.val_metrics.update(sr, gt, batch["index"], batch["gray"])
+        if self.perceptual_scorer is not None:
+            scores = self.perceptual_scorer.to(sr.device)(sr, gt, int(self.hparams.scale))
+            self.perceptual_metrics.update(scores, batch["index"])
         if self.bicubic_result is None:
             self.bicubic_metrics.update(self.bicubic(lq), gt, batch["index"], batch["gray"])
         return {"sr": sr}
@@ -147,6 +160,10 @@ class SRLitModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         m = self.val_metrics.compute()
         self.val_metrics.reset()
+        perceptual = {}
+        if self.perceptual_metrics is not None:
+            perceptual = {k: float(v) for k, v in self.perceptual_metrics.compute().items()}
+            self.perceptual_metrics.reset()
         if self.trainer.sanity_checking:
             self.bicubic_metrics.reset()
             return
@@ -155,7 +172,7 @@ class SRLitModule(L.LightningModule):
             self.bicubic_metrics.reset()
             self.bicubic_result = {"psnr": float(b["psnr"]), "ssim": float(b["ssim"]), "images": int(b["images"])}
         psnr, ssim = float(m["psnr"]), float(m["ssim"])
-        self.history.append({"step": int(self.global_step), "psnr": psnr, "ssim": ssim})
+        self.history.append({"step": int(self.global_step), "psnr": psnr, "ssim": ssim, **perceptual})
         best = max(h["psnr"] for h in self.history)
         # Metric states are already synchronised across processes: every rank logs the same value.
         self.log_dict(
@@ -165,6 +182,7 @@ class SRLitModule(L.LightningModule):
                 "val/psnr_best": best,
                 "val/psnr_bicubic": self.bicubic_result["psnr"],
                 "val/ssim_bicubic": self.bicubic_result["ssim"],
+                **{f"val/{k}": v for k, v in perceptual.items()},
             },
             prog_bar=False,
         )
