@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_one_training_step
+from conftest import SMALL, assert_one_training_step
 from omegaconf import OmegaConf
 
 from sr_experiments.evaluation.imresize import imresize
@@ -27,6 +27,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _input(n: int = 2, h: int = 12, w: int = 12) -> torch.Tensor:
     return torch.rand(n, 3, h, w, generator=torch.Generator().manual_seed(0))
+
+
+def _spec(name: str, scale: int) -> dict:
+    """The network's defaults; small ones for the spandrel-based networks (conftest.SMALL: their
+    paper sizes are covered by test_zoo_community.py and test_train.py's config builds)."""
+    return {"name": name, "scale": scale, **SMALL.get(name, {})}
 
 
 def test_every_network_has_a_config_and_every_config_a_network() -> None:
@@ -53,7 +59,7 @@ def test_unsupported_scale_is_a_clear_error(name: str, scale: int) -> None:
 @pytest.mark.parametrize(("name", "scale"), CASES, ids=IDS)
 def test_forward_shape(name: str, scale: int) -> None:
     torch.manual_seed(0)
-    net = build_network({"name": name, "scale": scale})
+    net = build_network(_spec(name, scale))
     x = _input()
     with torch.no_grad():
         y = net(x)
@@ -65,7 +71,7 @@ def test_forward_shape(name: str, scale: int) -> None:
 @pytest.mark.parametrize(("name", "scale"), CASES, ids=IDS)
 def test_training_step(name: str, scale: int) -> None:
     torch.manual_seed(0)
-    net = build_network({"name": name, "scale": scale})
+    net = build_network(_spec(name, scale))
     x = _input()
     if count_parameters(net) == 0:
         # Parameter-free baselines: nothing to train, but forward must work with autograd on.
@@ -152,7 +158,7 @@ def test_odd_input_sizes(name: str) -> None:
 
 
 def test_build_network_unknown_name() -> None:
-    with pytest.raises(ValueError, match=r"'edsrr'.*registered: bicubic, edsr"):
+    with pytest.raises(ValueError, match=r"'edsrr'.*registered: atd, bicubic, dat, drct, edsr"):
         build_network({"name": "edsrr", "scale": 2})
 
 

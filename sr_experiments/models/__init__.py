@@ -15,33 +15,50 @@ from sr_experiments.models.registry import (
     supports_scale,
 )
 
-# The imports register the networks (one module per registry name).
+# The imports register the networks (one module per registry name; plksr.py holds plksr and realplksr).
+from sr_experiments.models.atd import ATD
 from sr_experiments.models.bicubic import Bicubic
+from sr_experiments.models.dat import DAT
+from sr_experiments.models.drct import DRCT
 from sr_experiments.models.edsr import EDSR
 from sr_experiments.models.edsr_large import EDSRLarge
 from sr_experiments.models.espcn import ESPCN
 from sr_experiments.models.fsrcnn import FSRCNN
+from sr_experiments.models.hat import HAT
 from sr_experiments.models.imdn import IMDN
+from sr_experiments.models.omnisr import OmniSR
+from sr_experiments.models.plksr import PLKSR, RealPLKSR
 from sr_experiments.models.rcan import RCAN
+from sr_experiments.models.rgt import RGT
 from sr_experiments.models.rrdbnet import RRDBNet
 from sr_experiments.models.safmn import SAFMN
 from sr_experiments.models.seed import Seed
+from sr_experiments.models.span import SPAN
 from sr_experiments.models.srcnn import SRCNN
 from sr_experiments.models.swinir import SwinIR, SwinIRLight
 from sr_experiments.models.vdsr import VDSR
 
 __all__ = [
     *registry.__all__,
+    "ATD",
     "Bicubic",
+    "DAT",
+    "DRCT",
     "EDSR",
     "EDSRLarge",
     "ESPCN",
     "FSRCNN",
+    "HAT",
     "IMDN",
+    "OmniSR",
+    "PLKSR",
     "RCAN",
+    "RealPLKSR",
+    "RGT",
     "RRDBNet",
     "SAFMN",
     "Seed",
+    "SPAN",
     "SRCNN",
     "SwinIR",
     "SwinIRLight",

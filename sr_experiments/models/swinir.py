@@ -376,15 +376,16 @@ class RSTB(nn.Module):
         return self.patch_embed(self.conv(self.patch_unembed(self.residual_group(x, x_size), x_size))) + x
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Mirror-pad the bottom and right of (N, C, H, W) up to multiples of ``multiple``.
+def pad_to_multiple(x: torch.Tensor, multiple: int, minimum: int = 1) -> torch.Tensor:
+    """Mirror-pad the bottom and right of (N, C, H, W) up to multiples of ``multiple``, and to at
+    least ``minimum`` pixels.
 
     The official test script's ``cat([x, flip(x)])`` (symmetric: the edge pixel repeats), applied
     again while the input is shorter than the padding; sizes already a multiple are left alone.
     """
     for dim in (-2, -1):
         size = x.shape[dim]
-        target = -(-size // multiple) * multiple
+        target = max(-(-size // multiple) * multiple, minimum)
         while x.shape[dim] < target:
             x = torch.cat([x, torch.flip(x, [dim])], dim)
         x = x.narrow(dim, 0, target)

@@ -22,11 +22,16 @@ OUTPUT_720P = (720, 1280)  # (height, width) of the output MACs are reported for
 def count_macs(spec: Mapping[str, Any], lr_size: tuple[int, int]) -> int:
     """Multiply-accumulates of one forward pass on a (1, 3, *lr_size) input."""
     with torch.device("meta"):
-        net = build_network(spec).eval()
-        x = torch.empty(1, 3, *lr_size)
+        return _macs(build_network(spec).eval(), lr_size)
+
+
+def _macs(net: torch.nn.Module, lr_size: tuple[int, int]) -> int:
+    """``net``'s MACs on a (1, 3, *lr_size) input; ``net`` is on the meta device, and so is the
+    forward (called inside ``torch.device("meta")``): what a network builds on the fly, such as
+    shifted-window attention masks for the input size, is not computed either."""
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        net(x)
+        net(torch.empty(1, 3, *lr_size))
     return counter.get_total_flops() // 2
 
 
@@ -42,15 +47,11 @@ def network_info(spec: Mapping[str, Any]) -> dict[str, Any]:
     1281x720 at x3 (1280 is not a multiple of 3).
     """
     scale = int(spec["scale"])
-    params = count_parameters(build_network(spec))
     lr_size = lr_size_720p(scale)
-    return {
-        "model": spec["name"],
-        "scale": scale,
-        "params": params,
-        "macs_720p": count_macs(spec, lr_size),
-        "lr_size_720p": list(lr_size),
-    }
+    with torch.device("meta"):
+        net = build_network(spec).eval()
+        params, macs = count_parameters(net), _macs(net, lr_size)
+    return {"model": spec["name"], "scale": scale, "params": params, "macs_720p": macs, "lr_size_720p": list(lr_size)}
 
 
 def format_info(info: dict[str, Any], spec: Mapping[str, Any]) -> str:
