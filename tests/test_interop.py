@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import spandrel
 import torch
-from conftest import FAST, ROOT, compose_train
+from conftest import FAST, ROOT, SMALL, compose_train
 from PIL import Image
 from safetensors.torch import save_file
 
@@ -23,8 +23,10 @@ from sr_experiments.models.loading import CheckpointLoadError, load_network
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _official(arch: str, **kwargs) -> torch.nn.Module:
+def _official(arch: str | type, **kwargs) -> torch.nn.Module:
     """A network built with spandrel's own code (random weights): what a community file holds."""
+    if isinstance(arch, type):
+        return arch(**kwargs).eval()
     module = __import__(f"spandrel.architectures.{arch}", fromlist=[arch])
     return getattr(module, arch)(**kwargs).eval()
 
@@ -56,11 +58,19 @@ def _input(h: int = 23, w: int = 19) -> torch.Tensor:
     return torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(1))
 
 
+# The zoo networks on spandrel's own classes (models/community.py): small instances of spandrel's
+# class, built from the hyperparameters of our small preset (conftest.SMALL).
+COMMUNITY = sorted(SMALL)
+for _name in COMMUNITY:
+    _hp = build_network({"name": _name, "scale": 3, **SMALL[_name]}).hyperparameters
+    OFFICIAL[f"{_name}-x3"] = (NETWORKS[_name].SPANDREL_CLASS, dict(_hp), _name)
+
+
 def test_every_zoo_network_spandrel_knows_is_covered() -> None:
     shared = {name for name, cls in NETWORKS.items() if getattr(cls, "SPANDREL_ID", None)}
-    own = {"rrdbnet", "safmn", "rcan", "swinir", "swinir_light"}
-    assert own <= shared
-    assert own <= {zoo for _, _, zoo in OFFICIAL.values()}
+    assert {"rrdbnet", "safmn", "rcan", "swinir", "swinir_light", "hat", "dat", "atd", "omnisr", "span",
+            "plksr", "realplksr", "drct", "rgt"} <= shared
+    assert shared == {zoo for _, _, zoo in OFFICIAL.values()}
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
@@ -74,12 +84,14 @@ def test_a_community_file_runs_as_the_zoo_network_with_identical_output(
     path = _save(official.state_dict(), tmp_path / f"model{suffix}")
     net, spec = load_network(path)  # what eval.py, upscale.py and export.py call
     assert spec["name"] == zoo and type(net) is NETWORKS[zoo]
-    x = _input()
+    # spandrel's DRCT does not pad to its window (ours does, as the official test code): a size it takes
+    x = _input(16, 24) if zoo == "drct" else _input()
     with torch.no_grad():
         diff = float((net(x.clone()) - official(x.clone())).abs().max())
     assert diff < 1e-5
     printed = capsys.readouterr().out
     n = sum(p.numel() for p in official.parameters())
+    arch = NETWORKS[zoo].SPANDREL_ID
     assert f"detected {arch} x" in printed and f"{n:,} parameters" in printed and f"zoo network {zoo}" in printed
 
 
@@ -119,6 +131,7 @@ def test_spandrel_modules_that_scale_their_input_in_place_leave_the_callers_tens
     {"name": "swinir", "scale": 2, "img_size": 16, "embed_dim": 12, "depths": [2], "num_heads": [2], "window_size": 4},
     {"name": "swinir_light", "scale": 3, "img_size": 16, "embed_dim": 12, "depths": [2], "num_heads": [2],
      "window_size": 4, "pad_mode": "reflect"},
+    *({"name": name, "scale": 2, **SMALL[name]} for name in sorted(SMALL)),
 ], ids=lambda s: f"{s['name']}-x{s['scale']}")
 def test_an_exported_zoo_network_is_read_by_spandrel_as_the_same_network(tmp_path: Path, spec: dict, fmt: str) -> None:
     torch.manual_seed(0)
@@ -128,7 +141,8 @@ def test_an_exported_zoo_network_is_read_by_spandrel_as_the_same_network(tmp_pat
     loaded = spandrel.ModelLoader().load_from_file(str(path))  # spandrel's own reader, as chaiNNer uses it
     assert loaded.architecture.id == type(net).SPANDREL_ID and loaded.scale == spec["scale"]
     # SwinIR pads sizes off the window unlike spandrel by default (pad_mode=symmetric): compare on a multiple.
-    x = _input(16, 24) if spec.get("pad_mode", "symmetric") == "symmetric" and "swinir" in spec["name"] else _input()
+    sized = spec["name"] == "drct" or (spec.get("pad_mode", "symmetric") == "symmetric" and "swinir" in spec["name"])
+    x = _input(16, 24) if sized else _input()
     with torch.no_grad():
         assert float((loaded.model.eval()(x.clone()) - net(x.clone())).abs().max()) < 1e-5
     if fmt == "pth":  # BasicSR's layout
