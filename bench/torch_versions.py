@@ -1,7 +1,10 @@
 """The same training and inference work under two Python environments (two torch builds), side by side.
 
-    python bench/torch_versions.py --python /path/to/old/venv/bin/python --python .venv/bin/python \
-        [--models shallow,edsr] [--rounds 3] [--steps 8]
+    python bench/torch_versions.py --python /path/to/old/venv/bin/python[@/path/to/old/checkout] \
+        --python .venv/bin/python [--models shallow,edsr] [--rounds 3] [--steps 8]
+
+``PYTHON@CHECKOUT`` runs that environment's worker on the code of another checkout (e.g. the commit
+before a dependency change, whose code the old environment can import).
 
 Each round runs one worker per environment, alternating, so that load from other processes hits
 both alike. A worker (this file with --worker, in that environment) times, per model: a training
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -28,7 +32,7 @@ MODELS = {"shallow": {"name": "edsr", "depth": 4, "width": 32},
 def worker(models: list[str], steps: int) -> dict:
     import torch
 
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, os.environ.get("SR_BENCH_CHECKOUT", str(ROOT)))
     from sr_experiments.models import build_network
 
     torch.manual_seed(0)
@@ -77,10 +81,14 @@ def main() -> None:
         return
     results: list[list[dict]] = [[] for _ in args.python]
     for r in range(args.rounds):
-        for i, python in enumerate(args.python):
+        for i, spec in enumerate(args.python):
+            python, _, checkout = spec.partition("@")
             cmd = [python, __file__, "--worker", "--models", args.models, "--steps", str(args.steps),
                    "--python", python]
-            done = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
+            env = {**os.environ, "SR_BENCH_CHECKOUT": checkout or str(ROOT)}
+            if checkout:
+                env["PYTHONPATH"] = checkout
+            done = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT, env=env)
             results[i].append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(f"round {r + 1}, {results[i][-1]['torch']}: done", file=sys.stderr, flush=True)
     from sr_experiments.hardware import cpu_model
