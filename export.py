@@ -3,7 +3,8 @@
 
 onnx / torchscript take any input size and are checked against PyTorch on a random image (max abs
 difference < 1e-4, onnxruntime for ONNX); `python upscale.py ckpt_path=MODEL.onnx ...` runs them.
-safetensors / pth hold the weights in the official layout (pth: BasicSR's ``params``), which
+safetensors / pth hold the weights in the official layout (pth: BasicSR's ``params``, and
+``params_ema`` for a run with EMA: the EMA weights, which loaders prefer), which
 spandrel-based tools (chaiNNer, ComfyUI) load as the same architecture; checked by reading back.
 """
 
@@ -22,7 +23,8 @@ SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ".safetensors"
 @hydra.main(version_base="1.3", config_path="sr_experiments/conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     # Imported here: torch and Lightning take seconds, which --help and completion should not pay.
-    from sr_experiments.models.loading import find_latest_checkpoint, load_network
+    from sr_experiments.models.interop import read_weights
+    from sr_experiments.models.loading import ema_entry, find_latest_checkpoint, load_network
     from sr_experiments.inference.export import WEIGHT_FORMATS, ExportError, export_network, export_weights
 
     ckpt = cfg.ckpt_path or cfg.model.get("pretrained")
@@ -42,7 +44,10 @@ def main(cfg: DictConfig) -> None:
         sys.exit(f"export: output={out} is the input file: pass another output=")
     try:
         if cfg.format in WEIGHT_FORMATS:
-            checked = export_weights(net, spec, cfg.format, out)
+            # A run with EMA: params_ema (the EMA, loaded by default) and params (raw), as BasicSR.
+            raw = load_network(ckpt, model=model, ema=False, quiet=True)[0] if (
+                cfg.format == "pth" and ema_entry(read_weights(ckpt))) else None
+            checked = export_weights(net, spec, cfg.format, out, raw=raw)
             print(f"export: {out} ({cfg.format}, {spec['name']} x{spec['scale']}); {checked}")
             return
         diff = export_network(net, spec, cfg.format, out)

@@ -80,8 +80,12 @@ def check_export(net: nn.Module, path: Path, fmt: str, seed: int = 0) -> float:
 WEIGHT_FORMATS = ("safetensors", "pth")
 
 
-def export_weights(net: nn.Module, spec: Mapping[str, Any], fmt: str, path: str | Path) -> str:
+def export_weights(net: nn.Module, spec: Mapping[str, Any], fmt: str, path: str | Path, raw: nn.Module | None = None) -> str:
     """Write ``net``'s weights as ``fmt`` (official layout, our spec beside them) and check the file.
+
+    ``raw``: when ``net`` holds EMA weights, the raw weights of the same run; ``pth`` then carries
+    both as BasicSR does (``params_ema``: ``net``, preferred by loaders; ``params``: ``raw``).
+    ``safetensors`` holds one state dict: ``net``'s.
 
     The check reads the file back twice: through this framework's loader (identical output) and,
     for architectures spandrel knows, through spandrel (same architecture and scale, output within
@@ -101,12 +105,16 @@ def export_weights(net: nn.Module, spec: Mapping[str, Any], fmt: str, path: str 
             save_file(state, str(tmp), metadata={"format": "pt", "network": json.dumps(dict(spec)),
                                                   "scale": str(int(spec["scale"]))})
         elif fmt == "pth":  # BasicSR's layout: what its, spandrel's and most SR code's loaders unwrap
-            torch.save({"params": state, "network": dict(spec)}, tmp)
+            if raw is not None:
+                raw_state = official_state_dict(raw.float().eval().cpu())
+                torch.save({"params_ema": state, "params": raw_state, "network": dict(spec)}, tmp)
+            else:
+                torch.save({"params": state, "network": dict(spec)}, tmp)
         else:
             raise ValueError(f"format={fmt} is not one of {', '.join(WEIGHT_FORMATS)}")
         tmp.replace(path)
         x = torch.rand(1, 3, *CHECK_SIZE, generator=torch.Generator().manual_seed(0))
-        reloaded, _ = load_network(path)
+        reloaded, _ = load_network(path, quiet=True)
         with torch.no_grad():
             diff = float((reloaded(x.clone()) - net(x.clone())).abs().max())
         if diff != 0.0:

@@ -3,6 +3,7 @@ them), official ``.pth`` releases, and networks rebuilt from our checkpoints."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
@@ -13,6 +14,7 @@ from torch import nn
 
 from sr_experiments.models.registry import RUNTIME_KEYS, build_network
 
+log = logging.getLogger(__name__)
 
 class CheckpointLoadError(RuntimeError):
     """A checkpoint could not be read safely; the message names the file."""
@@ -34,18 +36,41 @@ def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> dict[st
 
 # Official releases wrap the state dict: BasicSR/SwinIR under "params" and/or "params_ema" (the
 # EMA weights, better when present), others under "state_dict" or "model"; Lightning checkpoints
-# of this framework keep the network under "state_dict" with a "net." prefix.
+# of this framework keep the network under "state_dict" with a "net." prefix, and its EMA (a run
+# with model.ema_decay > 0) beside it with "net_ema." (a GAN run's discriminator: "net_d.").
 WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model")
+EMA_PREFIX, RAW_PREFIX = "net_ema.", "net."
 
 
-def unwrap_state_dict(obj: Mapping[str, Any], key: str | None = None) -> dict[str, Any]:
-    """The bare network state dict inside a loaded weights file."""
+def _is_ours(obj: Mapping[str, Any]) -> bool:
+    """A train.py (Lightning) checkpoint of this framework."""
+    return isinstance(obj.get("state_dict"), Mapping) and isinstance(obj.get("hyper_parameters"), Mapping)
+
+
+def ema_entry(obj: Mapping[str, Any]) -> str | None:
+    """Where a weights file keeps EMA weights that loading prefers (``params_ema``, or our
+    checkpoints' ``net_ema.*``), or None when it has none."""
+    if isinstance(obj.get("params_ema"), Mapping):
+        return "params_ema"
+    if _is_ours(obj) and any(str(k).startswith(EMA_PREFIX) for k in obj["state_dict"]):
+        return "net_ema"
+    return None
+
+
+def unwrap_state_dict(obj: Mapping[str, Any], key: str | None = None, ema: bool = True) -> dict[str, Any]:
+    """The bare network state dict inside a loaded weights file: its EMA weights where it has
+    them (``params_ema``; our checkpoints' ``net_ema.*``), unless ``ema=False`` (the raw weights)."""
+    if key is None and _is_ours(obj):
+        prefix = EMA_PREFIX if ema and ema_entry(obj) == "net_ema" else RAW_PREFIX
+        return {k[len(prefix):]: v for k, v in obj["state_dict"].items() if k.startswith(prefix)}
     if key is not None:
         if key not in obj:
             raise KeyError(f"the weights file has no {key!r} entry (it has: {', '.join(map(str, obj))})")
         obj = obj[key]
     else:
         for k in WRAPPER_KEYS:
+            if k == "params_ema" and not ema:
+                continue
             if k in obj and isinstance(obj[k], Mapping):
                 obj = obj[k]
                 break
@@ -57,18 +82,22 @@ def unwrap_state_dict(obj: Mapping[str, Any], key: str | None = None) -> dict[st
 
 
 def load_pretrained(
-    net: nn.Module, source: str | PathLike | Mapping[str, Any], key: str | None = None, origin: str | None = None
+    net: nn.Module, source: str | PathLike | Mapping[str, Any], key: str | None = None, origin: str | None = None,
+    ema: bool = True, announce: bool = True,
 ) -> nn.Module:
     """Load weights into ``net`` with ``strict=True`` (a key or shape mismatch names the problem).
 
     ``source`` is a path (read with ``weights_only=True``: no code from the file runs) or a loaded
-    dict; ``origin`` names the file a loaded dict came from, for messages. Returns ``net``.
+    dict; ``origin`` names the file a loaded dict came from, for messages. A file's EMA weights are
+    preferred (logged when ``announce``) unless ``ema=False``. Returns ``net``.
     """
     from sr_experiments.models.interop import read_weights
 
     obj = source if isinstance(source, Mapping) else read_weights(source)
     origin = origin or (str(source) if not isinstance(source, Mapping) else "the given weights")
-    state = unwrap_state_dict(obj, key)
+    state = unwrap_state_dict(obj, key, ema=ema)
+    if announce and key is None and ema and ema_entry(obj):
+        log.info("%s: loading its EMA weights (%s)", origin, ema_entry(obj))
     from_official = getattr(net, "from_official_state_dict", None)
     if from_official is not None:  # the authors' layout, where ours differs (RCAN): renamed, else unchanged
         state = from_official(state)
@@ -132,13 +161,16 @@ def saved_spec(checkpoint: Mapping[str, Any]) -> dict[str, Any] | None:
     return dict(spec) if isinstance(spec, Mapping) and "name" in spec else None
 
 
-def load_network(ckpt_path: str | Path, model: Mapping[str, Any] | None = None) -> tuple[nn.Module, dict[str, Any]]:
+def load_network(ckpt_path: str | Path, model: Mapping[str, Any] | None = None, ema: bool = True,
+                 quiet: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a trained network from a weights file (read with ``weights_only`` or safetensors).
 
     A checkpoint of ``train.py`` (or a file from ``export.py``) carries its network spec, so no
     ``model=...`` has to be repeated. A bare weights file (an official release, a community model)
     is loaded into ``model`` when one with parameters is named (``model=NAME scale=S``); otherwise
     spandrel detects its architecture (printed): the zoo network where it is one, else spandrel's.
+    Where the file has EMA weights (``params_ema``, or a run with ``model.ema_decay``) those are
+    loaded, and a line says so (not when ``quiet``); ``ema=False`` loads the raw weights.
     """
     from sr_experiments.models.interop import FROM_FILE, SPANDREL, build_spandrel, load_any, read_weights
 
@@ -160,7 +192,10 @@ def load_network(ckpt_path: str | Path, model: Mapping[str, Any] | None = None) 
         except (ValueError, TypeError) as e:
             raise ValueError(f"'{ckpt_path}': its saved network spec {spec!r} cannot be built ({e}); "
                              "it was written by another version or is damaged") from None
-    load_pretrained(net, ckpt, origin=str(ckpt_path))
+    load_pretrained(net, ckpt, origin=str(ckpt_path), ema=ema, announce=False)
+    entry = ema_entry(ckpt)
+    if entry and ema and not quiet:
+        print(f"{ckpt_path}: using its EMA weights ({entry}; ema=false for the raw weights)", flush=True)
     return net.eval(), dict(spec)
 
 

@@ -21,7 +21,7 @@ NETWORKS: dict[str, type[nn.Module]] = {}
 # The upscaling factors each network supports, declared once at registration; None: any integer >= 2.
 SCALES: dict[str, tuple[int, ...] | None] = {}
 # Keys of the ``model`` node that choose how the network runs, not how it is built.
-RUNTIME_KEYS = ("compile", "channels_last")
+RUNTIME_KEYS = ("compile", "channels_last", "ema_decay")
 
 _T = TypeVar("_T", bound=type)
 
@@ -75,8 +75,9 @@ def build_network(spec: Mapping[str, Any]) -> nn.Module:
 
     ``spec`` may be a plain mapping or an OmegaConf ``DictConfig`` (the Hydra ``model`` node).
     ``pretrained`` (a weights file) and ``pretrained_key`` are not constructor arguments: the
-    weights are loaded into the built network (see ``models/loading.py``). ``compile`` and
-    ``channels_last`` are how the network runs, not what it is (``SRLitModule`` applies them).
+    weights are loaded into the built network (see ``models/loading.py``). ``compile``,
+    ``channels_last`` and ``ema_decay`` are how the network runs or trains, not what it is
+    (``SRLitModule`` applies them).
     Argument names are checked against the constructor first, so a typo on the command line
     (``model.dept=8``) gives a ValueError naming the key instead of a TypeError from deep inside.
     """

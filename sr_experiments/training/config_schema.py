@@ -42,6 +42,7 @@ class DataSchema(_Open):
 
 class ModelSchema(_Open):
     name: str
+    ema_decay: float = Field(default=0.0, ge=0, lt=1, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _sizes(self) -> ModelSchema:
@@ -61,6 +62,18 @@ class OptimizerSchema(_Open):
     weight_decay: float = Field(default=0.0, ge=0, allow_inf_nan=False)
 
 
+class LossTermSchema(_Open):
+    """One term of ``losses`` (``training/losses.py``); the term checks its own keys when built."""
+
+    type: str | None = None
+    weight: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+
+
+class DiscriminatorSchema(_Open):
+    name: str | None = None  # None: a recipe's settings left after ~discriminator (no adversarial training)
+    num_feat: int = Field(default=64, ge=1)
+
+
 class TrainerSchema(_Open):
     max_steps: int = Field(default=-1, ge=-1)
     log_every_n_steps: int = Field(default=50, ge=1)
@@ -78,6 +91,8 @@ class TrainSchema(_Open):
     scale: int = Field(ge=2)
     seed: int | None = None
     loss: Literal["l1", "mse", "charbonnier"] = "l1"
+    losses: dict[str, LossTermSchema | None] | None = None
+    discriminator: DiscriminatorSchema | None = None
     ckpt_path: str | None = None
     resume: bool = True
     data: DataSchema | dict[str, Any] = Field(default_factory=dict)
@@ -92,7 +107,8 @@ class TrainSchema(_Open):
         return DataSchema.model_validate(v) if isinstance(v, dict) and "batch_size" in v else v
 
 
-_CHECKED = ("lr", "scale", "seed", "loss", "ckpt_path", "resume", "data", "model", "optimizer", "trainer")
+_CHECKED = ("lr", "scale", "seed", "loss", "losses", "discriminator", "ckpt_path", "resume", "data", "model", "optimizer",
+            "trainer")
 
 
 def validate_train_config(cfg: DictConfig) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import logging
 import math
 import random
 import time
@@ -15,12 +17,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sr_experiments.hardware import choose_channels_last
-from sr_experiments.training.losses import build_loss
+from sr_experiments.training.ema import ema_update_, ema_state_for_load
+from sr_experiments.training.losses import build_losses
 from sr_experiments.evaluation.metrics import SRMetrics
 from sr_experiments.evaluation.perceptual import PerceptualMeans, PerceptualScorer, perceptual_names
 from sr_experiments.models.interop import FROM_FILE, resolve_from_file
 from sr_experiments.models import build_network, count_parameters
 from sr_experiments.models.bicubic import Bicubic
+
+log = logging.getLogger(__name__)
 
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-4, "betas": [0.9, 0.999]}
 
@@ -45,7 +50,15 @@ class SRLitModule(L.LightningModule):
         val_metrics: validation metrics; psnr and ssim always, plus any of lpips, lpips_vgg, dists,
             niqe (eval.py's conventions; logged as ``val/<name>``). Off by default: they cost time.
         weights_dir: where the perceptual metrics' weights files are looked up first.
+        losses: a weighted sum of named loss terms (``training/losses.py``) instead of ``loss``;
+            each term is logged as ``train/loss_<name>``.
+        ema_decay: the network spec's ``ema_decay`` (``model.ema_decay``) when not given here: keep
+            an exponential moving average of the weights (``net_ema``, see ``training/ema.py``) and
+            validate it; 0 (default) keeps none.
     """
+
+    # SRGANModule (training/gan.py) trains with a discriminator; this module refuses an adversarial term.
+    adversarial = False
 
     def __init__(
         self,
@@ -57,12 +70,18 @@ class SRLitModule(L.LightningModule):
         charbonnier_eps: float = 1e-3,
         val_metrics: Any = ("psnr", "ssim"),
         weights_dir: str | None = None,
+        losses: Mapping[str, Any] | None = None,
+        ema_decay: float | None = None,
     ) -> None:
         super().__init__()
         network = dict(_plain(network))
         # How the network runs (not part of what a checkpoint rebuilds).
         compile_net = bool(network.pop("compile", False))
         channels_last = network.pop("channels_last", "auto")
+        spec_ema = network.pop("ema_decay", None)
+        ema_decay = float(ema_decay if ema_decay is not None else (spec_ema or 0.0))
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"model.ema_decay={ema_decay}: must be in [0, 1) (0: no EMA)")
         if int(network.get("scale", scale)) != int(scale):
             raise ValueError(f"model.scale={network['scale']} differs from scale={scale}; set the top-level scale only")
         network["scale"] = int(scale)
@@ -78,6 +97,8 @@ class SRLitModule(L.LightningModule):
                 "optimizer": _plain(optimizer) if optimizer is not None else dict(DEFAULT_OPTIMIZER),
                 "scheduler": _plain(scheduler),
                 "charbonnier_eps": float(charbonnier_eps),
+                "losses": _plain(losses) or None,
+                "ema_decay": ema_decay,
             }
         )
         self.net = build_network(network)
@@ -91,7 +112,22 @@ class SRLitModule(L.LightningModule):
         object.__setattr__(self, "_train_net", torch.compile(self.net) if compile_net else self.net)
         # Lets Lightning's model summary count FLOPs (one 48x48 LR patch) instead of printing zeros.
         self.example_input_array = torch.zeros(1, 3, 48, 48)
-        self.loss_fn = build_loss(loss, charbonnier_eps)
+        gan_terms = [k for k, t in (self.hparams.losses or {}).items() if isinstance(t, Mapping) and t.get("type") == "gan"]
+        if gan_terms and not self.adversarial:  # before building the terms (a VGG) for nothing
+            raise ValueError(f"losses.{gan_terms[0]} is adversarial: it needs a discriminator "
+                             "(discriminator=vgg128|unet_sn, or experiment=esrgan_x4)")
+        self.criterion = build_losses(self.hparams.losses, loss, charbonnier_eps)
+        if self.criterion.adversarial is not None and not self.adversarial:
+            raise ValueError(f"losses.{self.criterion.adversarial[0]} is adversarial: it needs a discriminator")
+        # The pixel terms: what the speed calibration (and the benchmarks) time as "the loss".
+        self.loss_fn = self.criterion.pixel_only()
+        self.log_terms = bool(self.hparams.losses)
+        # EMA of the weights: a frozen copy, updated after every optimizer step (training/ema.py).
+        self.ema_decay = ema_decay
+        self.net_ema = copy.deepcopy(self.net).requires_grad_(False) if ema_decay > 0 else None
+        if self.net_ema is not None:
+            self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+        self.raw_metrics = SRMetrics(border=int(scale)) if self.net_ema is not None else None
         self.bicubic = Bicubic(int(scale))
         self.val_metrics = SRMetrics(border=int(scale))
         self.bicubic_metrics = SRMetrics(border=int(scale))
@@ -109,6 +145,8 @@ class SRLitModule(L.LightningModule):
         """Weights (and from then on, input batches) in channels_last or contiguous layout, and why."""
         self.channels_last, self.channels_last_reason = bool(on), why
         self.net.to(memory_format=torch.channels_last if on else torch.contiguous_format)
+        if getattr(self, "net_ema", None) is not None:
+            self.net_ema.to(memory_format=torch.channels_last if on else torch.contiguous_format)
 
     @property
     def num_params(self) -> int:
@@ -131,7 +169,8 @@ class SRLitModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         sr = self._train_net(batch["lq"])
         # The loss in fp32 whatever the autocast dtype of the network.
-        loss = self.loss_fn(sr.float(), batch["gt"])
+        terms = self.criterion(sr, batch["gt"])
+        loss = sum(terms.values())
         # Checking every step would force a device->host sync on each step; the logging interval
         # catches a diverged run just as well.
         if self.global_step % self.trainer.log_every_n_steps == 0 and not torch.isfinite(loss):
@@ -140,15 +179,43 @@ class SRLitModule(L.LightningModule):
                 f"{self.optimizers().param_groups[0]['lr']:.3g}) or add scheduler.warmup_steps"
             )
         self.log("train/loss", loss, prog_bar=True, batch_size=len(sr))
+        if self.log_terms:
+            self.log_dict({f"train/loss_{k}": v.detach() for k, v in terms.items()}, batch_size=len(sr))
         self.log("lr", self.optimizers().param_groups[0]["lr"], batch_size=len(sr))
         return loss
+
+    # --- EMA ------------------------------------------------------------------------------------
+
+    def on_train_start(self) -> None:
+        if self.net_ema is None:
+            return
+        # After any restore: a run (or a resume of a run without EMA) starts its average at the
+        # weights it trains from (pretrained, fine-tuned or resumed), as BasicSR does.
+        if int(self.ema_updates) == 0:
+            ema_update_(self.net_ema, self.net, 0.0)
+        log.info("EMA of the weights (decay %g): val/psnr, best.ckpt's choice and the weights eval.py, upscale.py "
+                 "and export.py load are the EMA's; val/psnr_raw is the raw weights'", self.ema_decay)
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self.update_ema()
+
+    def update_ema(self) -> None:
+        """One EMA step after an optimizer step of the network (SRGANModule calls it itself)."""
+        if self.net_ema is not None:
+            ema_update_(self.net_ema, self.net, self.ema_decay)
+            self.ema_updates += 1
 
     def validation_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
         lq, gt = batch["lq"], batch["gt"]
         # Validation in fp32 whatever the training precision: val/psnr is then the number eval.py
         # (and a paper's table) gives for the same weights, not a bf16 approximation of it.
+        net = self.net_ema if self.net_ema is not None else self.net
         with torch.autocast(lq.device.type, enabled=False):
-            sr = self.net(lq.float()).float().clamp(0, 1)
+            sr = net(lq.float()).float().clamp(0, 1)
+            if self.raw_metrics is not None:  # the raw weights too, for val/psnr_raw
+                raw = self.net(lq.float()).float().clamp(0, 1)
+                self.raw_metrics.update(raw, gt, batch["index"], batch["gray"])
         self.val_metrics.update(sr, gt, batch["index"], batch["gray"])
         if self.perceptual_scorer is not None:
             scores = self.perceptual_scorer.to(sr.device)(sr, gt, int(self.hparams.scale))
@@ -164,6 +231,10 @@ class SRLitModule(L.LightningModule):
         if self.perceptual_metrics is not None:
             perceptual = {k: float(v) for k, v in self.perceptual_metrics.compute().items()}
             self.perceptual_metrics.reset()
+        raw = None
+        if self.raw_metrics is not None:
+            raw = self.raw_metrics.compute()
+            self.raw_metrics.reset()
         if self.trainer.sanity_checking:
             self.bicubic_metrics.reset()
             return
@@ -172,7 +243,11 @@ class SRLitModule(L.LightningModule):
             self.bicubic_metrics.reset()
             self.bicubic_result = {"psnr": float(b["psnr"]), "ssim": float(b["ssim"]), "images": int(b["images"])}
         psnr, ssim = float(m["psnr"]), float(m["ssim"])
-        self.history.append({"step": int(self.global_step), "psnr": psnr, "ssim": ssim, **perceptual})
+        entry = {"step": int(self.global_step), "psnr": psnr, "ssim": ssim, **perceptual}
+        if raw is not None:  # val/psnr is the EMA's: the raw weights beside it, same step and images
+            entry.update(psnr_raw=float(raw["psnr"]), ssim_raw=float(raw["ssim"]))
+            self.log_dict({"val/psnr_raw": entry["psnr_raw"], "val/ssim_raw": entry["ssim_raw"]})
+        self.history.append(entry)
         best = max(h["psnr"] for h in self.history)
         # Metric states are already synchronised across processes: every rank logs the same value.
         self.log_dict(
@@ -198,13 +273,17 @@ class SRLitModule(L.LightningModule):
         optimizer = instantiate(self.hparams.optimizer)(params=params)
         if not self.hparams.scheduler:
             return {"optimizer": optimizer}
+        scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer, total_steps=self.schedule_length())
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def schedule_length(self) -> int:
+        """The steps an LR schedule spans: ``trainer.max_steps``, else what ``max_epochs`` amounts to."""
         total = self.trainer.max_steps
         if total is None or total < 0:
             total = self.trainer.estimated_stepping_batches
         if not math.isfinite(total):
             raise ValueError("set trainer.max_steps (or trainer.max_epochs) so the LR schedule knows its length")
-        scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer, total_steps=int(total))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return int(total)
 
     def on_fit_start(self) -> None:
         self._fit_started = time.perf_counter()
@@ -223,6 +302,8 @@ class SRLitModule(L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "state_dict" in checkpoint:  # EMA switched on or off since the checkpoint: adapt, say so
+            checkpoint["state_dict"] = ema_state_for_load(checkpoint["state_dict"], self.net_ema is not None)
         run = checkpoint.get("sr_run") or {}
         self.bicubic_result = run.get("bicubic")
         self.history = list(run.get("history", []))
@@ -238,6 +319,8 @@ class SRLitModule(L.LightningModule):
             "model": self.hparams.network["name"],
             "scale": self.hparams.scale,
             "params": self.num_params,
+            "ema_decay": self.ema_decay,
+            "losses": self.criterion.describe() if self.log_terms else None,
             "channels_last": self.channels_last,
             "compile": self.compiled,
             "best": best,

@@ -13,6 +13,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -61,15 +62,17 @@ def instantiate_group(cfg: DictConfig | None) -> list[Any]:
 
 def format_summary(summary: dict[str, Any]) -> str:
     """A short table: bicubic, best, final, and the gain of the best over bicubic."""
-    w = max(18, len(summary["model"]) + 9)
-    lines = [f"{'':<{w}}{'PSNR (dB)':>10}{'SSIM':>9}"]
     bic, best, final = summary.get("bicubic"), summary.get("best"), summary.get("final")
+    w = max(18, len(summary["model"]) + (14 if final and "psnr_raw" in final else 9))
+    lines = [f"{'':<{w}}{'PSNR (dB)':>10}{'SSIM':>9}"]
     if bic:
         lines.append(f"{'bicubic':<{w}}{bic['psnr']:>10.2f}{bic['ssim']:>9.4f}")
     if best:
         lines.append(f"{summary['model'] + ' (best)':<{w}}{best['psnr']:>10.2f}{best['ssim']:>9.4f}")
     if final:
         lines.append(f"{summary['model'] + ' (final)':<{w}}{final['psnr']:>10.2f}{final['ssim']:>9.4f}")
+    if final and "psnr_raw" in final:  # EMA on: the rows above are the EMA's
+        lines.append(f"{summary['model'] + ' (final, raw)':<{w}}{final['psnr_raw']:>10.2f}{final['ssim_raw']:>9.4f}")
     if bic and best:
         lines.append(f"{'gain over bicubic':<{w}}{best['psnr'] - bic['psnr']:>+10.2f}{best['ssim'] - bic['ssim']:>+9.4f}")
     lines.append(
@@ -111,7 +114,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         L.seed_everything(cfg.seed, workers=True)
 
     datamodule: L.LightningDataModule = instantiate(cfg.data)
-    module: SRLitModule = instantiate(cfg.module, _recursive_=False)
+    try:
+        module: SRLitModule = instantiate(cfg.module, _recursive_=False)
+    except InstantiationException as e:  # a bad value named by the module: its one line, not Hydra's wrapper
+        if isinstance(e.__cause__, (ValueError, FileNotFoundError)):
+            raise e.__cause__ from None
+        raise
     if module.num_params == 0:
         raise ValueError(f"model={cfg.model.name} has no trainable parameters: evaluate it with eval.py instead")
     callbacks = instantiate_group(cfg.get("callbacks"))
