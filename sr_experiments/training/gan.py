@@ -59,13 +59,16 @@ class SRGANModule(SRLitModule):
         optimizer: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
         charbonnier_eps: float = 1e-3,
+        val_metrics: Any = ("psnr", "ssim"),
+        weights_dir: str | None = None,
         losses: Mapping[str, Any] | None = None,
         ema_decay: float | None = None,
         discriminator: Mapping[str, Any] | None = None,
         optimizer_d: Mapping[str, Any] | None = None,
         scheduler_d: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(network, scale, loss, optimizer, scheduler, charbonnier_eps, losses, ema_decay)
+        super().__init__(network, scale, loss, optimizer, scheduler, charbonnier_eps, val_metrics=val_metrics,
+                         weights_dir=weights_dir, losses=losses, ema_decay=ema_decay)
         if self.criterion.adversarial is None:
             raise ValueError("adversarial training needs a `type: gan` term in losses (e.g. losses=esrgan)")
         if not discriminator:

@@ -13,7 +13,6 @@ the PSNR stage's best checkpoint (``ckpt_path=... resume=false``). Extra overrid
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import time
 from pathlib import Path
@@ -29,18 +28,14 @@ from sr_experiments.hardware import cpu_model
 from sr_experiments.training.callbacks import GAP
 
 PANEL_LABELS = ("LR", "PSNR model", "GAN model", "HR")
-# Hook for perceptual metrics (LPIPS, DISTS, ...) where the framework has them: a module with
-# ``score(sr, gt) -> {name: value}`` on [0, 1] RGB batches. Absent: PSNR / SSIM only.
-PERCEPTUAL_METRICS_MODULE = "sr_experiments.evaluation.perceptual"
+def perceptual_scorer(weights_dir: str | None = None):
+    """LPIPS (AlexNet, eval.py's ``lpips``) where its weights files are present; else None, said in one line."""
+    from sr_experiments.evaluation.perceptual import PerceptualScorer
 
-
-def perceptual_scores(sr: torch.Tensor, gt: torch.Tensor) -> dict[str, float]:
-    try:
-        module = importlib.import_module(PERCEPTUAL_METRICS_MODULE)
-    except ImportError:
-        return {}
-    score = getattr(module, "score", None)
-    return {k: float(v) for k, v in score(sr, gt).items()} if score else {}
+    scorer = PerceptualScorer(["lpips"], weights_dir, missing="skip", key="gan_demo", skip_key=None)
+    for note in scorer.skipped.values():
+        print(f"gan_demo: {note}", flush=True)
+    return scorer if scorer.names else None
 
 
 def _compose(overrides: list[str], out: Path):
@@ -87,13 +82,16 @@ def compare(psnr_ckpt: Path, gan_ckpt: Path, cfg: Any) -> tuple[dict[str, Any], 
     data.setup("validate")
     metrics = {k: SRMetrics(border=scale) for k in nets}
     extra: dict[str, list[dict[str, float]]] = {k: [] for k in nets}
+    scorer = perceptual_scorer(cfg.paths.get("weights_dir"))
     rows = []
     for batch in data.val_dataloader():
         lq, gt = batch["lq"].float() / 255, batch["gt"].float() / 255
         out = {k: net(lq).clamp(0, 1) for k, net in nets.items()}
         for k, sr in out.items():
             metrics[k].update(sr, gt, batch["index"], batch["gray"])
-            extra[k].append(perceptual_scores(sr, gt))
+            if scorer is not None:  # per image, as eval.py: SR rounded to 8 bits, border cropped
+                scores = scorer(sr, gt, scale)  # {name: (N,)}
+                extra[k] += [{n: float(v[i]) for n, v in scores.items()} for i in range(sr.shape[0])]
         rows.append(panel(lq[0], out["psnr"][0], out["gan"][0], gt[0]))
     result = {}
     for k, m in metrics.items():
