@@ -54,11 +54,15 @@ def git_state(repo: str | Path = PACKAGE_DIR) -> dict[str, Any]:
 
 def versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {}
-    for dist in ("torch", "lightning", "torchmetrics", "sr-experiments"):
+    for dist in ("torch", "torchvision", "lightning", "torchmetrics", "spandrel", "sr-experiments"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             out[dist] = None
+    # torch's own string names the build (2.14.1+cu130 against +cpu), which its wheel metadata may not
+    import torch
+
+    out["torch"] = torch.__version__
     return out
 
 

@@ -16,13 +16,14 @@ from omegaconf import OmegaConf
 from spandrel import ModelLoader
 
 from sr_experiments.models import NETWORKS, build_network, count_parameters
+from sr_experiments.models.registry import RUNTIME_KEYS
 from sr_experiments.models.community import SpandrelNetwork
 from sr_experiments.models.loading import load_checkpoint_file, unwrap_state_dict
 from sr_experiments.tools.info import network_info
 
 COMMUNITY = sorted(name for name, cls in NETWORKS.items() if issubclass(cls, SpandrelNetwork))
 SCALES = (2, 3, 4)
-RUNTIME = ("pretrained", "compile", "channels_last")
+RUNTIME = (*RUNTIME_KEYS, "pretrained", "pretrained_key")  # how a network runs or starts, not what it is
 
 # Tiny inputs: extra threads buy nothing, and on a busy 2-core machine their spin-waits
 # made training steps ~10x slower.
