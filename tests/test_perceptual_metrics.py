@@ -10,9 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CONF
-from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
+from test_eval import compose_eval
 from PIL import Image
 
 from sr_experiments.evaluation.imresize import imresize
@@ -30,14 +28,6 @@ from sr_experiments.evaluation.run import run_eval
 from sr_experiments.extras import MissingExtra
 
 BORDER = 2
-
-
-def compose_eval(overrides: list[str], output_dir: Path):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="eval", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-    return cfg
 
 
 @pytest.fixture(scope="session")
