@@ -38,6 +38,11 @@ _LIGHTNING = {"fp32": "32", "tf32": "32", "bf16": "bf16-mixed", "fp16": "16-mixe
 # the least time a mode runs in each round (several steps of a small network).
 CALIBRATION_BUDGET_S = 8.0
 SAMPLE_S = 0.03
+# A training run is calibrated only where that costs at most this share of its steps (a calibration
+# runs at least two steps per candidate mode: a warm-up and a timed one). A 5-step smoke run of a
+# large network would otherwise spend longer measuring than training: ESRGAN's RRDBNet at x4 took
+# 13 minutes of calibration for 5 steps on 2 CPU cores.
+CALIBRATION_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -278,11 +283,14 @@ def choose(
     measure: Measure,
     rank: int = 0,
     wait_s: float = 300.0,
+    run_steps: int | None = None,
 ) -> SpeedChoice:
     """Resolve ``auto`` axes by ``measure`` (or the cache); explicit axes are kept as set.
 
     In a multi-process run only rank 0 measures; other ranks (``rank > 0``) wait for its cache
-    entry, so that all ranks run the same mode.
+    entry, so that all ranks run the same mode. A run of ``run_steps`` too few to pay for a
+    calibration (``CALIBRATION_SHARE``) runs the most exact candidate, unmeasured, on every rank
+    (the cache is not read either: each rank decides alike without it).
     """
     modes = candidate_modes(device, precision, channels_last)
     prec_auto, layout_auto = normalise_precision(precision) == "auto", _is_auto(channels_last)
@@ -290,6 +298,11 @@ def choose(
     explicit_l = f"model.channels_last={modes[0].channels_last} was set explicitly"
     if len(modes) == 1:
         return SpeedChoice(modes[0], "set explicitly", explicit_p, explicit_l)
+    if run_steps is not None and 0 < run_steps and 2 * len(modes) > CALIBRATION_SHARE * run_steps:
+        why = (f"{modes[0].name}, not measured: a calibration ({2 * len(modes)}+ steps) would cost more than "
+               f"{CALIBRATION_SHARE:.0%} of this run's {run_steps} steps")
+        return SpeedChoice(modes[0], why, f"auto, {why}" if prec_auto else explicit_p,
+                           f"auto, {why}" if layout_auto else explicit_l)
     fields = cache_fields(kind, device, spec, shape, modes)
     key = cache_key(fields)
     entry = read_cache(key) if rank == 0 else _wait_for(key, wait_s)
@@ -461,8 +474,10 @@ def choose_training(
     optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
     rank: int = 0,
     measure: Measure | None = None,
+    run_steps: int | None = None,
 ) -> SpeedChoice:
-    """Training mode for ``trainer.precision`` / ``model.channels_last``: measured where ``auto``.
+    """Training mode for ``trainer.precision`` / ``model.channels_last``: measured where ``auto``
+    and the run's ``run_steps`` (None: unknown) can pay for it.
 
     ``measure`` replaces the timing (tests); by default it times real training steps of copies of
     ``net`` (its weights are not touched).
@@ -472,7 +487,7 @@ def choose_training(
     if measure is None:
         measure = _measuring(training_step_maker(net, dev, batch, patch, scale, loss_fn, optimizer), dev)
     return choose("train", kind, spec, {"batch": batch, "patch": patch, "scale": scale}, precision, channels_last,
-                  measure, rank=rank)
+                  measure, rank=rank, run_steps=run_steps)
 
 
 def choose_inference(

@@ -5,6 +5,7 @@ with portable checkpoints."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -188,6 +189,7 @@ def test_run_records_its_measured_choice_and_trains_the_same_from_the_cache(
     tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(speed, "CALIBRATION_BUDGET_S", 1.0)
+    monkeypatch.setattr(speed, "CALIBRATION_SHARE", math.inf)  # a 4-step run measures all the same
     monkeypatch.setattr(speed, "machine_busy", lambda device: "busy")  # noisy or not, the second run reads the cache
     cfg = compose_train(FAST, tmp_path / "measured")
     assert cfg.trainer.precision == "auto" and cfg.model.channels_last == "auto"
@@ -210,10 +212,26 @@ def test_run_records_its_measured_choice_and_trains_the_same_from_the_cache(
 
 
 def test_run_follows_the_timings(tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    times = {"fp32": 100.0, "fp32-cl": 200.0, "bf16": 200.0, "bf16-cl": 200.0}
+    times = {"fp32": 300.0, "fp32-cl": 200.0, "bf16": 200.0, "bf16-cl": 100.0}
+    monkeypatch.setattr(speed, "CALIBRATION_SHARE", math.inf)
     monkeypatch.setattr(speed, "measure_modes", lambda modes, make_step, **k: speed.Timings({m.name: times[m.name] for m in modes}))
     summary = train(compose_train([*FAST, "trainer.max_steps=1"], tmp_path))
-    assert summary["precision"] == "32" and summary["channels_last"] is False and summary["speed_choice"]["mode"] == "fp32"
+    assert summary["precision"] == "bf16-mixed" and summary["channels_last"] is True and summary["speed_choice"]["mode"] == "bf16-cl"
+
+
+def test_a_run_too_short_to_pay_for_calibration_runs_fp32_unmeasured(tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    measured = []
+    monkeypatch.setattr(speed, "measure_modes", lambda modes, make_step, **k: measured.append(1) or speed.Timings({m.name: 1.0 for m in modes}))
+    # 4 candidate modes: a calibration runs 8+ steps, more than 10% of a 79-step run, not of an 80-step one.
+    for steps, expect_measured in ((79, False), (80, True)):
+        choice = speed.choose("train", "cpu", {"name": "espcn"}, {"batch": 1}, "auto", "auto",
+                              lambda modes: speed.measure_modes(modes, lambda m: lambda: None), run_steps=steps)
+        assert bool(measured) is expect_measured
+    assert speed.choose("train", "cpu", {"name": "espcn"}, {"batch": 2}, "auto", "auto", pytest.fail, run_steps=79).mode.name == "fp32"
+    summary = train(compose_train([*FAST, "trainer.max_steps=2"], tmp_path))
+    assert summary["precision"] == "32" and summary["channels_last"] is False and "not measured" in summary["precision_reason"]
+    # Neither the short choice nor the short run measured or wrote anything: only the 80-step entry is cached.
+    assert len(measured) == 1 and not summary["speed_choice"]["step_ms"] and len(json.loads(cache.read_text())) == 1
 
 
 def test_explicit_run_settings_measure_nothing(tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:

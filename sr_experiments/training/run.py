@@ -248,6 +248,16 @@ def check_same_network(ckpt_path: str, state: dict[str, Any], module: SRLitModul
     )
 
 
+def planned_steps(cfg: DictConfig) -> int | None:
+    """The optimizer steps this run will take where the config fixes them (``fast_dev_run``,
+    ``max_steps``), else None."""
+    fast = cfg.trainer.get("fast_dev_run")
+    if fast:
+        return 1 if fast is True else int(fast)
+    steps = int(cfg.trainer.get("max_steps") or -1)
+    return steps if steps > 0 else None
+
+
 def choose_speed(cfg: DictConfig, module: SRLitModule, datamodule: L.LightningDataModule) -> SpeedChoice:
     """Precision and layout for this run, measured where they are ``auto`` (or read from the cache):
     training steps of a copy of the network at the configured batch and patch size. Sets the
@@ -264,6 +274,7 @@ def choose_speed(cfg: DictConfig, module: SRLitModule, datamodule: L.LightningDa
         loss_fn=module.loss_fn,
         optimizer=lambda params: instantiate(module.hparams.optimizer)(params=list(params)),
         rank=launch_rank(),
+        run_steps=planned_steps(cfg),
     )
     module.set_channels_last(choice.mode.channels_last, choice.channels_last_reason)
     choice.apply_tf32()
