@@ -105,6 +105,17 @@ def test_ema_survives_a_resume_bit_exactly_and_validation_reports_both(tmp_path:
     assert {"psnr", "psnr_raw", "ssim", "ssim_raw"} <= set(last) and last["psnr"] != last["psnr_raw"]
 
 
+def test_the_raw_weights_of_a_run_with_ema_are_those_of_the_run_without(tmp_path: Path) -> None:
+    # What lets one run give "with and without EMA, same steps, same seed" (BENCHMARKS.md): the
+    # average never feeds back into training, nor draws from the random streams.
+    runs = {d: train(compose_train([*FAST, *EXACT, f"model.ema_decay={d}"], tmp_path / str(d))) for d in (0, 0.9)}
+    off, on = (load_checkpoint_file(tmp_path / str(d) / "checkpoints" / "last.ckpt")["state_dict"] for d in (0, 0.9))
+    raw = {k: v for k, v in on.items() if k.startswith("net.")}
+    assert raw.keys() == {k for k in off if k.startswith("net.")} and any(k.startswith("net_ema.") for k in on)
+    assert all(torch.equal(raw[k], off[k]) for k in raw)
+    assert runs[0.9]["history"][-1]["psnr_raw"] == runs[0]["history"][-1]["psnr"]
+
+
 def test_ema_switched_on_or_off_at_a_resume_adapts_the_checkpoint() -> None:
     raw = {"net.w": torch.ones(2), "net.b": torch.zeros(1)}
     with_ema = ema_state_for_load(raw, want_ema=True)
