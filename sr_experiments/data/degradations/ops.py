@@ -20,8 +20,10 @@ RESIZE_MODES = ("area", "bilinear", "bicubic")
 
 
 def blur(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-    """Each image filtered by its own kernel ((B, k, k)), reflect-padded, same size out."""
-    return filter2d(x, kernels.to(x.device, x.dtype), border_type="reflect")
+    """Each image filtered by its own kernel ((B, k, k)), reflect-padded (replicate where the image
+    is too small to reflect half a kernel), same size out."""
+    border = "reflect" if min(x.shape[-2:]) > kernels.shape[-1] // 2 else "replicate"
+    return filter2d(x, kernels.to(x.device, x.dtype), border_type=border)
 
 
 def resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
