@@ -17,7 +17,7 @@ import torch
 from sr_experiments.data.degradations.base import Degraded
 from sr_experiments.data.sampler import derived_seed
 
-__all__ = ["Degraded", "Degradation", "NAMES", "build_degradation", "image_generator"]
+__all__ = ["Degraded", "Degradation", "NAMES", "build_degradation", "degrade_image", "image_generator"]
 
 NAMES = ("bicubic", "realesrgan", "bsrgan")
 # Keys of the ``degradation`` config node that are not the pipeline's settings.
@@ -67,3 +67,14 @@ def image_generator(seed: int, name: str) -> torch.Generator:
     """The generator that degrades the image called ``name`` (its file stem) under ``seed``: the
     same LR for that image whatever the order, the set or the model (eval.py, degrade.py)."""
     return torch.Generator().manual_seed(derived_seed(int(seed), zlib.crc32(name.encode())))
+
+
+def degrade_image(hr: torch.Tensor, degradation: Degradation, seed: int, name: str) -> Degraded:
+    """One image ((3, H, W) or (1, 3, H, W) in [0, 1]) degraded with the draws of ``(seed, name)``,
+    after cropping it to a multiple of the scale (as the benchmark protocol mod-crops the HR)."""
+    x = hr if hr.dim() == 4 else hr[None]
+    s = degradation.scale
+    h, w = x.shape[-2] // s * s, x.shape[-1] // s * s
+    if h == 0 or w == 0:
+        raise ValueError(f"{name}: {x.shape[-1]}x{x.shape[-2]} is smaller than the scale {s}")
+    return degradation(x[..., :h, :w].float(), image_generator(seed, name))

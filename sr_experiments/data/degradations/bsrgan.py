@@ -123,8 +123,8 @@ class BSRGANDegradation:
         level = torch.randint(int(self.noise_range[0]), int(self.noise_range[1]) + 1, (n,), generator=g).double() / 255.0
         kind = torch.rand(n, generator=g, dtype=torch.float64)  # > 0.6 colour, < 0.4 gray, else correlated
         jpeg_on = torch.rand(n, generator=g, dtype=torch.float64) < self.jpeg_prob
-        q_mid = torch.randint(int(self.jpeg_range[0]), int(self.jpeg_range[1]), (n,), generator=g).double()
-        q_end = torch.randint(int(self.jpeg_range[0]), int(self.jpeg_range[1]), (n,), generator=g).double()
+        q_mid = torch.randint(int(self.jpeg_range[0]), int(self.jpeg_range[1]) + 1, (n,), generator=g).double()
+        q_end = torch.randint(int(self.jpeg_range[0]), int(self.jpeg_range[1]) + 1, (n,), generator=g).double()
         dg = device_generator(g, hr.device)
         # Nearest subsampling after a Gaussian shifted by (sf - 1) / 2 (BSRGAN's shift_pixel), so each
         # LR pixel is centred on the HR pixels it stands for.

@@ -7,9 +7,9 @@ The process and every default are Real-ESRGAN's: ``realesrgan/models/realesrnet_
 the resize factor and mode, the noise type and the order at the end are drawn once per batch
 (every image of a batch must keep one size); kernels, noise levels, gray noise and JPEG quality
 per image. Differences: the random draws come from the ``torch.Generator`` passed in (BasicSR
-uses numpy's and Python's global RNGs), and intermediate images are kept at least
-``kernel_size`` pixels on a side (so the reflect-padded blur works on small patches; with
-Real-ESRGAN's 256-400 pixel crops the limit never binds). Not included: Real-ESRGAN's training
+uses numpy's and Python's global RNGs), and the first stage's output is kept at least
+``kernel_size`` pixels on a side (the second blur needs it; with Real-ESRGAN's 256-400 pixel
+crops the limit never binds). Not included: Real-ESRGAN's training
 pair pool (``queue_size``), which shuffles degraded pairs across batches.
 
 Each stage can be switched off (``first.blur: false`` ...): it is then the identity, and every
@@ -152,7 +152,8 @@ class RealESRGANDegradation:
             kernels[f"blur{tag}"] = k
         h, w = size_ref or x.shape[-2:]
         if cfg.resize or size_ref is not None:  # the second stage always goes to (factor x) the LR size
-            floor = self.kernel_size
+            # The first stage's output is blurred again (second stage): kept >= kernel_size.
+            floor = min(self.kernel_size, h, w) if size_ref is None else 1
             size = (max(int(h * factor), floor), max(int(w * factor), floor))
             x = ops.resize(x, size, mode)
         if cfg.noise:
