@@ -291,10 +291,14 @@ def test_degrade_py_writes_lr_kernels_and_parameters(tmp_path: Path, capsys: pyt
     kernels = np.load(tmp_path / "a" / "photo_kernels.npz")
     assert kernels.files and all(math.isclose(float(kernels[k].sum()), 1.0, rel_tol=1e-9) for k in kernels.files)
     assert (tmp_path / "a" / "photo_kernels.png").is_file()
-    # The LR degrade.py writes is the LR the same pipeline makes for that image name and seed.
-    d = build_degradation({**_eval_settings(), "name": "realesrgan"}, 4)
-    expected = degrade_image(torch.from_numpy(img).permute(2, 0, 1).float() / 255, d, 0, "photo").lq
-    assert np.array_equal((expected[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), outs[0])
+    # With the target's sharpening off, degrade.py writes exactly the LR eval.py scores for that image and seed.
+    from sr_experiments.evaluation.protocol import eval_degradation
+
+    assert _degrade(src, tmp_path / "plain", "scale=4", "degradation=realesrgan", "seed=0", "degradation.usm_gt=false") == 1
+    plain = np.asarray(Image.open(tmp_path / "plain" / "photo.png"))
+    expected = eval_degradation("realesrgan", 0, 4).lr(torch.from_numpy(img[:64, :48]).permute(2, 0, 1), "photo")
+    assert np.array_equal((expected[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), plain)
+    assert not np.array_equal(plain, outs[0])  # the default degrades the USM-sharpened HR, as training does
     assert _degrade(src, tmp_path / "c", "degradation=bicubic") == 2  # nothing to draw: one line, status 2
 
 
@@ -310,15 +314,6 @@ def test_degrade_py_command_line(tmp_path: Path) -> None:
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
     assert Image.open(tmp_path / "out" / "x.png").size == (16, 16)
-
-
-def _eval_settings() -> dict:
-    from omegaconf import OmegaConf
-
-    from sr_experiments import CONF_DIR
-
-    node = OmegaConf.load(CONF_DIR / "degradation" / "realesrgan.yaml")
-    return {k: OmegaConf.to_container(node, resolve=False)[k] for k in node if k not in ("seed", "name", "usm_gt")} | {"usm_gt": True}
 
 
 def test_eval_on_degraded_lr_is_the_same_for_every_run(tmp_path: Path) -> None:

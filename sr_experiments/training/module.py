@@ -176,7 +176,8 @@ class SRLitModule(L.LightningModule):
         for key in ("lq", "gt"):
             if key in batch and batch[key].dtype == torch.uint8:
                 batch[key] = batch[key].float().div_(255.0)
-        if self.degrader is not None and self.trainer is not None and self.trainer.training and "index" not in batch:
+        trainer = self._trainer  # the property raises when no trainer is attached
+        if self.degrader is not None and trainer is not None and trainer.training and "index" not in batch:
             batch = self.degrade(batch)
         if self.channels_last and batch.get("lq") is not None and batch["lq"].dim() == 4:
             batch["lq"] = batch["lq"].contiguous(memory_format=torch.channels_last)

@@ -2,7 +2,9 @@
 
 ``python degrade.py input=DIR output=DIR scale=4 degradation=realesrgan seed=0 [verbose=true]``
 (sr_experiments/conf/degrade.yaml). Image ``NAME`` gets the draws of ``(seed, NAME)``, the same as
-``eval.py eval.degradation=... eval.degradation_seed=SEED`` uses for it. With ``verbose``, beside
+``eval.py eval.degradation=... eval.degradation_seed=SEED`` uses for it; evaluation degrades the
+plain HR, so with ``degradation.usm_gt=false`` the LR written is the LR evaluated (the default,
+as in training, degrades the USM-sharpened HR). With ``verbose``, beside
 each ``NAME.png``: ``NAME_params.json`` (every parameter drawn), ``NAME_kernels.npz`` (the kernels
 applied, float64) and ``NAME_kernels.png`` (them side by side, each scaled to its peak).
 Exit status: 0 all written, 1 some inputs failed (each named), 2 nothing could start.
