@@ -11,8 +11,8 @@ backward, Adam), measured alternately in each round so machine noise hits both a
 of the process (one torch thread) and wall time. ``train``: ``experiment=compact_realworld_cpu``
 with ``degradation=bicubic`` and ``degradation=realesrgan``, same seed and steps, one thread each.
 ``compare``: eval.py on Set14 x4 with its bicubic LR files and with ``eval.degradation=realesrgan
-eval.degradation_seed=0``, then upscale.py on a crop of a real JPEG photo (scikit-image's
-rocket.jpg: no HR) with both models, as docs/realworld_compact.png.
+eval.degradation_seed=0``, then upscale.py on a real photo with no HR (scikit-image's coffee,
+halved and saved as a quality-35 JPEG, a 128x128 crop) with both models: docs/realworld_compact.png.
 """
 
 from __future__ import annotations
@@ -150,12 +150,14 @@ def compare(args: argparse.Namespace) -> dict:
         result["set14_x4"][name] = {r["model"]: {"psnr": r["psnr"], "ssim": r["ssim"]} for r in res["results"]}
     for m in ("metrics",):
         result[m] = {d: json.loads((args.out / d / "metrics.json").read_text())["steps"] for d in runs}
-    # A real photo with no HR: a crop of scikit-image's rocket.jpg (a JPEG photograph), upscaled x4.
-    photo = Path(skimage.data.__file__).parent / "rocket.jpg"
-    crop = np.asarray(Image.open(photo).convert("RGB"))[150:278, 250:378]
-    src = args.out / "photo" / "rocket_crop.png"
+    # A real photo with no HR, as the web serves them: scikit-image's coffee.png (a validation photo,
+    # never trained on) halved and saved as a quality-35 JPEG by Pillow (a real codec, not the
+    # pipeline's), a 128x128 crop of it upscaled x4.
+    photo = Image.open(Path(skimage.data.__file__).parent / "coffee.png").convert("RGB")
+    src = args.out / "photo" / "coffee_web.jpg"
     src.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(crop).save(src)
+    photo.resize((photo.width // 2, photo.height // 2), Image.BOX).crop((70, 40, 198, 168)).save(src, quality=35)
+    crop = np.asarray(Image.open(src).convert("RGB"))
     tiles = [np.kron(crop, np.ones((4, 4, 1), np.uint8))]
     labels = ["input (nearest x4)"]
     for d, ckpt in runs.items():
@@ -165,7 +167,7 @@ def compare(args: argparse.Namespace) -> dict:
                                                             "progress=false", f"threads={args.threads}", "precision=32"])
         summary = run_upscale(cfg)
         assert not summary.failures, summary.failures
-        tiles.append(np.asarray(Image.open(out_dir / "rocket_crop.png").convert("RGB")))
+        tiles.append(np.asarray(Image.open(out_dir / "coffee_web.png").convert("RGB")))
         labels.append(f"compact, trained on {d}")
     row = np.concatenate(tiles, axis=1)
     w = tiles[0].shape[1]
