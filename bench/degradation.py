@@ -18,7 +18,6 @@ halved and saved as a quality-35 JPEG, a 128x128 crop) with both models: docs/re
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import statistics
@@ -69,16 +68,15 @@ def throughput(args: argparse.Namespace) -> dict:
             opt.step()
 
         steps[label] = step
-    seeds = itertools.count()  # every pipeline call draws anew, as training does
-    jobs = {**{f"pipeline: {k}": (lambda d=d: d(hr, torch.Generator().manual_seed(next(seeds))))
-               for k, d in pipelines.items()},
-            **{f"train step: {k}": v for k, v in steps.items()}}
+    # Round r draws with seed r in every pipeline: the variants see the same draws (same sizes).
+    jobs = {**{f"pipeline: {k}": (lambda r, d=d: d(hr, torch.Generator().manual_seed(r))) for k, d in pipelines.items()},
+            **{f"train step: {k}": (lambda r, v=v: v()) for k, v in steps.items()}}
     for fn in jobs.values():  # warm-up
-        fn()
+        fn(-1)
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in jobs}
-    for _ in range(args.rounds):
+    for r in range(args.rounds):
         for k, fn in jobs.items():
-            times[k].append(_timed(fn))
+            times[k].append(_timed(lambda: fn(r)))
     rows = {}
     for k, t in times.items():
         cpu, wall = statistics.median(x[0] for x in t), statistics.median(x[1] for x in t)

@@ -366,3 +366,28 @@ def test_compact_is_realesr_general_x4v3() -> None:
     assert keys[:3] == ["body.0.weight", "body.0.bias", "body.1.weight"] and keys[-1] == "body.66.bias"
     d = ModelLoader().load_from_state_dict(net.state_dict())
     assert d.architecture.id == "Compact" and d.scale == 4 and d.model.num_conv == 32
+
+
+@pytest.mark.slow
+def test_realesrgan_gan_stage_trains_on_degraded_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sr_experiments.training.gan import SRGANModule
+    from sr_experiments.training.run import train
+
+    seen = []
+    original = SRGANModule.training_step
+
+    def spy(self, batch, batch_idx):
+        seen.append({k: v.detach().clone() for k, v in batch.items() if k in ("lq", "gt", "gt_real")})
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(SRGANModule, "training_step", spy)
+    cfg = compose_train([*FAST, "experiment=realesrgan_x4", "data=sample", "model.width=8", "model.depth=1",
+                         "model.growth=4", "discriminator.num_feat=8", "losses.percep.pretrained=false",
+                         "data.batch_size=2", "data.patch_size=16", "trainer.max_steps=1", "model.ema_decay=0"],
+                        tmp_path / "run")
+    assert train(cfg)["steps"] == 1
+    batch = seen[0]
+    assert batch["lq"].shape == (2, 3, 16, 16) and batch["gt"].shape == (2, 3, 64, 64)
+    # The L1 / perceptual target is the USM-sharpened HR; the discriminator's real images are the plain HR.
+    assert not torch.equal(batch["gt"], batch["gt_real"])
+    assert torch.equal(batch["gt"], ops.usm_sharpen(batch["gt_real"]))
