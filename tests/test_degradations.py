@@ -116,6 +116,8 @@ def test_kernel_config_errors_name_the_key() -> None:
         RealESRGANDegradation(4, second={"bogus": 1})
     with pytest.raises(ValueError, match=r"degradation.first.gray_noise_prob"):
         RealESRGANDegradation(4, first={"gray_noise_prob": 2})
+    with pytest.raises(ValueError, match=r"degradation.second.jpeg_range must lie in \[1, 100\]"):
+        RealESRGANDegradation(4, second={"jpeg_range": [30, 120]})
 
 
 # --- switching stages off ---------------------------------------------------------------------

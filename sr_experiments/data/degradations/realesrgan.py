@@ -64,7 +64,7 @@ class StageConfig:
             raise ValueError(f"{where}.kernel_list and kernel_prob must be non-empty lists of the same length")
         if len(self.resize_prob) != 3:
             raise ValueError(f"{where}.resize_prob must be three probabilities: up, down, keep")
-        if not 1 <= self.jpeg_range[0] and self.jpeg_range[1] <= 100:
+        if not (1 <= self.jpeg_range[0] and self.jpeg_range[1] <= 100):
             raise ValueError(f"{where}.jpeg_range must lie in [1, 100], got {list(self.jpeg_range)}")
 
 
