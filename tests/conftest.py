@@ -90,6 +90,7 @@ SMALL = {
     ),
     "omnisr": dict(num_feat=16, res_num=1),
     "span": dict(feature_channels=8),
+    "compact": dict(num_feat=8, num_conv=2),
     "plksr": dict(dim=16, n_blocks=2, kernel_size=7),
     "realplksr": dict(dim=16, n_blocks=2, kernel_size=7),
     "drct": dict(embed_dim=12, depths=[6], num_heads=[2], window_size=4, gc=8),

@@ -41,7 +41,7 @@ def _small(name: str, scale: int) -> torch.nn.Module:
 
 def test_every_spandrel_network_has_a_small_instance() -> None:
     assert COMMUNITY == sorted(SMALL) == [
-        "atd", "dat", "drct", "hat", "omnisr", "plksr", "realplksr", "rgt", "span",
+        "atd", "compact", "dat", "drct", "hat", "omnisr", "plksr", "realplksr", "rgt", "span",
     ]  # fmt: skip
 
 
@@ -72,6 +72,9 @@ COUNTS = {
     "omnisr": ((784_604, 793_259, 805_376), "792K", "2%"),
     # SPAN: trained parameters; the paper's figure (426K) is the re-parameterised count, below.
     "span": ((1_824_900, 1_831_395, 1_840_488), None, None),
+    # SRVGGNetCompact, realesr-general-x4v3's layout (num_feat 64, num_conv 32, PReLU): the count of
+    # that layout (Real-ESRGAN publishes no figure; its file is 4.65 MB of fp32 tensors, ~1.21 M).
+    "compact": ((1_192_524, 1_201_179, 1_213_296), None, None),
     # PLKSR: the paper's tables are images (figs/Quantitative.png); RealPLKSR has no paper.
     "plksr": ((7_365_324, 7_373_979, 7_386_096), None, None),
     "realplksr": ((7_368_908, 7_377_563, 7_389_680), None, None),

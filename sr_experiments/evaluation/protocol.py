@@ -13,9 +13,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 from torch import nn
 
+from sr_experiments import CONF_DIR
+from sr_experiments.data.degradations import Degradation, build_degradation, degrade_image
 from sr_experiments.data.image_io import load_rgb
 from sr_experiments.data.pairs import load_pair
 from sr_experiments.data.sources import SAMPLE_PREFIX, ImageSource, resolve_sources
@@ -110,6 +113,38 @@ class _HRCache:
 
 
 @dataclass
+class EvalDegradation:
+    """``eval.degradation`` / ``eval.degradation_seed``: LR made from the HR by a degradation pipeline."""
+
+    pipeline: Degradation
+    seed: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.pipeline.name} (seed {self.seed})"
+
+    def lr(self, hr_uint8: torch.Tensor, name: str) -> torch.Tensor:
+        """(1, 3, h, w) float LR of the (3, H, W) uint8 HR image ``name``."""
+        return degrade_image(hr_uint8.float() / 255, self.pipeline, self.seed, name).lq
+
+
+def eval_degradation(name: str | None, seed: int, scale: int) -> EvalDegradation | None:
+    """The pipeline ``eval.degradation=NAME`` names, with the settings of conf/degradation/NAME.yaml
+    (its training defaults) except ``usm_gt``: evaluation degrades, and scores against, the plain HR."""
+    if name in (None, "", "bicubic", "none"):
+        return None
+    path = CONF_DIR / "degradation" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (CONF_DIR / "degradation").glob("*.yaml"))
+        raise ValueError(f"eval.degradation={name}: no such degradation (known: {', '.join(known)})")
+    node = OmegaConf.load(path)
+    settings = {k: node[k] for k in node if k != "seed"}  # seed is the training run's ${seed}
+    settings = {**OmegaConf.to_container(OmegaConf.create(settings), resolve=True), "usm_gt": False}
+    pipeline = build_degradation(settings, scale)
+    return EvalDegradation(pipeline, int(seed)) if pipeline is not None else None
+
+
+@dataclass
 class InferenceOptions:
     device: str = "cpu"
     self_ensemble: bool = False
@@ -127,12 +162,15 @@ def evaluate_set(
     cache: _HRCache | None = None,
     save_dir: Path | None = None,
     perceptual: PerceptualScorer | None = None,
+    degradation: EvalDegradation | None = None,
 ) -> list[SetResult]:
     """PSNR/SSIM (and ``perceptual``'s metrics) of each network in ``nets`` (label -> module) on
     one set at one scale.
 
     The first entry is the evaluated model (its outputs are saved when ``save_dir`` is given);
-    the others are baselines run on the same LR.
+    the others are baselines run on the same LR. With ``degradation``, the LR of each image is
+    made from its HR by that pipeline, with the draws of ``(seed, image name)``, on the CPU: the
+    same LR for every model, run and device.
     """
     model_label = next(iter(nets))
     cache = cache or _HRCache()
@@ -141,11 +179,15 @@ def evaluate_set(
     lr_from = "files" if all(s.lq is not None for s in sources) else (
         "imresize" if all(s.lq is None for s in sources) else "files+imresize"
     )
+    if degradation is not None:
+        lr_from = degradation.label
     for source in sources:
         pair = load_pair(source, scale, cache.get(source.gt), lr_key="eval.lr_source")
         gray = pair.gray
         lq_f = pair.lq[None].to(device).float() / 255
         gt_f = pair.gt[None].to(device).float() / 255
+        if degradation is not None:
+            lq_f = degradation.lr(pair.gt, source.name).to(device)
         for label, net in nets.items():
             if isinstance(net, Bicubic):  # exact, parameter-free: no tiling or ensemble needed
                 with torch.inference_mode():

@@ -18,6 +18,7 @@ from sr_experiments.evaluation.protocol import (
     SetResult,
     SetsFailed,
     _HRCache,
+    eval_degradation,
     evaluate_set,
     format_table,
     methods_table,
@@ -124,6 +125,11 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
         models.append({"label": "bicubic", **checkpoint_info(None), "params": 0})
 
     options = InferenceOptions(device, bool(ev.self_ensemble), ev.tile, int(ev.tile_overlap), int(ev.tile_batch))
+    # eval.degradation=realesrgan|bsrgan: each LR made from its HR, the same for every model (per scale).
+    degraded = {s: eval_degradation(ev.get("degradation"), int(ev.get("degradation_seed", 0)), s) for s in scales}
+    if any(degraded.values()):
+        print(f"LR: degradation={ev.degradation}, seed {int(ev.get('degradation_seed', 0))} (made from each HR; "
+              f"eval.lr_source is not used)", flush=True)
     results: list[SetResult] = []
     missing: list[str] = []
     failed: list[str] = []  # "Set x2: reason": one bad set must not lose the others' results
@@ -143,7 +149,8 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
             try:
                 sources = resolve_eval_sources(spec_path, s, ev.lr_source)
                 results += evaluate_set(nets, display, sources, s, options, cache, save_dir,
-                                        perceptual if perceptual is not None and perceptual.metrics else None)
+                                        perceptual if perceptual is not None and perceptual.metrics else None,
+                                        degraded[s])
             except (ValueError, OSError, RuntimeError) as e:
                 failed.append(f"{display} x{s}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
     elapsed = time.perf_counter() - start
@@ -158,6 +165,10 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
         # One checkpoint: its table with bicubic and the gain; several: methods x sets, best in bold.
         table = format_table(results, label) if len(labels) == 1 else methods_table(results, "md")
         meta = {"models": models, "provenance": provenance(device, scales, str(ev.lr_source))}
+        if any(degraded.values()):
+            d = next(v for v in degraded.values() if v)
+            meta["degradation"] = {"name": d.pipeline.name, "seed": d.seed,
+                                   "config": f"sr_experiments/conf/degradation/{d.pipeline.name}.yaml, usm_gt=false"}
         if perceptual is not None:
             meta["perceptual"] = perceptual.describe()
         write_results(results, out_dir, table, meta, methods_table(results, "tex"))

@@ -18,6 +18,7 @@ from sr_experiments.models.registry import (
 # The imports register the networks (one module per registry name; plksr.py holds plksr and realplksr).
 from sr_experiments.models.atd import ATD
 from sr_experiments.models.bicubic import Bicubic
+from sr_experiments.models.compact import Compact
 from sr_experiments.models.dat import DAT
 from sr_experiments.models.drct import DRCT
 from sr_experiments.models.edsr import EDSR
@@ -42,6 +43,7 @@ __all__ = [
     *registry.__all__,
     "ATD",
     "Bicubic",
+    "Compact",
     "DAT",
     "DRCT",
     "EDSR",

@@ -66,9 +66,10 @@ class SRGANModule(SRLitModule):
         discriminator: Mapping[str, Any] | None = None,
         optimizer_d: Mapping[str, Any] | None = None,
         scheduler_d: Mapping[str, Any] | None = None,
+        degradation: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(network, scale, loss, optimizer, scheduler, charbonnier_eps, val_metrics=val_metrics,
-                         weights_dir=weights_dir, losses=losses, ema_decay=ema_decay)
+                         weights_dir=weights_dir, losses=losses, ema_decay=ema_decay, degradation=degradation)
         if self.criterion.adversarial is None:
             raise ValueError("adversarial training needs a `type: gan` term in losses (e.g. losses=esrgan)")
         if not discriminator:
@@ -93,12 +94,13 @@ class SRGANModule(SRLitModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         opt_g, opt_d = self.optimizers()
         lq, gt = batch["lq"], batch["gt"]
+        real_hr = batch.get("gt_real", gt)  # the plain HR where gt is USM-sharpened (degradation.usm_gt)
 
         # Generator, the discriminator frozen.
         self.net_d.requires_grad_(False)
         sr = self._train_net(lq)
         terms = self.criterion(sr, gt)
-        real = self.net_d(gt) if self.gan.gan_type == "ragan" else None  # detached in gan.generator
+        real = self.net_d(real_hr) if self.gan.gan_type == "ragan" else None  # detached in gan.generator
         terms[self.gan_name] = self.gan_weight * self.gan.generator(self.net_d(sr), real)
         loss_g = sum(terms.values())
         opt_g.zero_grad(set_to_none=True)
@@ -108,7 +110,7 @@ class SRGANModule(SRLitModule):
 
         # Discriminator, on the generator's output of this step.
         self.net_d.requires_grad_(True)
-        real_d, fake_d = self.net_d(gt), self.net_d(sr.detach())
+        real_d, fake_d = self.net_d(real_hr), self.net_d(sr.detach())
         l_real, l_fake = self.gan.discriminator(real_d, fake_d)
         loss_d = l_real + l_fake
         opt_d.zero_grad(set_to_none=True)

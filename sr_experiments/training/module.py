@@ -24,6 +24,8 @@ from sr_experiments.evaluation.perceptual import PerceptualMeans, PerceptualScor
 from sr_experiments.models.interop import FROM_FILE, resolve_from_file
 from sr_experiments.models import build_network, count_parameters
 from sr_experiments.models.bicubic import Bicubic
+from sr_experiments.data.degradations import build_degradation
+from sr_experiments.data.sampler import derived_seed
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,10 @@ class SRLitModule(L.LightningModule):
         ema_decay: the network spec's ``ema_decay`` (``model.ema_decay``) when not given here: keep
             an exponential moving average of the weights (``net_ema``, see ``training/ema.py``) and
             validate it; 0 (default) keeps none.
+        degradation: the ``degradation`` config node: ``realesrgan`` / ``bsrgan`` make each training
+            batch's LR from its HR on the device (``data/degradations/``), with draws seeded by
+            ``(degradation.seed, step)``; ``bicubic`` or ``None`` keep the dataset's LR. Validation
+            always uses the dataset's (bicubic) pairs, as Real-ESRGAN does.
     """
 
     # SRGANModule (training/gan.py) trains with a discriminator; this module refuses an adversarial term.
@@ -72,6 +78,7 @@ class SRLitModule(L.LightningModule):
         weights_dir: str | None = None,
         losses: Mapping[str, Any] | None = None,
         ema_decay: float | None = None,
+        degradation: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         network = dict(_plain(network))
@@ -89,8 +96,15 @@ class SRLitModule(L.LightningModule):
             network = resolve_from_file(network)
         # The checkpoint must rebuild the network without the pretrained file it started from.
         saved_spec = {k: v for k, v in network.items() if k not in ("pretrained", "pretrained_key")}
+        degradation = _plain(degradation)
+        self.degrader = build_degradation(degradation, int(scale))
+        # Recorded only where a pipeline runs: bicubic runs keep the hyperparameters they always had.
+        extra = {"degradation": dict(degradation)} if self.degrader is not None else {}
+        self.degradation_seed = int((degradation or {}).get("seed") or 0)
+        self._degrade_step: tuple[int, int] | None = None
         self.save_hyperparameters(
             {
+                **extra,
                 "network": saved_spec,
                 "scale": int(scale),
                 "loss": str(loss),
@@ -162,9 +176,25 @@ class SRLitModule(L.LightningModule):
         for key in ("lq", "gt"):
             if key in batch and batch[key].dtype == torch.uint8:
                 batch[key] = batch[key].float().div_(255.0)
+        trainer = self._trainer  # the property raises when no trainer is attached
+        if self.degrader is not None and trainer is not None and trainer.training and "index" not in batch:
+            batch = self.degrade(batch)
         if self.channels_last and batch.get("lq") is not None and batch["lq"].dim() == 4:
             batch["lq"] = batch["lq"].contiguous(memory_format=torch.channels_last)
         return batch
+
+    def degrade(self, batch: dict) -> dict:
+        """The batch's LR made from its HR by the degradation pipeline, on the batch's device. The
+        draws of micro-batch ``m`` of step ``n`` on rank ``r`` come from a generator seeded by
+        ``(seed, n, r, m)``: the same LR on a rerun and after a resume."""
+        key = (int(self.global_step), int(self.global_rank))
+        micro = 0 if self._degrade_step is None or self._degrade_step[0] != key else self._degrade_step[1] + 1
+        self._degrade_step = (key, micro)
+        g = torch.Generator().manual_seed(derived_seed(self.degradation_seed, 0x5EED, *key, micro))
+        out = self.degrader(batch["gt"].float(), g)
+        # gt: the target of the pixel and perceptual terms (USM-sharpened where usm_gt);
+        # gt_real: the plain HR, which a discriminator sees as real (Real-ESRGAN's gan_gt_usm=False).
+        return {**batch, "lq": out.lq, "gt": out.gt, "gt_real": batch["gt"]}
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         sr = self._train_net(batch["lq"])
