@@ -178,7 +178,7 @@ def train_stage(
             trainer = L.Trainer(
                 accelerator=device.type, devices=1, max_steps=settings.max_steps, max_epochs=1,
                 precision=speed.precision.precision, logger=logger or False, enable_checkpointing=False,
-                enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1,
                 callbacks=[_StepBar(settings.max_steps, name or "zssr", progress)],
             )
             warnings.filterwarnings("ignore", ".*does not have many workers.*")

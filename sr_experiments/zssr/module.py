@@ -86,10 +86,10 @@ class ZSSRModule(L.LightningModule):
             error = self.reconstruction_error()
             self.policy.record(step, error)
             self.log("zssr/reconstruction_mse", error, on_step=True, on_epoch=False, batch_size=1)
+            self.log("zssr/lr", self.policy.learning_rate, on_step=True, on_epoch=False, batch_size=1)
         if self.policy.update(step):
             for group in self.trainer.optimizers[0].param_groups:
                 group["lr"] = self.policy.learning_rate
-            self.log("zssr/lr", self.policy.learning_rate, on_step=True, on_epoch=False, batch_size=1)
         if self.policy.done:
             self.stopped_by = "learning-rate policy"
             self.trainer.should_stop = True
