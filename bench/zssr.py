@@ -28,10 +28,16 @@ from hydra import compose, initialize_config_dir
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sr_experiments.evaluation.protocol import _HRCache, evaluate_set, InferenceOptions, locate_set, resolve_eval_sources  # noqa: E402
-from sr_experiments.hardware import cpu_model  # noqa: E402
-from sr_experiments.models.bicubic import Bicubic  # noqa: E402
-from sr_experiments.zssr.method import PerImageZSSR, ZSSRSettings  # noqa: E402
+from sr_experiments.evaluation.protocol import (
+    InferenceOptions,
+    _HRCache,
+    evaluate_set,
+    locate_set,
+    resolve_eval_sources,
+)
+from sr_experiments.hardware import cpu_model
+from sr_experiments.models.bicubic import Bicubic
+from sr_experiments.zssr.method import PerImageZSSR, ZSSRSettings
 
 # Shocher et al. 2018, Table 1 (x2, the bicubic-kernel benchmark, Y channel).
 PUBLISHED = {("Set5", 2): (37.37, 0.9570), ("Set14", 2): (33.00, 0.9108)}
@@ -83,8 +89,9 @@ def _rows(path: Path) -> list[dict]:
 def report(out: Path, sets: list[str], scale: int) -> str:
     """The Markdown table of what ``rows.jsonl`` holds."""
     rows = _rows(out / "rows.jsonl")
-    lines = ["| set | images | ZSSR (ours) PSNR / SSIM | bicubic PSNR / SSIM | gain (dB) | ZSSR published | ours - published (dB) "
-             "| s / image (mean, min-max) | training steps (mean, min-max) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    head = ("| set | images | ZSSR (ours) PSNR / SSIM | bicubic PSNR / SSIM | gain (dB) | ZSSR published "
+            "| ours - published (dB) | s / image (mean, min-max) | training steps (mean, min-max) |")
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name in sets:
         z = [r for r in rows if r["set"] == name and r["model"] == "zssr" and r["scale"] == scale]
         b = {r["image"]: r for r in rows if r["set"] == name and r["model"] == "bicubic" and r["scale"] == scale}

@@ -5,6 +5,7 @@ images and a few training steps."""
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 from pathlib import Path
 
@@ -21,14 +22,20 @@ from sr_experiments.models import build_network, list_networks
 from sr_experiments.zssr.ensemble import back_project, ensemble_upscale, lr_consistency
 from sr_experiments.zssr.lr_policy import LRPolicy
 from sr_experiments.zssr.method import ZSSRSettings, zssr_upscale
-from sr_experiments.zssr.pairs import FatherSonPairs, dihedral, downscale, load_kernel, undo_dihedral
+from sr_experiments.zssr.pairs import (
+    FatherSonPairs,
+    dihedral,
+    downscale,
+    load_kernel,
+    undo_dihedral,
+)
 from sr_experiments.zssr.run import cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 # Explicit precision and layout: no calibration in unit tests.
-FAST = dict(precision="32", channels_last=False, crop_size=16, ensemble=False, test_every=2, lr_check_every=3,
-            lr_slope_range=8, min_steps=2)
+FAST = {"precision": "32", "channels_last": False, "crop_size": 16, "ensemble": False, "test_every": 2,
+        "lr_check_every": 3, "lr_slope_range": 8, "min_steps": 2}
 FAST_OVERRIDES = ["zssr.precision=32", "zssr.channels_last=false", "zssr.crop_size=16", "zssr.max_steps=3",
                   "zssr.ensemble=false", "progress=false"]
 
@@ -105,7 +112,7 @@ def test_lr_policy_drops_on_a_plateau_and_not_while_the_error_falls() -> None:
     plateau = LRPolicy()
     drops = _feed(plateau, 1e-3 + rng.normal(0, 1e-5, 60))
     # The official rule: checked every 60 steps, more than min_steps (256) after the last change.
-    assert drops and drops[0] == 299 and all(b - a > 256 for a, b in zip(drops, drops[1:]))
+    assert drops and drops[0] == 299 and all(b - a > 256 for a, b in itertools.pairwise(drops))
     assert plateau.learning_rate == pytest.approx(1e-3 / 10 ** len(drops))
     assert plateau.done == (plateau.learning_rate < 9e-6)
 
@@ -121,7 +128,7 @@ def test_back_projection_reduces_the_lr_consistency_error() -> None:
 
 def test_ensemble_of_an_equivariant_upscaler_is_that_upscaler() -> None:
     lr = _image(12, 10)
-    up = lambda x: imresize(x, scale=2)  # noqa: E731  (bicubic commutes with rotations and flips)
+    up = lambda x: imresize(x, scale=2)
     out = ensemble_upscale(up, lr, 2, back_projection_iters=0)
     assert torch.allclose(out, up(lr).clamp(0, 1), atol=1e-5)
 
@@ -200,7 +207,8 @@ def test_eval_model_zssr_trains_per_image_and_records_its_time(tmp_path: Path) -
         cfg.paths.output_dir = str(tmp_path / "out")
     results = run_eval(cfg)
     assert {r.model for r in results} == {"zssr", "bicubic"}
-    rows = list(csv.DictReader(open(tmp_path / "out" / "per_image.csv")))
+    with open(tmp_path / "out" / "per_image.csv") as f:
+        rows = list(csv.DictReader(f))
     zssr = [r for r in rows if r["model"] == "zssr"]
     assert len(zssr) == 2 and all(float(r["seconds"]) > 0 for r in zssr)
     assert all(r["seconds"] == "" for r in rows if r["model"] == "bicubic")

@@ -58,7 +58,7 @@ class ZSSRSettings:
     test_tile: int = 256
 
     @classmethod
-    def from_config(cls, node: Mapping[str, Any], key: str = "zssr") -> "ZSSRSettings":
+    def from_config(cls, node: Mapping[str, Any], key: str = "zssr") -> ZSSRSettings:
         """Settings from a config node; an unknown key or a bad value is one ``ValueError`` naming it."""
         from omegaconf import DictConfig, OmegaConf
 

@@ -10,18 +10,32 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+from PIL import Image
 
 from sr_experiments import CONF_DIR
 from sr_experiments.extras import MissingExtra
 from sr_experiments.hardware import resolve_device
 from sr_experiments.inference.image_files import (
-    FORMATS, Animation, ImageFileError, Picture, check_writable, find_inputs, plan_outputs, read_picture, write_picture,
+    FORMATS,
+    Animation,
+    ImageFileError,
+    Picture,
+    check_writable,
+    find_inputs,
+    plan_outputs,
+    read_picture,
+    write_picture,
 )
 from sr_experiments.inference.upscale import upscale_alpha
 from sr_experiments.models.registry import check_scale
 from sr_experiments.speed import SpeedChoice
-from sr_experiments.zssr.method import ZSSRSettings, load_kernel, speed_choice, zssr_upscale
+from sr_experiments.zssr.method import (
+    ZSSRSettings,
+    load_kernel,
+    speed_choice,
+    zssr_upscale,
+)
 
 PROG = "zssr"
 
@@ -44,8 +58,8 @@ def step_seconds(choice: SpeedChoice, settings: ZSSRSettings, scale: int, device
     ms = choice.step_ms.get(choice.mode.name)
     if ms:
         return ms / 1000
-    from sr_experiments.speed import training_step_maker
     from sr_experiments.models.zssr import ZSSRNet
+    from sr_experiments.speed import training_step_maker
 
     with torch.random.fork_rng():
         net = ZSSRNet(scale, settings.depth, settings.width, settings.init_variance)
@@ -88,8 +102,8 @@ def run_zssr(cfg: DictConfig) -> Summary:
     scale = check_scale("zssr", cfg.scale)
     settings = ZSSRSettings.from_config(cfg.zssr)
     stages = settings.stages(scale)
-    kernel_ok = load_kernel(settings.kernel) if settings.kernel else None  # a bad kernel file stops here, named
-    del kernel_ok
+    if settings.kernel:
+        load_kernel(settings.kernel)  # a bad kernel file stops the run here, named, before any training
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     inputs = find_inputs(str(cfg.input))
@@ -106,8 +120,6 @@ def run_zssr(cfg: DictConfig) -> Summary:
     sizes = {}
     for path in inputs:  # sizes only (no decoding) for the announcement; unreadable files fail later, named
         try:
-            from PIL import Image
-
             with Image.open(path) as im:
                 sizes[path] = im.size
         except (OSError, ValueError):
@@ -190,7 +202,7 @@ def cli(argv: list[str] | None = None) -> int:
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose(config_name="zssr", overrides=overrides)
-    except Exception as e:  # Hydra's override errors: one line, not its traceback
+    except Exception as e:  # noqa: BLE001  (Hydra's override errors, of several types: one line, not a traceback)
         print(f"sr-zssr: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
     return main(cfg)
