@@ -213,3 +213,11 @@ def test_eval_model_zssr_trains_per_image_and_records_its_time(tmp_path: Path) -
     assert len(zssr) == 2 and all(float(r["seconds"]) > 0 for r in zssr)
     assert all(r["seconds"] == "" for r in rows if r["model"] == "bicubic")
     assert all(math.isfinite(float(r["psnr"])) for r in rows)
+
+
+def test_upscale_py_points_model_zssr_to_zssr_py(tmp_path: Path, capsys) -> None:
+    from sr_experiments.inference.upscale import cli as upscale_cli
+
+    _write_inputs(tmp_path / "in")
+    assert upscale_cli([f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}", "model=zssr", "--no-progress"]) == 2
+    assert "run zssr.py" in capsys.readouterr().err
