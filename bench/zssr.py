@@ -7,8 +7,9 @@ bicubic and the published ZSSR figures, with the wall time per image.
 Each image runs eval.py's code (``evaluate_set`` with ``PerImageZSSR`` and ``Bicubic``, LR from the
 MATLAB-made ``LR_bicubic`` files, PSNR/SSIM on Y with the scale as border) and its row is appended
 to ``<out>/rows.jsonl`` as soon as it is done, so a long run can be stopped, resumed (done images are
-skipped) or split over processes (``--shard 1/2``, ``--shard 2/2``); ``--report`` prints the table
-from what is there.
+skipped; a process also skips what another one has written) or split over processes (``--shard 1/2``,
+``--shard 2/2``, or ``--reverse`` for a second process from the other end); ``--report`` prints the
+table from what is there.
 """
 
 from __future__ import annotations
@@ -61,8 +62,10 @@ def run(args: argparse.Namespace) -> None:
             sys.exit(f"{name}: not found under {args.data}")
         display, spec = found
         cache = _HRCache()
-        for source in resolve_eval_sources(spec, args.scale, "auto"):
+        sources = resolve_eval_sources(spec, args.scale, "auto")
+        for source in reversed(sources) if args.reverse else sources:
             k += 1
+            done |= {(r["set"], r["image"], r["model"]) for r in _rows(rows_file)}  # another process's too
             if (k - 1) % count != index - 1 or (display, source.name, "zssr") in done:
                 continue
             results = evaluate_set(nets, display, [source], args.scale, InferenceOptions("cpu"), cache)
@@ -83,7 +86,13 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    """The rows written so far, the first of each (set, scale, image, model) when two processes did one."""
+    rows: dict[tuple, dict] = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        if line.strip():
+            r = json.loads(line)
+            rows.setdefault((r["set"], r["scale"], r["image"], r["model"]), r)
+    return list(rows.values())
 
 
 def report(out: Path, sets: list[str], scale: int) -> str:
@@ -123,6 +132,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(ROOT / "outputs" / "bench_zssr"))
     parser.add_argument("--shard", default="1/1", help="I/N: this process runs every N-th image from the I-th")
+    parser.add_argument("--reverse", action="store_true", help="last image first (a second process on a set)")
     parser.add_argument("--report", action="store_true", help="only print the table of what is done")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("overrides", nargs="*", help="model.zssr.KEY=VALUE")
