@@ -42,6 +42,7 @@ from sr_experiments.zssr.method import PerImageZSSR, ZSSRSettings
 
 # Shocher et al. 2018, Table 1 (x2, the bicubic-kernel benchmark, Y channel).
 PUBLISHED = {("Set5", 2): (37.37, 0.9570), ("Set14", 2): (33.00, 0.9108)}
+SET_SIZES = {"Set5": 5, "Set14": 14}  # a mean over fewer images is not comparable with the published one
 
 
 def run(args: argparse.Namespace) -> None:
@@ -111,7 +112,8 @@ def report(out: Path, sets: list[str], scale: int) -> str:
         sec, steps = [r["seconds"] for r in z], [sum(r["steps"]) for r in z]
         pub = PUBLISHED.get((name, scale))
         pub_s = f"{pub[0]:.2f} / {pub[1]:.4f}" if pub else "—"
-        diff = f"{zp - pub[0]:+.2f}" if pub else "—"
+        partial = len(z) < SET_SIZES.get(name, len(z))
+        diff = "— (partial set)" if partial else (f"{zp - pub[0]:+.2f}" if pub else "—")
         lines.append(f"| {name} x{scale} | {len(z)} | {zp:.2f} / {zs:.4f} | {bp:.2f} / {bs:.4f} | {zp - bp:+.2f} | {pub_s} | "
                      f"{diff} | {np.mean(sec):.0f} ({min(sec):.0f}-{max(sec):.0f}) | "
                      f"{np.mean(steps):.0f} ({min(steps)}-{max(steps)}) |")
