@@ -127,8 +127,8 @@ class _StepBar(Callback):
 def speed_choice(settings: ZSSRSettings, scale: int, device: torch.device) -> SpeedChoice:
     """Precision and layout for training (``speed.py``: measured once per machine and crop size,
     cached, as train.py does; a per-image run is minutes, a calibration ~8 s once)."""
-    torch.manual_seed(0)  # the calibration copy's weights do not touch the run's RNG state (forked)
-    with torch.random.fork_rng():
+    with torch.random.fork_rng():  # the calibration copy's weights leave the run's RNG state alone
+        torch.manual_seed(0)
         net = ZSSRNet(**{k: v for k, v in settings.spec(scale).items() if k != "name"})
     return choose_training(
         net, settings.spec(scale), precision=settings.precision, channels_last=settings.channels_last,
