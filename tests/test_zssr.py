@@ -52,6 +52,8 @@ def test_zssr_network_is_the_papers_and_registered() -> None:
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == 8 and {c.out_channels for c in convs[:-1]} == {64}
     assert sum(isinstance(m, torch.nn.ReLU) for m in net.modules()) == 7
+    # The official filter shapes and no biases (with biases, ReLUs died on smooth images): 224,640.
+    assert all(c.bias is None for c in convs) and sum(p.numel() for p in net.parameters()) == 224_640
     # Residual over the interpolated input: with the last conv zeroed it is MATLAB bicubic.
     torch.nn.init.zeros_(net.conv_last.weight)
     x = torch.rand(1, 3, 7, 9)

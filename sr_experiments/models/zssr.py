@@ -28,18 +28,25 @@ class ZSSRNet(VDSR):
         scale: upscaling factor (integer >= 2; gradual SR runs an x2 network several times).
         depth: conv layers, first and last included (paper: 8).
         width: channels of the hidden layers (paper: 64).
-        init_variance: weights drawn from N(0, init_variance / fan_in), zero biases (official
-            ``configs.py``: ``init_variance = 0.1``; smaller than He's 2/fan_in, so the untrained
-            network starts close to bicubic).
+        init_variance: weights drawn from N(0, init_variance / fan_in) (official ``configs.py``:
+            ``init_variance = 0.1``; smaller than He's 2/fan_in, so the untrained network starts
+            close to bicubic).
+        bias: give the convs biases (zero-initialised); the official network has none.
     """
 
-    def __init__(self, scale: int, depth: int = 8, width: int = 64, init_variance: float = 0.1) -> None:
+    def __init__(self, scale: int, depth: int = 8, width: int = 64, init_variance: float = 0.1, bias: bool = False) -> None:
         super().__init__(scale, depth, width)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
                 nn.init.normal_(m.weight, std=math.sqrt(init_variance / fan_in))
-                nn.init.zeros_(m.bias)
+                if bias:
+                    nn.init.zeros_(m.bias)
+                else:
+                    # The official convs have no bias. With biases, training at lr 1e-3 could drive
+                    # every ReLU dead on smooth images (Set5 head, baby): the output was then exactly
+                    # bicubic + back-projection (BENCHMARKS.md, Zero-shot SR).
+                    m.register_parameter("bias", None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The interpolation and the residual sum stay in fp32 under bf16 autocast: imresize is a
