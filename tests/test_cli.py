@@ -10,7 +10,7 @@ import sys
 import pytest
 from conftest import ROOT
 
-SCRIPTS = ["train.py", "eval.py", "upscale.py", "export.py", "info.py", "degrade.py"]
+SCRIPTS = ["train.py", "eval.py", "upscale.py", "export.py", "info.py", "degrade.py", "zssr.py"]
 
 
 def _run(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:

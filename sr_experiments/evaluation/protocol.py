@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from collections.abc import Mapping
@@ -49,10 +50,15 @@ class ImageResult:
     psnr: float
     ssim: float
     scores: dict[str, float] = field(default_factory=dict)  # eval.metrics beyond PSNR/SSIM: lpips, dists, niqe
+    seconds: float | None = None  # wall time of a network trained on each image (model=zssr), else None
 
     def row(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("scores")
+        if d["seconds"] is None:
+            d.pop("seconds")
+        else:
+            d["seconds"] = round(self.seconds, 2)
         d["psnr"], d["ssim"] = round(self.psnr, 4), round(self.ssim, 6)
         return {**d, **_rounded(self.scores)}
 
@@ -189,16 +195,21 @@ def evaluate_set(
         if degradation is not None:
             lq_f = degradation.lr(pair.gt, source.name).to(device)
         for label, net in nets.items():
+            seconds = None
             if isinstance(net, Bicubic):  # exact, parameter-free: no tiling or ensemble needed
                 with torch.inference_mode():
                     sr = net(lq_f)
+            elif getattr(net, "trains_per_image", False):  # ZSSR: trains on this LR (autograd on), its own ensemble
+                start = time.perf_counter()
+                sr = net(lq_f, name=f"{set_name}/{source.name}")
+                seconds = time.perf_counter() - start
             else:
                 sr = upscale(net, lq_f, scale, options.tile, options.tile_overlap, options.self_ensemble, options.tile_batch)
             sr = sr.float().clamp(0, 1)
             p, s = sr_psnr_ssim(sr, gt_f, scale, torch.tensor([gray]))
             # Perceptual metrics: RGB of the same 8-bit output, the same border crop.
             extra = {k: float(v) for k, v in perceptual(sr, gt_f, scale).items()} if perceptual else {}
-            results[label].per_image.append(ImageResult(set_name, scale, label, source.name, float(p), float(s), extra))
+            results[label].per_image.append(ImageResult(set_name, scale, label, source.name, float(p), float(s), extra, seconds))
             if save_dir is not None and label == model_label:
                 out = save_dir / set_name / f"x{scale}"
                 out.mkdir(parents=True, exist_ok=True)
@@ -334,7 +345,8 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         path.write_text("")
         return
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        # Every row's keys (a per-image trained model's rows add ``seconds``; its baseline's lack it).
+        w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
         w.writeheader()
         w.writerows(rows)
 

@@ -111,6 +111,19 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
                   for lb, p, (net, _) in zip(labels, ckpt_paths, loaded)]
         label = labels[0]
         make_nets = lambda s: dict(nets)  # noqa: E731
+    elif cfg.model.get("zssr") is not None:  # trained on each test image: no weights (sr_experiments/zssr)
+        from sr_experiments.zssr.method import PerImageZSSR, ZSSRSettings
+
+        if ev.self_ensemble:
+            raise ValueError("model=zssr has its own x8 ensemble with back-projection: set model.zssr.ensemble, "
+                             "not eval.self_ensemble")
+        settings = ZSSRSettings.from_config(cfg.model.zssr, "model.zssr")
+        label, labels = "zssr", ["zssr"]
+        scales = [int(s) for s in ev.scales] if ev.scales else [int(cfg.scale)]
+        make_nets = lambda s: {label: PerImageZSSR(settings, s, device)}  # noqa: E731
+        params = count_params(build_network({**settings.spec(2)}))
+        models = [{"label": label, **checkpoint_info(None), "params": params, "trained_per_image": True,
+                   "zssr": OmegaConf.to_container(cfg.model.zssr, resolve=True)}]
     else:
         spec = OmegaConf.to_container(cfg.model, resolve=True)
         label = spec["name"]

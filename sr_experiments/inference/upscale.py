@@ -69,6 +69,8 @@ def load_engine(cfg: DictConfig) -> Engine:
         spec = {**OmegaConf.to_container(cfg.model, resolve=True), "scale": int(cfg.scale)}
         spec = {k: v for k, v in spec.items() if v is not None}
         net = build_network(spec)
+        if spec.get("zssr") is not None:  # trained on each input, not loaded
+            raise ValueError("model=zssr trains a network on each image: run zssr.py input=... output=... (or sr-zssr)")
         if any(True for _ in net.parameters()) and not spec.get("pretrained"):
             raise ValueError(f"model={spec['name']} has parameters: pass the trained weights with ckpt_path=PATH")
     return torch_engine(net, spec, device, str(cfg.precision), cfg.get("channels_last", "auto"))

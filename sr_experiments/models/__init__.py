@@ -38,6 +38,7 @@ from sr_experiments.models.span import SPAN
 from sr_experiments.models.srcnn import SRCNN
 from sr_experiments.models.swinir import SwinIR, SwinIRLight
 from sr_experiments.models.vdsr import VDSR
+from sr_experiments.models.zssr import ZSSRNet
 
 __all__ = [
     *registry.__all__,
@@ -65,4 +66,5 @@ __all__ = [
     "SwinIR",
     "SwinIRLight",
     "VDSR",
+    "ZSSRNet",
 ]

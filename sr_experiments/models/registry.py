@@ -20,8 +20,9 @@ __all__ = [
 NETWORKS: dict[str, type[nn.Module]] = {}
 # The upscaling factors each network supports, declared once at registration; None: any integer >= 2.
 SCALES: dict[str, tuple[int, ...] | None] = {}
-# Keys of the ``model`` node that choose how the network runs, not how it is built.
-RUNTIME_KEYS = ("compile", "channels_last", "ema_decay")
+# Keys of the ``model`` node that choose how the network runs, not how it is built (``zssr``: the
+# settings of a network trained on each test image, model=zssr).
+RUNTIME_KEYS = ("compile", "channels_last", "ema_decay", "zssr")
 
 _T = TypeVar("_T", bound=type)
 

@@ -1,0 +1,212 @@
+"""``zssr.py`` / ``sr-zssr``: zero-shot SR of the user's own images, with upscale.py's file handling
+(modes kept, bad files named and skipped, exit status 0/1/2) and the time announced before it starts."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from PIL import Image
+
+from sr_experiments import CONF_DIR
+from sr_experiments.extras import MissingExtra
+from sr_experiments.hardware import resolve_device
+from sr_experiments.inference.image_files import (
+    FORMATS,
+    Animation,
+    ImageFileError,
+    Picture,
+    check_writable,
+    find_inputs,
+    plan_outputs,
+    read_picture,
+    write_picture,
+)
+from sr_experiments.inference.upscale import upscale_alpha
+from sr_experiments.models.registry import check_scale
+from sr_experiments.speed import SpeedChoice
+from sr_experiments.zssr.method import (
+    ZSSRSettings,
+    load_kernel,
+    speed_choice,
+    zssr_upscale,
+)
+
+PROG = "zssr"
+
+
+@dataclass
+class Summary:
+    images: int = 0
+    seconds: float = 0.0
+    steps: list[int] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        per = self.seconds / self.images if self.images else 0.0
+        steps = f", {np.mean(self.steps):.0f} training steps on average" if self.steps else ""
+        return f"{PROG}: {self.images} images in {self.seconds:.1f} s ({per:.1f} s/image{steps}), {len(self.failures)} failed"
+
+
+def step_seconds(choice: SpeedChoice, settings: ZSSRSettings, scale: int, device: torch.device) -> float:
+    """Seconds per training step: the calibration's figure for the chosen mode, else a few timed steps."""
+    ms = choice.step_ms.get(choice.mode.name)
+    if ms:
+        return ms / 1000
+    from sr_experiments.models.zssr import ZSSRNet
+    from sr_experiments.speed import training_step_maker
+
+    with torch.random.fork_rng():
+        net = ZSSRNet(scale, settings.depth, settings.width, settings.init_variance)
+    make = training_step_maker(net, device, settings.batch_size, max(settings.crop_size // scale, 1), scale,
+                               torch.nn.functional.l1_loss, lambda p: torch.optim.Adam(list(p)))
+    step = make(choice.mode)
+    step()  # warm-up
+    start = time.perf_counter()
+    for _ in range(3):
+        step()
+    return (time.perf_counter() - start) / 3
+
+
+def estimate_seconds(size: tuple[int, int], scale: int, settings: ZSSRSettings, step_s: dict[int, float]) -> float:
+    """Upper bound on one image's time: every stage to the step cap, its reconstruction tests and
+    the final passes (a forward is about a third of a training step, per crop-sized area)."""
+    w, h = size
+    total, crop_px = 0.0, settings.crop_size ** 2
+    for s in settings.stages(scale):
+        train = settings.max_steps * step_s[s]
+        test_px = min(h * s, settings.test_max_side * s) * min(w * s, settings.test_max_side * s)
+        tests = settings.max_steps / settings.test_every * test_px / crop_px * step_s[s] / 3
+        passes = (8 if settings.ensemble and settings.flips else 1) * (h * s * w * s) / crop_px * step_s[s] / 3
+        total += train + tests + passes
+        h, w = h * s, w * s
+    return total
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def run_zssr(cfg: DictConfig) -> Summary:
+    """Super-resolve every input; failures are reported one line each and counted, never raised."""
+    from tqdm import tqdm
+
+    fmt = str(cfg.format).lower()
+    if fmt not in FORMATS:
+        raise ValueError(f"format={cfg.format} is not one of {', '.join(FORMATS)}")
+    scale = check_scale("zssr", cfg.scale)
+    settings = ZSSRSettings.from_config(cfg.zssr)
+    stages = settings.stages(scale)
+    if settings.kernel:
+        load_kernel(settings.kernel)  # a bad kernel file stops the run here, named, before any training
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    inputs = find_inputs(str(cfg.input))
+    out_dir = Path(str(cfg.output))
+    targets = plan_outputs(inputs, out_dir, fmt)
+    check_writable(out_dir)
+    device = resolve_device(str(cfg.device))
+    speeds = {s: speed_choice(settings, s, device) for s in set(stages)}
+    step_s = {s: step_seconds(c, settings, s, device) for s, c in speeds.items()}
+    choice = speeds[stages[0]]
+    print(f"{PROG}: x{scale}{' as ' + ' x '.join(f'x{s}' for s in stages) if len(stages) > 1 else ''} on {device}; "
+          f"precision {choice.precision.precision}{', channels_last' if choice.mode.channels_last else ''} "
+          f"({choice.reason})", file=sys.stderr, flush=True)
+    sizes = {}
+    for path in inputs:  # sizes only (no decoding) for the announcement; unreadable files fail later, named
+        try:
+            with Image.open(path) as im:
+                sizes[path] = im.size
+        except (OSError, ValueError):
+            pass
+    budget = sum(estimate_seconds(sz, scale, settings, step_s) for sz in sizes.values())
+    print(f"{PROG}: {len(inputs)} image(s); each trains its own network for at most {settings.max_steps} steps "
+          f"per stage at {1000 * step_s[stages[0]]:.0f} ms/step (measured here): at most ~{_minutes(budget)} in all "
+          "(the learning-rate policy often stops sooner; zssr.max_steps=N caps it)", file=sys.stderr, flush=True)
+
+    loggers = list(cfg.logger.values()) if cfg.get("logger") else []
+    summary, start = Summary(), time.perf_counter()
+    show = bool(cfg.progress)
+    for path in tqdm(inputs, desc="images", unit="img", disable=not show or len(inputs) < 2, file=sys.stderr):
+        try:
+            read = read_picture(path, int(cfg.max_pixels))
+            if isinstance(read, Animation):
+                raise ImageFileError(f"{len(read.frames)} frames: ZSSR trains a network per image; extract the frames")
+            pic: Picture = read
+            lr = torch.from_numpy(pic.rgb).permute(2, 0, 1)[None].float()
+            logger = _logger(loggers, path.stem)
+            result = zssr_upscale(lr, scale, settings, device, logger=logger, progress=show, name=path.name,
+                                  speed=speeds.__getitem__)
+            rgb = result.sr[0].float().clamp(0, 1).permute(1, 2, 0).numpy()
+            alpha = upscale_alpha(pic.alpha, scale) if pic.alpha is not None else None
+            write_picture(targets[path], Picture(rgb, alpha, pic.gray, pic.bits, pic.icc_profile, pic.mode), fmt,
+                          int(cfg.quality))
+            print(f"{PROG}: {path.name}: {'+'.join(map(str, result.steps))} steps ({', '.join(result.stopped_by)}), "
+                  f"{result.seconds:.1f} s -> {targets[path]}", file=sys.stderr, flush=True)
+        except (ValueError, OSError, RuntimeError) as e:  # ImageFileError is a ValueError
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            print(f"{PROG}: {path}: {reason} (skipped)", file=sys.stderr, flush=True)
+            summary.failures.append(str(path))
+            continue
+        summary.images += 1
+        summary.steps.append(sum(result.steps))
+    summary.seconds = time.perf_counter() - start
+    print(summary.line(), flush=True)
+    return summary
+
+
+def _logger(configs: list, stem: str):
+    """The chosen loggers for one image (csv/tensorboard: a version folder per image)."""
+    from hydra.utils import instantiate
+
+    made = []
+    for c in configs:
+        extra = {"version": stem} if "version" in c else ({"name": stem} if "name" in c else {})
+        made.append(instantiate(c, **extra))
+    return made or None
+
+
+def main(cfg: DictConfig) -> int:
+    """Exit status: 0 all written, 1 some inputs failed, 2 nothing could start (bad settings)."""
+    try:
+        summary = run_zssr(cfg)
+    except (ValueError, OSError, RuntimeError, MissingExtra) as e:
+        print(f"{PROG}: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 2
+    return 1 if summary.failures else 0
+
+
+FLAGS = {"--no-progress": "progress=false"}
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """``sr-zssr input=FILE|DIR|GLOB output=DIR [scale=2] [zssr.KEY=VALUE ...] [--no-progress]``: the
+    Hydra overrides of zssr.py, composed without a Hydra run (nothing is written but the images)."""
+    from hydra import compose, initialize_config_dir
+
+    args = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in args):
+        print(cli.__doc__ + "\n\n" + (CONF_DIR / "zssr.yaml").read_text() + "\n# zssr.*\n"
+              + (CONF_DIR / "shared" / "zssr.yaml").read_text())
+        return 0
+    unknown = [a for a in args if a.startswith("--") and a not in FLAGS]
+    if unknown:
+        print(f"sr-zssr: unknown option {unknown[0]} (options: {', '.join(FLAGS)}, or key=value overrides)", file=sys.stderr)
+        return 2
+    overrides = [FLAGS.get(a, a) for a in args]
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="zssr", overrides=overrides)
+    except Exception as e:  # noqa: BLE001  (Hydra's override errors, of several types: one line, not a traceback)
+        print(f"sr-zssr: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2
+    return main(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
