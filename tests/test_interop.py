@@ -97,9 +97,10 @@ def test_a_community_file_runs_as_the_zoo_network_with_identical_output(
 
 def test_an_architecture_outside_the_zoo_runs_as_spandrels_module(tmp_path: Path, capsys) -> None:
     torch.manual_seed(0)
-    official = _official("SPAN", num_in_ch=3, num_out_ch=3, feature_channels=16, upscale=2)
-    if any(getattr(cls, "SPANDREL_ID", None) == "SPAN" for cls in NETWORKS.values()):
-        official = _official("Compact", num_in_ch=3, num_out_ch=3, num_feat=16, num_conv=2, upscale=2)
+    # Swift-SRGAN: an architecture spandrel reads that the zoo does not have (checked, so that a
+    # zoo addition cannot silently turn this into a zoo test).
+    assert not any(getattr(cls, "SPANDREL_ID", None) == "SwiftSRGAN" for cls in NETWORKS.values())
+    official = _official("SwiftSRGAN", in_channels=3, num_channels=16, num_blocks=2, upscale_factor=2)
     path = _save(official.state_dict(), tmp_path / "m.safetensors")
     net, spec = load_network(path)
     assert spec["name"] == "spandrel" and spec["scale"] == 2
@@ -261,14 +262,14 @@ def test_fine_tune_an_architecture_outside_the_zoo(tmp_path: Path) -> None:
     from sr_experiments.training.run import train
 
     torch.manual_seed(0)
-    official = _official("Compact", num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, upscale=2)
-    path = _save(official.state_dict(), tmp_path / "compact.pth")
+    official = _official("SwiftSRGAN", in_channels=3, num_channels=8, num_blocks=2, upscale_factor=2)
+    path = _save(official.state_dict(), tmp_path / "swift_srgan.pth")
     cfg = compose_train([*FAST, "model=from_file", f"model.pretrained={path}"], tmp_path / "run")
     train(cfg)
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     spec = torch.load(last, weights_only=True)["hyper_parameters"]["network"]
     n = sum(p.numel() for p in official.parameters())
-    assert spec == {"name": "spandrel", "architecture": "Compact", "scale": 2, "params": n}
+    assert spec == {"name": "spandrel", "architecture": "SwiftSRGAN", "scale": 2, "params": n}
     net, spec = load_network(last)  # rebuilt from the checkpoint's own weights, no file needed
     x = _input()
     with torch.no_grad():

@@ -223,7 +223,8 @@ def test_sigterm_checkpoints_exits_143_and_resumes_exactly_mid_epoch(tmp_path: P
 @pytest.mark.slow
 def test_sigint_checkpoints_and_exits_130(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    proc = _start([*RUN, f"hydra.run.dir={run_dir}"])
+    # Far more steps than the signal needs: on a loaded machine 32 tiny steps can finish before it lands.
+    proc = _start([*(o for o in RUN if not o.startswith("trainer.max_steps")), "trainer.max_steps=5000", f"hydra.run.dir={run_dir}"])
     _wait_for(run_dir / "checkpoints" / "last.ckpt", proc)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=120) == 130
