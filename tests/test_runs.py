@@ -49,7 +49,10 @@ def _run(args: list[str], cwd: Path = ROOT, env: dict | None = None) -> subproce
 
 def _start(args: list[str], env: dict | None = None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.Popen(_cli(args), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Ctrl-C as a terminal gives it: an earlier test's library can leave SIGINT ignored in this pytest
+    # process, and an ignored signal is inherited (the SIGINT test failed only in the full suite).
+    return subprocess.Popen(_cli(args), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
@@ -226,18 +229,8 @@ def test_sigint_checkpoints_and_exits_130(tmp_path: Path) -> None:
     # Far more steps than the signal needs: on a loaded machine 32 tiny steps can finish before it lands.
     proc = _start([*(o for o in RUN if not o.startswith("trainer.max_steps")), "trainer.max_steps=5000", f"hydra.run.dir={run_dir}"])
     _wait_for(run_dir / "checkpoints" / "last.ckpt", proc)
-    # Twice in the full suite on a loaded 2-core machine the one Ctrl-C was lost (not reproduced
-    # alone; under investigation): press it again, as a user would, if the run goes on after 30 s.
-    for _ in range(4):
-        proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(timeout=30)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    else:
-        proc.kill()
-        pytest.fail("the run ignored four SIGINTs")
+    proc.send_signal(signal.SIGINT)
+    code = proc.wait(timeout=120)
     assert code == 130
     assert (run_dir / "checkpoints" / "interrupted.ckpt").is_file()
     assert _metrics(run_dir)["status"] == "interrupted"
