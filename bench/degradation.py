@@ -99,14 +99,15 @@ def throughput(args: argparse.Namespace) -> dict:
     return result
 
 
-def train_cmd(degradation: str, out: Path) -> list[str]:
+def train_cmd(degradation: str, out: Path, steps: int | None = None) -> list[str]:
+    longer = [f"trainer.max_steps={steps}"] if steps else []
     return [sys.executable, str(ROOT / "train.py"), "experiment=compact_realworld_cpu", f"degradation={degradation}",
-            f"hydra.run.dir={out / degradation}", "trainer.enable_progress_bar=false"]
+            f"hydra.run.dir={out / degradation}", "trainer.enable_progress_bar=false", *longer]
 
 
 def train(args: argparse.Namespace) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen(train_cmd(d, args.out), env=env, cwd=ROOT) for d in ("bicubic", "realesrgan")]
+    procs = [subprocess.Popen(train_cmd(d, args.out, args.steps), env=env, cwd=ROOT) for d in ("bicubic", "realesrgan")]
     for p in procs:
         if p.wait() != 0:
             sys.exit(f"a training run failed (exit {p.returncode})")
@@ -183,6 +184,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--steps", type=int, help="train: trainer.max_steps of both runs (default: the recipe's 2400)")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_degradation"))
     parser.add_argument("--data-dir", default=os.environ.get("SR_DATA", "data"))
     parser.add_argument("--json", type=Path, help="also write the figures here")

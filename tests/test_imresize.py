@@ -81,8 +81,10 @@ def test_float_path_is_differentiable() -> None:
 
 
 def test_bad_arguments_are_named() -> None:
-    with pytest.raises(ValueError, match="exactly one"):
-        imresize(torch.zeros(3, 4, 4), scale=2, size=(8, 8))
+    with pytest.raises(ValueError, match="needs `scale` or `size`"):
+        imresize(torch.zeros(3, 4, 4))
+    with pytest.raises(ValueError, match="must be positive"):
+        imresize(torch.zeros(3, 4, 4), scale=(2, 0))
     with pytest.raises(ValueError, match="border"):
         imresize(torch.zeros(3, 4, 4), scale=2, border="wrap")
     with pytest.raises(TypeError, match="uint8 or floating"):

@@ -27,6 +27,7 @@ from sr_experiments.zssr.pairs import (
     dihedral,
     downscale,
     load_kernel,
+    official_augment,
     undo_dihedral,
 )
 from sr_experiments.zssr.run import cli
@@ -160,6 +161,96 @@ def test_gradual_x4_is_two_x2_stages() -> None:
     assert r.sr.shape == (1, 3, 48, 48) and r.steps == [2, 2]
     with pytest.raises(ValueError, match="power of two"):
         ZSSRSettings(gradual=True).stages(3)
+
+
+def _unique_source(h: int = 40, w: int = 36) -> np.ndarray:
+    """(h, w, 3) float32 whose pixels are all different, to find where a crop came from."""
+    return (np.arange(h * w * 3, dtype=np.float32).reshape(h, w, 3) / (h * w * 3))
+
+
+def _is_exact_crop(out: np.ndarray, src: np.ndarray, transforms: range) -> bool:
+    """Whether ``out`` is an integer crop of one of ``src``'s rotations/flips, value for value."""
+    t = torch.from_numpy(src).permute(2, 0, 1)
+    c = out.shape[0]
+    for k in transforms:
+        d = dihedral(t, k).permute(1, 2, 0).numpy()
+        ys, xs = np.nonzero(np.isclose(d[..., 0], out[0, 0, 0], atol=1e-7))
+        for y, x in zip(ys, xs):
+            if y + c <= d.shape[0] and x + c <= d.shape[1] and np.allclose(d[y:y + c, x:x + c], out, atol=1e-5):
+                return True
+    return False
+
+
+def test_official_augment_plain_and_rotated_fathers_are_exact_crops() -> None:
+    src, rng = _unique_source(), np.random.default_rng(0)
+    for _ in range(10):  # leave_as_is: a crop of the source itself
+        out = official_augment([src], [1.0], rng, leave_as_is=1.0, no_interp=0.0, crop_size=16)
+        assert out.shape == (16, 16, 3) and _is_exact_crop(out, src, range(1))
+    # no_interp: a crop of one of the 8 rotations/flips, no interpolation. (The official code turns
+    # about (w/2, h/2), a pixel off the centre of pixel 0..w-1: an edge row or column of a crop can
+    # fall one pixel outside, black, as there; the inside is compared.)
+    src, seen = _unique_source(40, 40), set()
+    for _ in range(40):
+        out = official_augment([src], [1.0], rng, leave_as_is=0.0, no_interp=1.0, crop_size=16)[1:-1, 1:-1]
+        assert _is_exact_crop(out, src, range(8))
+        seen.add(next(k for k in range(8) if _is_exact_crop(out, src, range(k, k + 1))))
+    assert len(seen) >= 6  # the draws reach (nearly) every transform
+
+
+def test_official_augment_warps_pick_the_source_for_the_drawn_scale() -> None:
+    rng = np.random.default_rng(1)
+    small, big = np.full((40, 40, 3), 0.25, np.float32), np.full((60, 60, 3), 0.75, np.float32)
+    means = []
+    for _ in range(60):  # affine only, scales drawn in [0.5, 1.5]: the image of base 1.0 up to 1, else 1.5
+        out = official_augment([small, big], [1.0, 1.5], rng, leave_as_is=0.0, no_interp=0.0, min_scale=0.5,
+                               max_scale=1.5, crop_size=16)
+        means.append(out.max())  # (parts may leave the source: black, with bicubic ringing at the edge)
+    peak = np.array(means)
+    assert np.all((peak < 0.3) | ((peak > 0.7) & (peak < 0.85)))
+    assert (peak < 0.3).sum() >= 15 and (peak > 0.7).sum() >= 15
+
+
+def test_fractional_stage_pairs_and_back_projection() -> None:
+    img = _image(40, 36)
+    pairs = FatherSonPairs(img[0], (1.0, 1.5), crop_size=16, augment="official", seed=0)
+    sons, fathers = pairs.sample(torch.Generator().manual_seed(0), np.random.default_rng(0))
+    assert fathers.shape == (1, 3, 16, 16) and sons.shape == (1, 3, 16, 11)  # ceil(16 / 1.5) = 11
+    assert torch.allclose(sons, imresize(fathers, scale=(1.0, 1 / 1.5)).clamp(0, 1))
+    with pytest.raises(ValueError, match="official"):
+        FatherSonPairs(img[0], (1.0, 1.5), crop_size=16)  # the ladder needs an integer factor
+    lr = _image(16, 16)
+    sr = (imresize(lr, scale=(1.5, 2.0)) + 0.05 * torch.randn(1, 3, 24, 32, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    before = lr_consistency(sr, lr, (1.5, 2.0))
+    assert lr_consistency(back_project(sr, lr, (1.5, 2.0), 5), lr, (1.5, 2.0)) < 0.5 * before
+
+
+def test_imresize_per_axis_scale_and_scale_with_size() -> None:
+    x = _image(10, 12)
+    assert imresize(x, scale=(1.5, 2.0)).shape[-2:] == (15, 24)
+    assert torch.equal(imresize(x, scale=(2, 2)), imresize(x, scale=2))
+    assert torch.equal(imresize(x, scale=2, size=(20, 24)), imresize(x, scale=2))
+    # a 9-pixel father's 5-pixel son goes back to 9 pixels on the x2 grid, not on a 9/5 one
+    son = imresize(_image(9, 9), scale=0.5)
+    on_grid, stretched = imresize(son, scale=2, size=(9, 9)), imresize(son, size=(9, 9))
+    assert on_grid.shape == stretched.shape == (1, 3, 9, 9) and not torch.allclose(on_grid, stretched)
+    assert torch.allclose(on_grid, imresize(son, scale=2)[..., :9, :9])
+
+
+def test_official_gradual_stages_continue_one_network_on_growing_sources() -> None:
+    s = ZSSRSettings(max_steps=3, augment="official", scale_factors=[[1, 1.5], [1.5, 1.5], [2, 2]],
+                     back_projection_iters=[1, 1, 2], **FAST)
+    assert s.progressive(2) == [(1.0, 1.5), (1.5, 1.5), 2]
+    r = zssr_upscale(_image(20, 18), 2, s)
+    assert r.sr.shape == (1, 3, 40, 36) and r.steps == [3, 3, 3]
+    assert torch.equal(r.sr, zssr_upscale(_image(20, 18), 2, s).sr)  # seeded
+    with pytest.raises(ValueError, match="augment=official"):
+        ZSSRSettings.from_config({"scale_factors": [[1.5, 1.5], [2, 2]]})
+    with pytest.raises(ValueError, match="one per stage"):
+        ZSSRSettings.from_config({"augment": "official", "scale_factors": [[2, 2]], "back_projection_iters": [1, 2]})
+    with pytest.raises(ValueError, match="end at"):
+        ZSSRSettings(augment="official", scale_factors=[[1.5, 1.5]]).progressive(2)
+    with pytest.raises(ValueError, match="augment must be"):
+        ZSSRSettings.from_config({"augment": "affine"})
 
 
 def _write_inputs(folder: Path) -> None:

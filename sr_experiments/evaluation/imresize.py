@@ -80,7 +80,7 @@ def _output_len(in_len: int, scale: float) -> int:
 
 def imresize(
     img: torch.Tensor,
-    scale: float | None = None,
+    scale: float | tuple[float, float] | None = None,
     size: tuple[int, int] | None = None,
     antialias: bool = True,
     border: str = "replicate",
@@ -91,23 +91,25 @@ def imresize(
         img: ``uint8`` (values 0..255, rounded after each pass, returns ``uint8``) or floating
             point (no rounding, differentiable, returns the input dtype) tensor whose last two
             dimensions are height and width; leading dimensions (batch, channels) are kept.
-        scale: resize factor, e.g. ``1/4`` to downscale by 4 or ``2`` to upscale by 2. Output
-            size is ``ceil(H * scale), ceil(W * scale)``.
-        size: output ``(height, width)`` instead of ``scale`` (the scale per axis is then
-            ``out / in``, as in MATLAB).
+        scale: resize factor, e.g. ``1/4`` to downscale by 4 or ``2`` to upscale by 2, or one
+            per axis ``(scale_h, scale_w)``. Output size is ``ceil(H * scale), ceil(W * scale)``.
+        size: output ``(height, width)``. Alone, the scale per axis is ``out / in``, as in
+            MATLAB; with ``scale`` too, ``scale`` places the samples and ``size`` only sets the
+            output shape (as ZSSR's port of imresize: a 9-pixel father has a 5-pixel son at
+            x2, which must come back at 9 pixels with the x2 sampling grid).
         antialias: stretch the kernel when downscaling (MATLAB's default).
         border: ``"replicate"`` (MATLAB) or ``"symmetric"`` (mirror, as some Python ports do).
     """
     if img.dim() < 2:
         raise ValueError(f"imresize expects a tensor with at least 2 dims (..., H, W), got shape {tuple(img.shape)}")
-    if (scale is None) == (size is None):
-        raise ValueError("imresize needs exactly one of `scale` or `size`")
+    if scale is None and size is None:
+        raise ValueError("imresize needs `scale` or `size`")
     in_h, in_w = img.shape[-2:]
-    if size is None:
-        if scale <= 0:
+    if scale is not None:
+        scale_h, scale_w = (float(scale), float(scale)) if isinstance(scale, (int, float)) else map(float, scale)
+        if scale_h <= 0 or scale_w <= 0:
             raise ValueError(f"imresize scale must be positive, got {scale}")
-        out_h, out_w = _output_len(in_h, scale), _output_len(in_w, scale)
-        scale_h = scale_w = float(scale)
+        out_h, out_w = size if size is not None else (_output_len(in_h, scale_h), _output_len(in_w, scale_w))
     else:
         out_h, out_w = size
         scale_h, scale_w = out_h / in_h, out_w / in_w

@@ -48,13 +48,18 @@ class ZSSRNet(VDSR):
                     # bicubic + back-projection (BENCHMARKS.md, Zero-shot SR).
                     m.register_parameter("bias", None)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, size: tuple[int, int] | None = None, scale: int | tuple[float, float] | None = None
+    ) -> torch.Tensor:
+        """SR of ``x`` by the network's scale, or by ``scale`` (one network serves every stage of the
+        official gradual configuration: only the interpolation knows the factor, per axis); ``size``
+        fixes the output shape (a father's, whose son was rounded up)."""
         # The interpolation and the residual sum stay in fp32 under bf16 autocast: imresize is a
         # matmul, which autocast would round to bf16 (~0.4% per pixel, visible at 37 dB).
         work = x.to(torch.promote_types(x.dtype, torch.float32))
         # (meta tensors, for counting MACs, have no autocast)
         off = torch.autocast(x.device.type, enabled=False) if x.device.type in ("cpu", "cuda") else contextlib.nullcontext()
         with off:
-            up = imresize(work, scale=self.scale)
+            up = imresize(work, scale=self.scale if scale is None else scale, size=size)
         residual = self.conv_last(self.body(self.conv_first(up.to(x.dtype))))
         return (up + residual.to(up.dtype)).to(x.dtype)

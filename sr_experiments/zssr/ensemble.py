@@ -12,31 +12,34 @@ from collections.abc import Callable
 import torch
 
 from sr_experiments.evaluation.imresize import imresize
-from sr_experiments.zssr.pairs import dihedral, downscale, undo_dihedral
+from sr_experiments.zssr.pairs import Factor, dihedral, downscale, factor_pair, undo_dihedral
 
 Net = Callable[[torch.Tensor], torch.Tensor]
 
 
 def back_project(
-    sr: torch.Tensor, lr: torch.Tensor, scale: int, iters: int = 10, kernel: torch.Tensor | None = None
+    sr: torch.Tensor, lr: torch.Tensor, scale: Factor, iters: int = 10, kernel: torch.Tensor | None = None
 ) -> torch.Tensor:
     """``sr`` made consistent with ``lr``: ``sr += upscale(lr - downscale(sr))``, clipped, ``iters``
-    times (official ``back_projection``: down with the son kernel, up with bicubic)."""
+    times (official ``back_projection``: down with the son kernel, up with bicubic; a fractional
+    per-axis factor samples with its scale and takes the shapes given, as the official code)."""
+    up_scale = None if isinstance(scale, int) else factor_pair(scale)
     for _ in range(iters):
-        residual = lr - downscale(sr, scale, kernel)
-        sr = (sr + imresize(residual, size=tuple(sr.shape[-2:]))).clamp(0, 1)
+        residual = lr - downscale(sr, scale, kernel, size=None if up_scale is None else tuple(lr.shape[-2:]))
+        sr = (sr + imresize(residual, scale=up_scale, size=tuple(sr.shape[-2:]))).clamp(0, 1)
     return sr
 
 
-def lr_consistency(sr: torch.Tensor, lr: torch.Tensor, scale: int, kernel: torch.Tensor | None = None) -> float:
+def lr_consistency(sr: torch.Tensor, lr: torch.Tensor, scale: Factor, kernel: torch.Tensor | None = None) -> float:
     """RMS of ``downscale(sr) - lr``: how far ``sr`` is from explaining the input."""
-    return float((downscale(sr.float(), scale, kernel) - lr.float()).pow(2).mean().sqrt())
+    size = None if isinstance(scale, int) else tuple(lr.shape[-2:])
+    return float((downscale(sr.float(), scale, kernel, size=size) - lr.float()).pow(2).mean().sqrt())
 
 
 def ensemble_upscale(
     net: Net,
     lr: torch.Tensor,
-    scale: int,
+    scale: Factor,
     *,
     flips: bool = True,
     back_projection_iters: int = 10,
@@ -45,9 +48,11 @@ def ensemble_upscale(
 ) -> torch.Tensor:
     """SR of ``lr`` (1, 3, H, W) by ``net``: x8 geometric self-ensemble (``flips``) combined by the
     per-pixel median, with back-projection of each output and of the median (official
-    ``output_flip = True``, ``back_projection_iters = [10]``)."""
+    ``output_flip = True``, ``back_projection_iters = [10]``). A factor that differs per axis takes
+    the 4 transforms that keep the axes (official: 180-degree steps)."""
+    sy, sx = factor_pair(scale)
     outputs = []
-    for k in range(8 if flips else 1):
+    for k in range(0, 8 if flips else 1, 1 if sy == sx else 2):
         out = undo_dihedral(net(dihedral(lr, k)).float(), k)
         outputs.append(back_project(out.clamp(0, 1), lr.float(), scale, back_projection_iters, kernel))
         if progress is not None:

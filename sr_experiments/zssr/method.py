@@ -1,5 +1,7 @@
 """One image through ZSSR: train its network on its own pairs (Lightning), then the x8 ensemble with
-back-projection; for ``gradual=true`` a chain of x2 stages, each trained on the previous output."""
+back-projection; for ``gradual=true`` a chain of x2 stages, each trained on the previous output; for
+``scale_factors=[[sy, sx], ...]`` the official gradual configuration: one network trained stage
+after stage on growing factors of the same input, each stage's output joining the father sources."""
 
 from __future__ import annotations
 
@@ -22,7 +24,9 @@ from sr_experiments.speed import SpeedChoice, choose_training
 from sr_experiments.zssr.ensemble import ensemble_upscale
 from sr_experiments.zssr.lr_policy import LRPolicy
 from sr_experiments.zssr.module import ZSSRModule
-from sr_experiments.zssr.pairs import FatherSonPairs, load_kernel
+from sr_experiments.zssr.pairs import Factor, FatherSonPairs, factor_pair, load_kernel  # noqa: F401 (factor_pair: run.py)
+
+AUGMENTS = ("ladder", "official")
 
 
 @dataclass
@@ -50,8 +54,14 @@ class ZSSRSettings:
     noise_std: float = 0.0
     kernel: str | None = None
     ensemble: bool = True
-    back_projection_iters: int = 10
+    back_projection_iters: int | list[int] = 10
     gradual: bool = False
+    augment: str = "ladder"
+    augment_leave_as_is: float = 0.05
+    augment_no_interp: float = 0.45
+    augment_scale_diff_sigma: float = 0.25
+    augment_shear_sigma: float = 0.1
+    scale_factors: list[list[float]] | None = None
     seed: int = 0
     precision: str = "auto"
     channels_last: Any = "auto"
@@ -74,9 +84,45 @@ class ZSSRSettings:
                 raise ValueError(f"{key}.{name} must be a positive integer, got {getattr(s, name)!r}")
         if not 0 < s.min_father_scale <= 1:
             raise ValueError(f"{key}.min_father_scale must be in (0, 1], got {s.min_father_scale}")
-        if s.learning_rate <= 0 or s.back_projection_iters < 0 or s.noise_std < 0:
-            raise ValueError(f"{key}: learning_rate must be > 0, back_projection_iters and noise_std >= 0")
+        iters = s.back_projection_iters if isinstance(s.back_projection_iters, list) else [s.back_projection_iters]
+        if s.learning_rate <= 0 or any(not isinstance(i, int) or i < 0 for i in iters) or s.noise_std < 0:
+            raise ValueError(f"{key}: learning_rate must be > 0, back_projection_iters (one or one per stage) "
+                             "and noise_std >= 0")
+        if s.augment not in AUGMENTS:
+            raise ValueError(f"{key}.augment must be one of {', '.join(AUGMENTS)}, got {s.augment!r}")
+        if s.scale_factors is not None:
+            pairs = s.scale_factors
+            if (not isinstance(pairs, list) or not pairs
+                    or any(not isinstance(p, list) or len(p) != 2 or min(p) < 1 for p in pairs)):
+                raise ValueError(f"{key}.scale_factors must be a list of [vertical, horizontal] factors >= 1, "
+                                 f"e.g. [[1.0,1.5],[1.5,1.5],[2.0,2.0]]; got {pairs!r}")
+            if s.augment != "official":
+                raise ValueError(f"{key}.scale_factors (the official gradual stages) needs {key}.augment=official")
+            if s.gradual or s.kernel:
+                raise ValueError(f"{key}.scale_factors cannot be combined with gradual=true or kernel=")
+            if isinstance(s.back_projection_iters, list) and len(s.back_projection_iters) != len(pairs):
+                raise ValueError(f"{key}.back_projection_iters has {len(s.back_projection_iters)} entries for "
+                                 f"{len(pairs)} scale_factors: give one per stage, or one number")
+        elif isinstance(s.back_projection_iters, list) and len(s.back_projection_iters) != 1:
+            raise ValueError(f"{key}.back_projection_iters: one number per stage needs scale_factors")
         return s
+
+    def bp_iters(self, stage: int = -1) -> int:
+        """Back-projection iterations of a stage (one number, or one per ``scale_factors`` stage)."""
+        b = self.back_projection_iters
+        return b[stage] if isinstance(b, list) else b
+
+    def progressive(self, scale: int) -> list[Factor] | None:
+        """The official gradual stages (``scale_factors``) as factors (an integer where both axes
+        agree on one), or None; the last must be the run's scale."""
+        if self.scale_factors is None:
+            return None
+        out: list[Factor] = []
+        for sy, sx in self.scale_factors:
+            out.append(int(sy) if sy == sx and float(sy).is_integer() else (float(sy), float(sx)))
+        if out[-1] != scale:
+            raise ValueError(f"scale_factors must end at the run's scale [{scale}, {scale}], got {self.scale_factors[-1]}")
+        return out
 
     def spec(self, scale: int) -> dict[str, Any]:
         """The network spec (``model=zssr``) of one stage."""
@@ -86,7 +132,7 @@ class ZSSRSettings:
     def stages(self, scale: int) -> list[int]:
         """The factors run one after the other: ``[scale]``, or x2 steps when ``gradual``."""
         if not self.gradual:
-            return [scale]
+            return [scale]  # (scale_factors: one network, the speed of the final factor)
         if scale & (scale - 1):
             raise ValueError(f"gradual=true runs x2 stages, so scale must be a power of two (got {scale})")
         if self.kernel:
@@ -153,10 +199,19 @@ def train_stage(
     logger: Any = None,
     progress: bool = False,
     name: str = "",
+    net: ZSSRNet | None = None,
+    sources: list[torch.Tensor] | None = None,
+    base_scales: list[float] | None = None,
+    max_scale: float = 1.0,
+    seed_offset: int = 0,
 ) -> ZSSRModule:
-    """Train the network of one stage on ``lr`` (1, 3, H, W); returns the trained module."""
+    """Train the network of one stage on ``lr`` (1, 3, H, W); returns the trained module. ``net``
+    continues an earlier stage's network (official ``init_net_for_each_sf = False``); ``sources``,
+    ``base_scales`` and ``max_scale`` are the official augmentation's (default: the input alone)."""
     L.seed_everything(settings.seed, verbose=False)
-    net = ZSSRNet(scale, settings.depth, settings.width, settings.init_variance)
+    if net is None:
+        net = ZSSRNet(scale if isinstance(scale, int) else 2, settings.depth, settings.width, settings.init_variance)
+    net.train()  # (a continued network comes back from the previous stage's test in eval mode)
     speed = speed or speed_choice(settings, scale, device)
     autocast = speed.precision.autocast_dtype
     module = ZSSRModule(net, lr.to(device), scale, _policy(settings), kernel, speed.mode.channels_last, autocast,
@@ -165,7 +220,11 @@ def train_stage(
         lr[0].float().cpu(), scale, crop_size=settings.crop_size, batch_size=settings.batch_size,
         min_scale=settings.min_father_scale if settings.scale_augment else 1.0,
         scale_count=settings.father_scales if settings.scale_augment else 1, flips=settings.flips,
-        noise_std=settings.noise_std, kernel=kernel, seed=settings.seed, steps=settings.max_steps,
+        noise_std=settings.noise_std, kernel=kernel, seed=settings.seed + seed_offset, steps=settings.max_steps,
+        augment=settings.augment, sources=sources, base_scales=base_scales, max_scale=max_scale,
+        augment_options={"leave_as_is": settings.augment_leave_as_is, "no_interp": settings.augment_no_interp,
+                         "scale_diff_sigma": settings.augment_scale_diff_sigma,
+                         "shear_sigma": settings.augment_shear_sigma},
     )
     loader = torch.utils.data.DataLoader(pairs, batch_size=None, num_workers=0)
     # Lightning's banners ("GPU available", "Using bf16 AMP", tips) would repeat for every image.
@@ -193,15 +252,18 @@ def train_stage(
 
 
 def apply_stage(
-    module: ZSSRModule, lr: torch.Tensor, settings: ZSSRSettings, kernel: torch.Tensor | None = None
+    module: ZSSRModule, lr: torch.Tensor, settings: ZSSRSettings, kernel: torch.Tensor | None = None,
+    back_projection_iters: int | None = None,
 ) -> torch.Tensor:
-    """The trained network on ``lr``: x8 ensemble + back-projection (or one pass), tiled on large inputs."""
+    """The trained network on ``lr``: x8 ensemble + back-projection (or one pass), tiled on large
+    inputs (integer factors; a fractional stage runs whole)."""
     device, scale, dtype = module.device, module.scale, module.autocast_dtype
     tile = settings.test_tile
+    iters = settings.bp_iters() if back_projection_iters is None else back_projection_iters
 
     def net(x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            if max(x.shape[-2:]) > tile:  # receptive field 8 HR px: an overlap of 16 LR px is exact
+            if isinstance(scale, int) and max(x.shape[-2:]) > tile:  # receptive field 8 HR px: an overlap of 16 LR px is exact
                 return tiled_forward(module, x, scale, tile, 16).float()
             return module(x).float()
 
@@ -211,7 +273,7 @@ def apply_stage(
         if not settings.ensemble:
             return net(lr).clamp(0, 1)
         return ensemble_upscale(net, lr, scale, flips=settings.flips,
-                                back_projection_iters=settings.back_projection_iters, kernel=kernel).clamp(0, 1)
+                                back_projection_iters=iters, kernel=kernel).clamp(0, 1)
 
 
 def zssr_upscale(
@@ -231,6 +293,11 @@ def zssr_upscale(
     kernel = load_kernel(settings.kernel) if settings.kernel else None
     result = ZSSRResult(lr)
     x = lr.float()
+    if settings.progressive(scale) is not None:
+        result.sr = _progressive(x, scale, settings, device, result, logger=logger, progress=progress, name=name,
+                                 speed=speed(scale) if speed else None)
+        result.seconds = time.perf_counter() - start
+        return result
     stages = settings.stages(scale)
     for i, s in enumerate(stages):
         label = name + (f" x{s} stage {i + 1}/{len(stages)}" if len(stages) > 1 else "")
@@ -241,6 +308,32 @@ def zssr_upscale(
         result.stopped_by.append(module.stopped_by)
     result.sr, result.seconds = x, time.perf_counter() - start
     return result
+
+
+def _progressive(
+    x: torch.Tensor, scale: int, settings: ZSSRSettings, device: torch.device, result: ZSSRResult, *,
+    logger: Any, progress: bool, name: str, speed: SpeedChoice | None,
+) -> torch.Tensor:
+    """The official gradual configuration (``ZSSR.run`` without base change): one network trained
+    stage after stage, each at its factor of the same input, the rate policy restarting at each
+    stage; every stage's output joins the father sources, at base scale ``min(sy, sx)``, and the
+    drawn scales reach up to the previous stage's. The optimiser restarts with each stage (the
+    official code keeps Adam's moments)."""
+    stages = settings.progressive(scale)
+    speed = speed or speed_choice(settings, scale, device)
+    base_scales = [1.0] + [min(factor_pair(s)) for s in stages]
+    sources, net, out = [x[0].cpu()], None, x
+    for i, s in enumerate(stages):
+        label = f"{name} x{'x'.join(f'{f:g}' for f in factor_pair(s))} stage {i + 1}/{len(stages)}"
+        module = train_stage(x, s, settings, device, speed=speed, logger=logger, progress=progress, name=label,
+                             net=net, sources=sources, base_scales=base_scales[:len(sources)],
+                             max_scale=base_scales[len(sources) - 1], seed_offset=i)
+        net = module.net
+        out = apply_stage(module, x, settings, back_projection_iters=settings.bp_iters(i)).cpu()
+        sources.append(out[0])
+        result.steps.append(module.steps_run)
+        result.stopped_by.append(module.stopped_by)
+    return out
 
 
 class PerImageZSSR(torch.nn.Module):

@@ -8,15 +8,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from sr_experiments.zssr.lr_policy import LRPolicy
-from sr_experiments.zssr.pairs import downscale
+from sr_experiments.zssr.pairs import Factor, downscale
 
 
-def reconstruction_target(image: torch.Tensor, scale: int, max_side: int) -> torch.Tensor:
+def reconstruction_target(image: torch.Tensor, scale: Factor, max_side: int) -> torch.Tensor:
     """The part of ``image`` (1, 3, H, W) the reconstruction error is measured on: all of it
-    (official ``quick_test``), cut to a multiple of ``scale``, or its centre ``max_side`` square on
-    large images (a whole-image pass every ``test_every`` steps would cost more than the training)."""
+    (official ``quick_test``), cut to a multiple of an integer ``scale``, or its centre ``max_side``
+    square on large images (a whole-image pass every ``test_every`` steps would cost more than the
+    training)."""
     h, w = image.shape[-2:]
-    ch, cw = (min(h, max_side) // scale) * scale, (min(w, max_side) // scale) * scale
+    s = scale if isinstance(scale, int) else 1  # a fractional stage's son is sized, not divided
+    ch, cw = (min(h, max_side) // s) * s, (min(w, max_side) // s) * s
     y, x = (h - ch) // 2, (w - cw) // 2
     return image[..., y : y + ch, x : x + cw]
 
@@ -28,7 +30,8 @@ class ZSSRModule(L.LightningModule):
     Args:
         net: the image-specific network (``model=zssr``).
         image: the test image (1, 3, H, W) in [0, 1].
-        scale: the factor of this network (2 per stage in gradual SR).
+        scale: the factor of this network (2 per stage in gradual SR), or a per-axis fractional
+            factor (a stage of the official gradual configuration).
         policy: the learning-rate policy and stopping rule.
         kernel: the downscaling kernel (None: MATLAB bicubic).
         channels_last: run the network in channels_last (measured by ``speed.py``).
@@ -40,7 +43,7 @@ class ZSSRModule(L.LightningModule):
         self,
         net: nn.Module,
         image: torch.Tensor,
-        scale: int,
+        scale: Factor,
         policy: LRPolicy,
         kernel: torch.Tensor | None = None,
         channels_last: bool = False,
@@ -58,15 +61,17 @@ class ZSSRModule(L.LightningModule):
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self._layout(x))
+    def forward(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        if isinstance(self.scale, int) and size is None:
+            return self.net(self._layout(x))  # (a plain network call: tiling and zoo networks take one argument)
+        return self.net(self._layout(x), size=size, scale=self.scale)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.net.parameters(), lr=self.policy.learning_rate)  # official: Adam
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         sons, fathers = batch
-        loss = F.l1_loss(self(sons).float(), fathers)  # official: mean absolute error
+        loss = F.l1_loss(self(sons, tuple(fathers.shape[-2:])).float(), fathers)  # official: mean absolute error
         self.log("zssr/loss", loss, on_step=True, on_epoch=False, batch_size=sons.shape[0])
         return loss
 
@@ -77,7 +82,7 @@ class ZSSRModule(L.LightningModule):
         son = downscale(target, self.scale, self.kernel)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
                             enabled=self.autocast_dtype is not None):
-            out = self(son).float()
+            out = self(son, tuple(target.shape[-2:])).float()
         return float(F.mse_loss(out.clamp(0, 1), target))
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:

@@ -32,6 +32,7 @@ from sr_experiments.models.registry import check_scale
 from sr_experiments.speed import SpeedChoice
 from sr_experiments.zssr.method import (
     ZSSRSettings,
+    factor_pair,
     load_kernel,
     speed_choice,
     zssr_upscale,
@@ -78,6 +79,16 @@ def estimate_seconds(size: tuple[int, int], scale: int, settings: ZSSRSettings, 
     the final passes (a forward is about a third of a training step, per crop-sized area)."""
     w, h = size
     total, crop_px = 0.0, settings.crop_size ** 2
+    progressive = settings.progressive(scale)
+    if progressive is not None:  # one network through every factor of the same input
+        for f in progressive:
+            sy, sx = factor_pair(f)
+            train = settings.max_steps * step_s[scale]
+            test_px = min(h, settings.test_max_side) * sy * min(w, settings.test_max_side) * sx
+            tests = settings.max_steps / settings.test_every * test_px / crop_px * step_s[scale] / 3
+            passes = (8 if settings.flips and sy == sx else 4 if settings.flips else 1) * h * sy * w * sx / crop_px
+            total += train + tests + passes * step_s[scale] / 3
+        return total
     for s in settings.stages(scale):
         train = settings.max_steps * step_s[s]
         test_px = min(h * s, settings.test_max_side * s) * min(w * s, settings.test_max_side * s)
@@ -114,7 +125,10 @@ def run_zssr(cfg: DictConfig) -> Summary:
     speeds = {s: speed_choice(settings, s, device) for s in set(stages)}
     step_s = {s: step_seconds(c, settings, s, device) for s, c in speeds.items()}
     choice = speeds[stages[0]]
-    print(f"{PROG}: x{scale}{' as ' + ' x '.join(f'x{s}' for s in stages) if len(stages) > 1 else ''} on {device}; "
+    progressive = settings.progressive(scale)
+    plan = (" as " + " x ".join(f"x{s}" for s in stages) if len(stages) > 1 else
+            " through " + ", ".join("x".join(f"{f:g}" for f in factor_pair(p)) for p in progressive) if progressive else "")
+    print(f"{PROG}: x{scale}{plan} on {device}; "
           f"precision {choice.precision.precision}{', channels_last' if choice.mode.channels_last else ''} "
           f"({choice.reason})", file=sys.stderr, flush=True)
     sizes = {}
