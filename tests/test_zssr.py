@@ -244,7 +244,7 @@ def test_official_gradual_stages_continue_one_network_on_growing_sources() -> No
     assert r.sr.shape == (1, 3, 40, 36) and r.steps == [3, 3, 3]
     assert torch.equal(r.sr, zssr_upscale(_image(20, 18), 2, s).sr)  # seeded
     with pytest.raises(ValueError, match="augment=official"):
-        ZSSRSettings.from_config({"scale_factors": [[1.5, 1.5], [2, 2]]})
+        ZSSRSettings.from_config({"augment": "ladder", "scale_factors": [[1.5, 1.5], [2, 2]]})
     with pytest.raises(ValueError, match="one per stage"):
         ZSSRSettings.from_config({"augment": "official", "scale_factors": [[2, 2]], "back_projection_iters": [1, 2]})
     with pytest.raises(ValueError, match="end at"):

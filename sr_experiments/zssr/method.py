@@ -56,7 +56,7 @@ class ZSSRSettings:
     ensemble: bool = True
     back_projection_iters: int | list[int] = 10
     gradual: bool = False
-    augment: str = "ladder"
+    augment: str = "official"
     augment_leave_as_is: float = 0.05
     augment_no_interp: float = 0.45
     augment_scale_diff_sigma: float = 0.25
