@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,9 +20,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from sr_experiments import CONF_DIR
 from sr_experiments.annotate import font_size, label_strip
-from sr_experiments.hardware import resolve_device
-from sr_experiments.inference.engines import Engine, auto_tile, onnx_engine, torch_engine
 from sr_experiments.extras import MissingExtra
+from sr_experiments.hardware import resolve_device
+from sr_experiments.inference.engines import (
+    Engine,
+    auto_tile,
+    onnx_engine,
+    torch_engine,
+)
 from sr_experiments.inference.image_files import (
     FORMATS,
     Animation,
@@ -53,8 +60,8 @@ class Summary:
 def load_engine(cfg: DictConfig) -> Engine:
     """The network from ``ckpt_path`` (its spec travels in the checkpoint, loaded with
     ``weights_only=True``), an ONNX file, or a parameter-free ``model``."""
-    from sr_experiments.models.loading import find_latest_checkpoint, load_network
     from sr_experiments.models import build_network
+    from sr_experiments.models.loading import find_latest_checkpoint, load_network
 
     device = resolve_device(str(cfg.device))
     ckpt = cfg.get("ckpt_path") or cfg.model.get("pretrained")  # any weights file: ours, or one spandrel reads
@@ -193,14 +200,20 @@ def run_upscale(cfg: DictConfig) -> Summary:
     return summary
 
 
-def main(cfg: DictConfig) -> int:
-    """Exit status: 0 all written, 1 some inputs failed, 2 nothing could start (bad model/config)."""
+def exit_status(prog: str, run: Callable[[DictConfig], Any], cfg: DictConfig) -> int:
+    """``run(cfg)`` over a batch of images as a command's exit status: 0 all written, 1 some inputs
+    failed (each reported by ``run``), 2 nothing could start (bad model/config: one line)."""
     try:
-        summary = run_upscale(cfg)
+        summary = run(cfg)
     except (ValueError, OSError, RuntimeError, MissingExtra) as e:
-        print(f"upscale: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        print(f"{prog}: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2
     return 1 if summary.failures else 0
+
+
+def main(cfg: DictConfig) -> int:
+    """Exit status: 0 all written, 1 some inputs failed, 2 nothing could start (bad model/config)."""
+    return exit_status("upscale", run_upscale, cfg)
 
 
 FLAGS = {"--compare": "compare=true", "--ensemble": "ensemble=true", "--no-progress": "progress=false"}

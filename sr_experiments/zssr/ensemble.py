@@ -12,7 +12,13 @@ from collections.abc import Callable
 import torch
 
 from sr_experiments.evaluation.imresize import imresize
-from sr_experiments.zssr.pairs import Factor, dihedral, downscale, factor_pair, undo_dihedral
+from sr_experiments.zssr.pairs import (
+    Factor,
+    dihedral,
+    downscale,
+    factor_pair,
+    undo_dihedral,
+)
 
 Net = Callable[[torch.Tensor], torch.Tensor]
 

@@ -24,7 +24,7 @@ from sr_experiments.speed import SpeedChoice, choose_training
 from sr_experiments.zssr.ensemble import ensemble_upscale
 from sr_experiments.zssr.lr_policy import LRPolicy
 from sr_experiments.zssr.module import ZSSRModule
-from sr_experiments.zssr.pairs import Factor, FatherSonPairs, factor_pair, load_kernel  # noqa: F401 (factor_pair: run.py)
+from sr_experiments.zssr.pairs import Factor, FatherSonPairs, factor_pair, load_kernel
 
 AUGMENTS = ("ladder", "official")
 

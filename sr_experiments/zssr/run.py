@@ -14,7 +14,6 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from sr_experiments import CONF_DIR
-from sr_experiments.extras import MissingExtra
 from sr_experiments.hardware import resolve_device
 from sr_experiments.inference.image_files import (
     FORMATS,
@@ -27,7 +26,7 @@ from sr_experiments.inference.image_files import (
     read_picture,
     write_picture,
 )
-from sr_experiments.inference.upscale import upscale_alpha
+from sr_experiments.inference.upscale import exit_status, upscale_alpha
 from sr_experiments.models.registry import check_scale
 from sr_experiments.speed import SpeedChoice
 from sr_experiments.zssr.method import (
@@ -187,12 +186,7 @@ def _logger(configs: list, stem: str):
 
 def main(cfg: DictConfig) -> int:
     """Exit status: 0 all written, 1 some inputs failed, 2 nothing could start (bad settings)."""
-    try:
-        summary = run_zssr(cfg)
-    except (ValueError, OSError, RuntimeError, MissingExtra) as e:
-        print(f"{PROG}: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
-        return 2
-    return 1 if summary.failures else 0
+    return exit_status(PROG, run_zssr, cfg)
 
 
 FLAGS = {"--no-progress": "progress=false"}
