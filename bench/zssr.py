@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -51,6 +52,13 @@ def run(args: argparse.Namespace) -> None:
     settings = ZSSRSettings.from_config(cfg.model.zssr, "model.zssr")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    # A folder resumes only the run it holds: rows of other settings would be skipped as done and
+    # then reported under these.
+    used = out / "settings.json"
+    mine = {"scale": args.scale, "zssr": OmegaConf.to_container(cfg.model.zssr, resolve=True)}
+    if used.exists() and json.loads(used.read_text()) != mine:
+        sys.exit(f"{out} holds a run with other settings ({used}); give another --out")
+    used.write_text(json.dumps(mine, indent=2))
     rows_file = out / "rows.jsonl"
     done = {(r["set"], r["image"], r["model"]) for r in _rows(rows_file)}
     index, count = (int(x) for x in args.shard.split("/"))
