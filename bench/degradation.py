@@ -4,6 +4,7 @@ realesrgan-trained ``compact`` on bicubic and degraded Set14 x4, with a panel on
     python bench/degradation.py throughput [--rounds 8] [--batch 16] [--threads 1]
     python bench/degradation.py train --out DIR            # the two runs (train.py, minutes each)
     python bench/degradation.py compare --out DIR          # eval of both + the panel (docs/)
+    python bench/degradation.py headroom                   # what simple estimators get on degraded Set14
 
 ``throughput``: HR patches of 128x128 (LR 32 at x4) degraded per second by each pipeline on this
 CPU, against the patches per second a training step of ``compact`` consumes (forward, L1,
@@ -13,6 +14,10 @@ with ``degradation=bicubic`` and ``degradation=realesrgan``, same seed and steps
 ``compare``: eval.py on Set14 x4 with its bicubic LR files and with ``eval.degradation=realesrgan
 eval.degradation_seed=0``, then upscale.py on a real photo with no HR (scikit-image's coffee,
 halved and saved as a quality-35 JPEG, a 128x128 crop) with both models: docs/realworld_compact.png.
+``headroom``: on the same degraded Set14 x4 (seed 0), bicubic interpolation of the LR, of the LR made
+with the same draws but noise (and JPEG) switched off, and the best *linear* x4 upsampler (one 9x9
+filter per output phase, least squares on T91 + BSD200 degraded by the same pipeline): what a
+network must do beyond a fixed filter to gain on these inputs.
 """
 
 from __future__ import annotations
@@ -178,9 +183,89 @@ def compare(args: argparse.Namespace) -> dict:
     return result
 
 
+def _stage_off(**off: bool) -> dict:
+    """The eval settings of conf/degradation/realesrgan.yaml with some stage switches set."""
+    from omegaconf import OmegaConf
+
+    from sr_experiments import CONF_DIR
+
+    loaded = OmegaConf.load(CONF_DIR / "degradation" / "realesrgan.yaml")
+    node = OmegaConf.create({k: loaded[k] for k in loaded if k != "seed"})  # seed is the run's ${seed}
+    node.usm_gt = False
+    for key, value in off.items():
+        OmegaConf.update(node, key.replace("__", "."), value)
+    return OmegaConf.to_container(node, resolve=True)
+
+
+def headroom(args: argparse.Namespace) -> dict:
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from sr_experiments.data.degradations import build_degradation, degrade_image
+    from sr_experiments.data.image_io import load_rgb
+    from sr_experiments.evaluation.imresize import imresize
+    from sr_experiments.evaluation.metrics import sr_psnr_ssim
+
+    torch.set_num_threads(args.threads)
+    s, taps = 4, 9
+    data = Path(args.data_dir)
+
+    def hr_of(path: Path) -> tuple[torch.Tensor, bool]:
+        rgb, gray = load_rgb(path)
+        h, w = rgb.shape[0] // s * s, rgb.shape[1] // s * s
+        return torch.from_numpy(np.array(rgb[:h, :w])).permute(2, 0, 1).float()[None] / 255, gray
+
+    def features(lr: torch.Tensor) -> torch.Tensor:  # (1, C, h, w) -> (C*h*w, taps^2 + 1), per channel
+        c, h, w = lr.shape[1:]
+        x = F.unfold(F.pad(lr.reshape(c, 1, h, w), (taps // 2,) * 4, mode="replicate"), taps)
+        x = x.permute(0, 2, 1).reshape(-1, taps * taps).double()
+        return torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+
+    def phases(hr: torch.Tensor) -> torch.Tensor:  # (1, C, H, W) -> (C*h*w, s*s): HR pixels of each LR pixel
+        c, hh, ww = hr.shape[1:]
+        return hr.reshape(c, hh // s, s, ww // s, s).permute(0, 1, 3, 2, 4).reshape(-1, s * s).double()
+
+    full = build_degradation(_stage_off(), s)
+    # Least squares on degraded training images (two draws each, seeds disjoint from Set14's).
+    ata, atb = torch.zeros(taps * taps + 1, taps * taps + 1, dtype=torch.float64), 0
+    train = sorted((data / "T91" / "HR").glob("*.png")) + sorted((data / "BSD200" / "HR").glob("*.png"))
+    for path in train:
+        hr, _ = hr_of(path)
+        for k in range(2):
+            a = features(degrade_image(hr, full, 1000 + k, path.stem).lq)
+            ata, atb = ata + a.T @ a, atb + a.T @ phases(hr)
+    filt = torch.linalg.solve(ata + 1e-6 * torch.eye(len(ata), dtype=ata.dtype), atb)
+
+    variants = {
+        "full pipeline (the benchmark's LR)": full,
+        "same draws, noise off": build_degradation(_stage_off(first__noise=False, second__noise=False), s),
+        "same draws, noise and JPEG off": build_degradation(
+            _stage_off(first__noise=False, second__noise=False, first__jpeg=False, second__jpeg=False), s),
+    }
+    rows: dict[str, list[float]] = {}
+    for path in sorted((data / "Set14" / "HR").glob("*.png")):
+        hr, gray = hr_of(path)
+        g = torch.tensor([gray])
+        for label, pipe in variants.items():
+            lr = degrade_image(hr, pipe, 0, path.stem).lq
+            rows.setdefault(f"bicubic, {label}", []).append(
+                sr_psnr_ssim(imresize(lr, scale=s).clamp(0, 1), hr, s, g)[0].item())
+            if pipe is full:
+                c, h, w = lr.shape[1:]
+                out = (features(lr) @ filt).float().reshape(c, h, w, s, s).permute(0, 1, 3, 2, 4).reshape(1, c, h * s, w * s)
+                rows.setdefault("best linear x4 filter, full pipeline", []).append(
+                    sr_psnr_ssim(out.clamp(0, 1), hr, s, g)[0].item())
+    result = {"set14_x4_degraded_seed0_psnr": {k: round(float(np.mean(v)), 4) for k, v in rows.items()},
+              "train_images": len(train), "filter_taps": taps}
+    for k, v in result["set14_x4_degraded_seed0_psnr"].items():
+        print(f"{k:<48} {v:.2f} dB")
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["throughput", "train", "compare"])
+    parser.add_argument("what", choices=["throughput", "train", "compare", "headroom"])
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
@@ -189,7 +274,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=os.environ.get("SR_DATA", "data"))
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    result = {"throughput": throughput, "train": train, "compare": compare}[args.what](args)
+    result = {"throughput": throughput, "train": train, "compare": compare, "headroom": headroom}[args.what](args)
     if args.json and result:
         args.json.write_text(json.dumps(result, indent=2))
 
