@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NoReturn
 
-from sr_experiments.extras import missing_plugin
+from sr_experiments.extras import MissingExtra, missing_plugin
+
+# The one error policy of the root scripts: errors whose message tells the user what to do end the
+# command with that one line. Exit codes: 2 refused (bad value, key, input or output: nothing or
+# not everything could start), 1 failed while running (disk full, an I/O error), 130 Ctrl-C.
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, MissingExtra)
 
 _COMPLETION_VERBS = ("install", "uninstall", "query")
 
@@ -30,3 +40,37 @@ def check_command_line(prog: str, argv: list[str]) -> None:
 def _usage_error(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
     sys.exit(2)
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message (its type name when it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def fail(prog: str, message: str, code: int = 2) -> NoReturn:
+    """End the command with ``prog: message`` on stderr and exit ``code``."""
+    print(f"{prog}: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+@contextmanager
+def errors_as_one_line(prog: str) -> Iterator[None]:
+    """Inside this block an error the user can act on ends the command with one line (see
+    ``USER_ERRORS`` for the exit codes); ``HYDRA_FULL_ERROR=1`` re-raises it for a traceback."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        fail(prog, "interrupted", 130)
+    except USER_ERRORS as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        fail(prog, first_line(e), 2)
+    except OSError as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            fail(prog, f"{where}no space left on the device (free some space; resume with ckpt_path= where a "
+                       "checkpoint was written)", 1)
+        fail(prog, f"{where}{e.strerror or first_line(e)}", 1)
