@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import NoReturn
 
 from sr_experiments.extras import MissingExtra, missing_plugin
+from sr_experiments.outputs import OutputError
 
 # The one error policy of the root scripts: errors whose message tells the user what to do end the
 # command with that one line. Exit codes: 2 refused (bad value, key, input or output: nothing or
@@ -65,7 +66,9 @@ def errors_as_one_line(prog: str) -> Iterator[None]:
     except USER_ERRORS as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        fail(prog, first_line(e), 2)
+        # A write that failed (outputs.disk_error: a full disk, a read-only folder) failed while running.
+        failed_write = isinstance(e, OutputError) and isinstance(e.__context__, OSError)
+        fail(prog, first_line(e), 1 if failed_write else 2)
     except OSError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -27,6 +28,7 @@ from sr_experiments.inference.tiling import upscale
 from sr_experiments.evaluation.metrics import sr_psnr_ssim
 from sr_experiments.evaluation.perceptual import LABELS, LOWER_IS_BETTER, PerceptualScorer
 from sr_experiments.models.bicubic import Bicubic
+from sr_experiments.outputs import write_text
 
 log = logging.getLogger(__name__)
 
@@ -327,28 +329,31 @@ def _tex(text: str) -> str:
 def write_results(results: list[SetResult], out_dir: Path, table: str, meta: Mapping[str, Any] | None = None,
                   tex: str | None = None) -> None:
     """results.json (rows under ``results``, plus ``meta``: models and provenance) / .csv / .md
-    [/ .tex] and per_image.json / .csv in ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    [/ .tex] and per_image.json / .csv in ``out_dir``, each written atomically (a full disk raises
+    ``OutputError`` in one line and leaves no 0-byte or partial file)."""
     rows = [r.row() for r in results]
-    (out_dir / "results.json").write_text(json.dumps({"results": rows, **(meta or {})}, indent=2))
-    _write_csv(out_dir / "results.csv", rows)
-    (out_dir / "results.md").write_text(table + "\n")
-    if tex is not None:
-        (out_dir / "results.tex").write_text(tex + "\n")
     per_image = [i.row() for r in results for i in r.per_image]
-    (out_dir / "per_image.json").write_text(json.dumps(per_image, indent=2))
-    _write_csv(out_dir / "per_image.csv", per_image)
+    files = {
+        "results.json": json.dumps({"results": rows, **(meta or {})}, indent=2),
+        "results.csv": _csv_text(rows),
+        "results.md": table + "\n",
+        **({"results.tex": tex + "\n"} if tex is not None else {}),
+        "per_image.json": json.dumps(per_image, indent=2),
+        "per_image.csv": _csv_text(per_image),
+    }
+    for name, text in files.items():
+        write_text(out_dir / name, text)
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+def _csv_text(rows: list[dict[str, Any]]) -> str:
     if not rows:
-        path.write_text("")
-        return
-    with open(path, "w", newline="") as f:
-        # Every row's keys (a per-image trained model's rows add ``seconds``; its baseline's lack it).
-        w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
-        w.writeheader()
-        w.writerows(rows)
+        return ""
+    text = io.StringIO()
+    # Every row's keys (a per-image trained model's rows add ``seconds``; its baseline's lack it).
+    w = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+    w.writeheader()
+    w.writerows(rows)
+    return text.getvalue()
 
 
 def resolve_eval_sources(spec: str, scale: int, lr_source: str = "auto") -> list[ImageSource]:

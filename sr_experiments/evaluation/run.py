@@ -33,6 +33,7 @@ from sr_experiments.inference.engines import torch_engine
 from sr_experiments.models import build_network
 from sr_experiments.models.bicubic import Bicubic
 from sr_experiments.models.loading import find_latest_checkpoint, load_network
+from sr_experiments.outputs import check_owner, record_owner
 from sr_experiments.provenance import checkpoint_info, count_params, provenance
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,9 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
     ev = cfg.eval
     require_logger_packages(cfg.get("logger"))  # before the evaluation, not after it
     out_dir = Path(cfg.paths.output_dir)
+    # The folder is eval.py's (claimed by RunDirGuard under Hydra): never a training run's.
+    check_owner(out_dir, "eval", "paths.output_dir")
+    record_owner(out_dir, "eval")
     device = str(resolve_device(str(ev.device)))
     # Perceptual metrics (eval.metrics beyond psnr/ssim): their weights are found (or reported
     # missing, in one line) before any network runs.

@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from PIL import Image
 
 from sr_experiments.annotate import with_labels
+from sr_experiments.outputs import OutputError
 
 
 class InterruptCheckpoint(Checkpoint):
@@ -31,7 +32,9 @@ class InterruptCheckpoint(Checkpoint):
         self.path = Path(dirpath) / f"{filename}{self.FILE_EXTENSION}"
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if trainer.global_step > 0:
+        # A failed write (a full disk) would fail again, and bury its one line under a second
+        # traceback: the last checkpoint written is the one to resume from.
+        if trainer.global_step > 0 and not isinstance(exception, (OSError, OutputError)):
             trainer.save_checkpoint(self.path, weights_only=False)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -10,24 +9,17 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from sr_experiments.models.loading import load_checkpoint_file
-
+from sr_experiments.outputs import atomic_write
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes to a temporary file in the same folder, fsyncs, then renames over the target."""
+    """Writes to a temporary file in the same folder, fsyncs, then renames over the target
+    (``outputs.atomic_write``): a full disk raises ``OutputError`` (one line naming the file) and
+    leaves the previous checkpoint as it was, with no partial file beside it."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_write(path) as tmp:
+            torch.save(checkpoint, tmp)
 
     def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         return load_checkpoint_file(path, map_location=map_location or "cpu")

@@ -16,6 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
+SEED_MAX = 2**32 - 1  # numpy's (and so Lightning's seed_everything's) range
+
+
 class ConfigError(ValueError):
     """A config value is invalid; the message names the key and says what it takes."""
 
@@ -89,7 +92,7 @@ class TrainerSchema(_Open):
 class TrainSchema(_Open):
     lr: float = Field(gt=0, allow_inf_nan=False)
     scale: int = Field(ge=2)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0, le=SEED_MAX)
     loss: Literal["l1", "mse", "charbonnier"] = "l1"
     losses: dict[str, LossTermSchema | None] | None = None
     discriminator: DiscriminatorSchema | None = None
@@ -111,14 +114,66 @@ _CHECKED = ("lr", "scale", "seed", "loss", "losses", "discriminator", "ckpt_path
             "trainer")
 
 
+class EvalOptionsSchema(_Open):
+    degradation_seed: int = Field(default=0, ge=0, le=SEED_MAX)
+    baseline: bool = True
+    self_ensemble: bool = False
+    save_images: bool = False
+    tile: int | None = Field(default=None, ge=1)
+    tile_overlap: int = Field(default=32, ge=0)
+    tile_batch: int = Field(default=1, ge=1)
+
+
+class EvalSchema(_Open):
+    scale: int = Field(ge=2)
+    eval: EvalOptionsSchema = Field(default_factory=EvalOptionsSchema)
+
+
 def validate_train_config(cfg: DictConfig) -> None:
     """Raise ``ConfigError`` (one line: ``key=value: what is wrong``) if ``cfg`` has a bad value.
 
     Works on a config inside or outside a Hydra run: keys whose interpolations cannot resolve yet
-    (``paths.output_dir`` before the run directory exists) are not read.
+    (``paths.output_dir`` before the run directory exists) are not read. The network is built on
+    the meta device (no memory, no weights) and the degradation pipeline from its settings, so a
+    scale the network lacks or a bad degradation setting is refused before any folder exists.
     """
+    _validate(TrainSchema, cfg, _CHECKED)
+    _check_buildable(cfg)
+
+
+def validate_eval_config(cfg: DictConfig) -> None:
+    """``validate_train_config`` for eval.py's keys (``scale``, ``eval.*``)."""
+    _validate(EvalSchema, cfg, ("scale", "eval"))
+
+
+def _check_buildable(cfg: DictConfig) -> None:
+    import torch  # only once a run starts: --help and completion do not pay for it
+
+    from sr_experiments.data.degradations import build_degradation
+    from sr_experiments.models import build_network
+
+    scale = int(cfg.scale)
+    try:
+        spec = OmegaConf.to_container(cfg.model, resolve=True)
+        degradation = OmegaConf.to_container(cfg.degradation, resolve=True) if "degradation" in cfg else None
+    except Exception:  # interpolations that resolve only inside the run: checked when it builds them
+        return
+    for key in ("pretrained", "pretrained_key", "compile", "channels_last", "ema_decay"):
+        spec.pop(key, None)
+    try:
+        if spec.get("name") not in ("from_file", "spandrel"):  # those architectures come from a weights file
+            with torch.device("meta"):
+                build_network({**spec, "scale": scale})
+        if isinstance(degradation, dict):
+            build_degradation(degradation, scale)
+    except ValueError as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(msg if re.match(r"[\w.]+=", msg) else f"model={spec.get('name')} scale={scale}: {msg}") from None
+
+
+def _validate(schema: type[BaseModel], cfg: DictConfig, checked: tuple[str, ...]) -> None:
     values: dict[str, Any] = {}
-    for key in _CHECKED:
+    for key in checked:
         node = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
         if isinstance(node, DictConfig):
             node = {
@@ -130,7 +185,7 @@ def validate_train_config(cfg: DictConfig) -> None:
         if node is not None or key in cfg:
             values[key] = node
     try:
-        TrainSchema.model_validate(values)
+        schema.model_validate(values)
     except ValidationError as e:
         messages = [_describe(err) for err in e.errors()]
         # optimizer.lr is ${lr}: one bad value, one message.

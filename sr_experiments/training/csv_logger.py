@@ -8,12 +8,16 @@ Lightning's writer starts with no known columns, so the first save into an exist
 from __future__ import annotations
 
 import csv
+import io
 import os
+from pathlib import Path
 from typing import Any
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+from sr_experiments.outputs import write_text
 
 
 class _AppendingWriter(ExperimentWriter):
@@ -34,3 +38,22 @@ class ResumableCSVLogger(CSVLogger):
             os.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
+
+    def rewind(self, step: int) -> None:
+        """Drop the rows of ``metrics.csv`` logged at ``step`` or later: a run resumed from the
+        checkpoint of ``step`` logs them again (a row's step is the count of optimizer steps before
+        it, so that checkpoint has seen the rows up to ``step - 1``). Rewritten atomically."""
+        path = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
+        if not path.is_file():
+            return
+        with open(path, newline="") as f:
+            header, *rows = list(csv.reader(f)) or [[]]
+        if "step" not in header:
+            return
+        col = header.index("step")
+        kept = [r for r in rows if not (len(r) > col and r[col].strip() and int(float(r[col])) >= step)]
+        if len(kept) == len(rows):
+            return
+        text = io.StringIO()
+        csv.writer(text).writerows([header, *kept])
+        write_text(path, text.getvalue())

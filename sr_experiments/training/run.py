@@ -24,10 +24,19 @@ from sr_experiments.training.config_schema import validate_train_config
 from sr_experiments.training.distributed import check_ddp_launch, launch_rank
 from sr_experiments.extras import require_logger_packages
 from sr_experiments.training.module import SRLitModule
-from sr_experiments.models.interop import FROM_FILE, read_weights
+from sr_experiments.models.interop import FROM_FILE
 from sr_experiments.models.loading import load_pretrained
 from sr_experiments.provenance import checkpoint_info, provenance
-from sr_experiments.training.run_dir import OWNER_FILE, check_run_dir, requeued_checkpoint, resume_checkpoint, slurm_job_id
+from sr_experiments.outputs import record_owner, write_text
+from sr_experiments.training.csv_logger import ResumableCSVLogger
+from sr_experiments.training.run_dir import (
+    check_run_dir,
+    check_same_network,
+    read_start_checkpoint,
+    requeued_checkpoint,
+    resume_checkpoint,
+    slurm_job_id,
+)
 from sr_experiments.speed import SpeedChoice, choose_training
 from sr_experiments.training.wandb_logger import finish_loggers
 
@@ -107,9 +116,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             cfg.model.pretrained = str(ckpt_path)
     if not ckpt_path:
         ckpt_path = requeued_checkpoint(output_dir)
-    check_run_dir(output_dir, ckpt_path, bool(cfg.get("resume", True)))
+    resume = bool(cfg.get("resume", True))
+    # Everything that can refuse this run, before anything is written (RunDirGuard did the same
+    # before Hydra wrote its files): the folder, and the checkpoint (readable, same network).
+    check_run_dir(output_dir, ckpt_path, resume)
+    state = read_start_checkpoint(cfg, ckpt_path, resume)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / OWNER_FILE).write_text(json.dumps({"slurm_job_id": slurm_job_id(), "started_at": started_at}))
+    record_owner(output_dir, "train", slurm_job_id=slurm_job_id(), started_at=round(started_at, 3))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
@@ -138,17 +151,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    if ckpt_path:
-        state = read_weights(ckpt_path)
-        if not cfg.get("resume", True) or "loops" not in state:
+    if state is not None:
+        if not resume or "loops" not in state:
             # Fine-tune: weights only (ours, or an official release), fresh optimizer, schedule, steps.
             load_pretrained(module.net, state, origin=str(ckpt_path))
             log.info("fine-tuning from the weights of %s", ckpt_path)
             ckpt_path = None
         else:
-            check_same_network(ckpt_path, state, module)
+            check_same_network(ckpt_path, state, module.hparams.network)
             log.info("resuming from %s", ckpt_path)
-            del state
+            # The resumed run logs the steps after the checkpoint again: drop their earlier rows
+            # (resuming best.ckpt behind last.ckpt would otherwise repeat them in metrics.csv).
+            for logger in loggers:
+                if isinstance(logger, ResumableCSVLogger) and trainer.is_global_zero:
+                    logger.rewind(int(state.get("global_step", 0)))
+    del state
 
     requeue = _RequeueOnSignal(trainer)
     try:
@@ -186,7 +203,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                     **provenance(trainer.strategy.root_device, int(cfg.scale), cfg.data.get("lr_source"))},
     )
     if trainer.is_global_zero:
-        (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+        write_text(output_dir / "metrics.json", json.dumps(summary, indent=2))
         if interrupted:
             print(f"\ninterrupted by {interrupted} at step {trainer.global_step}; resume with "
                   f"ckpt_path={resume_checkpoint(output_dir)}\n", flush=True)
@@ -231,21 +248,6 @@ class _RequeueOnSignal:
         result = subprocess.run(["scontrol", "requeue", str(self.job)], capture_output=True, text=True)
         if result.returncode != 0:
             log.warning("scontrol requeue %s failed (%s); resume by hand with ckpt_path=", self.job, result.stderr.strip())
-
-
-def check_same_network(ckpt_path: str, state: dict[str, Any], module: SRLitModule) -> None:
-    """Resuming needs the checkpoint's network: say which settings differ, not 76 KB of keys."""
-    saved = (state.get("hyper_parameters") or {}).get("network")
-    if not isinstance(saved, dict) or saved == module.hparams.network:
-        return
-    current = module.hparams.network
-    diff = [f"{k}={saved.get(k)!r} (this run: {current.get(k)!r})" for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
-    overrides = Path(ckpt_path).resolve().parent.parent / ".hydra" / "overrides.yaml"
-    hint = f" repeat that run's overrides ({overrides})" if overrides.is_file() else " repeat that run's model settings"
-    raise ValueError(
-        f"{ckpt_path} was trained with another network: model.{'; model.'.join(diff)}. To resume it,{hint}; "
-        "to start a new run from its weights, add resume=false"
-    )
 
 
 def planned_steps(cfg: DictConfig) -> int | None:

@@ -5,29 +5,35 @@ Lightning resumes from whatever checkpoint it finds in a run folder when fit() g
 continue an old one, or two runs share a folder. Here: timestamped folders are claimed atomically
 (``_1``, ``_2`` ... when taken), a folder named by the user must not hold another run's results,
 and a run resumes only from the ``ckpt_path`` it is given. ``RunDirGuard`` does this before Hydra
-writes anything into the folder; ``train()`` checks again for callers that bypass Hydra.
+writes anything into the folder (its config record, the log): every check that can refuse a run or a
+resume runs there, so a refused command leaves the folder as it was. ``train()`` checks again for
+callers that bypass Hydra. The same guard serves eval.py (``command: eval``): its folders are
+claimed like training runs', and a folder of another run or command is refused.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra import compose
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from sr_experiments.training.config_schema import ConfigError, validate_train_config
+from sr_experiments.cli import fail, first_line
+from sr_experiments.outputs import OWNER_FILE, check_owner, claim_unique_dir, read_owner
+from sr_experiments.training.config_schema import ConfigError, validate_eval_config, validate_train_config
 
+__all__ = ["OWNER_FILE", "RunDirError", "RunDirGuard", "check_run_dir", "claim_unique_dir", "continue_config"]
 
 log = logging.getLogger(__name__)
-OWNER_FILE = ".sr_run.json"  # who started the run in this folder (its SLURM job id)
 
 
 class RunDirError(ValueError):
@@ -60,6 +66,7 @@ def run_dir_of(ckpt_path: str | Path) -> Path | None:
 def check_run_dir(output_dir: str | Path, ckpt_path: str | None, resume: bool) -> None:
     """Refuse ``output_dir`` if it holds another run; resuming a checkpoint of that very run is fine."""
     output_dir = Path(output_dir)
+    check_owner(output_dir, "train")
     taken = run_results(output_dir)
     if not taken:
         return
@@ -73,77 +80,163 @@ def check_run_dir(output_dir: str | Path, ckpt_path: str | None, resume: bool) -
     )
 
 
-def claim_unique_dir(path: str | Path) -> Path:
-    """Create ``path``, or ``path_1``, ``path_2`` ... if taken: ``mkdir`` is atomic, so two runs
-    started in the same second get two folders."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for i in range(10_000):
-        candidate = path if i == 0 else path.with_name(f"{path.name}_{i}")
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            continue
-    raise RunDirError(f"no free run folder next to {path}")
+def check_unused(folder: Path, key: str = "hydra.run.dir") -> None:
+    """Refuse a folder named by the user that holds an earlier run's files (Hydra's config record,
+    an owner record, results): Hydra would rewrite that run's ``.hydra/*.yaml`` and the new run's
+    log and files would mix with its own. A SLURM job requeued before its first checkpoint is the
+    same run: its own folder is fine."""
+    owner = read_owner(folder)
+    job = slurm_job_id()
+    if owner is not None and job is not None and owner.get("slurm_job_id") == job:
+        return
+    found = [n for n in (OWNER_FILE, ".hydra") if (folder / n).exists()] + run_results(folder)
+    if found:
+        raise RunDirError(
+            f"{key}={folder} holds the files of an earlier run ({', '.join(found[:3])}): choose another "
+            "folder (or delete that one if its run is of no use)"
+        )
+
+
+def network_spec(cfg: DictConfig) -> dict[str, Any] | None:
+    """The network spec a checkpoint of ``cfg`` records (``SRLitModule``'s ``hparams.network``:
+    how the network runs and where its first weights came from left out), or None where it is only
+    known once the module is built (``model=from_file``)."""
+    try:
+        spec = OmegaConf.to_container(cfg.model, resolve=True)
+    except Exception:  # an interpolation that resolves only inside the run
+        return None
+    if not isinstance(spec, dict) or spec.get("name") == "from_file":
+        return None
+    for key in ("compile", "channels_last", "ema_decay", "pretrained", "pretrained_key"):
+        spec.pop(key, None)
+    spec["scale"] = int(cfg.scale)
+    return spec
+
+
+def check_same_network(ckpt_path: str, state: dict[str, Any], network: dict[str, Any]) -> None:
+    """Resuming needs the checkpoint's network: say which settings differ, not 76 KB of keys."""
+    saved = (state.get("hyper_parameters") or {}).get("network")
+    if not isinstance(saved, dict) or saved == network:
+        return
+    diff = [f"{k}={saved.get(k)!r} (this run: {network.get(k)!r})" for k in sorted(set(saved) | set(network))
+            if saved.get(k) != network.get(k)]
+    overrides = Path(ckpt_path).resolve().parent.parent / ".hydra" / "overrides.yaml"
+    hint = f" repeat that run's overrides ({overrides})" if overrides.is_file() else " repeat that run's model settings"
+    raise ValueError(
+        f"{ckpt_path} was trained with another network: model.{'; model.'.join(diff)}. To resume it,{hint}; "
+        "to start a new run from its weights, add resume=false"
+    )
+
+
+def read_start_checkpoint(cfg: DictConfig, ckpt_path: str | None, resume: bool) -> dict[str, Any] | None:
+    """The checkpoint a run starts from, read (weights only, no code) before anything is written:
+    an unreadable file, or for a resume a checkpoint of another network, is refused here, so a
+    refused run leaves its folder untouched."""
+    if not ckpt_path:
+        return None
+    from sr_experiments.models.interop import read_weights  # torch: only once a run starts
+    from sr_experiments.models.loading import CheckpointLoadError
+
+    try:
+        state = read_weights(ckpt_path)
+    except (CheckpointLoadError, FileNotFoundError, IsADirectoryError) as e:
+        raise ValueError(f"ckpt_path: {first_line(e)}") from None
+    spec = network_spec(cfg)
+    if resume and "loops" in state and spec is not None:
+        check_same_network(str(ckpt_path), state, spec)
+    return state
 
 
 def _set_by_user(config: DictConfig, key: str) -> bool:
     return any(o.lstrip("+~").split("=", 1)[0] == key for o in config.hydra.overrides.hydra)
 
 
-def _fail(message: str) -> None:
-    print(f"{Path(sys.argv[0]).name}: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
+def _fail(message: str) -> NoReturn:
+    fail(Path(sys.argv[0]).name, message, 2)
+
+
+def _guarded(check: Callable[[DictConfig], None], config: DictConfig) -> None:
+    """Run ``check``; any failure ends the command with exit 2 and one line.
+
+    Hydra turns an exception raised in a callback into a warning and starts the run anyway
+    (``hydra/_internal/callbacks.py``): a failed guard would then train from scratch in a new
+    folder. ``SystemExit`` is not an ``Exception``, so it gets through.
+    """
+    try:
+        check(config)
+    except Exception as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            traceback.print_exc()
+        _fail(f"invalid config: {first_line(e)}" if isinstance(e, ConfigError) else first_line(e))
 
 
 class RunDirGuard(Callback):
     """Hydra callback: validate the config and settle the run folder before Hydra creates it.
 
+    Every check that can refuse the command runs here (the config, the checkpoint to start from,
+    the folder), before Hydra writes its config record and log; any failure exits 2 with one line.
+
     Args:
-        validate: check the config against the training schema (``config_schema``).
+        validate: check the config against the command's schema (``config_schema``).
+        command: ``train`` or ``eval``: whose folder this is (recorded in ``.sr_run.json``); a
+            folder of another command or run is refused.
     """
 
-    def __init__(self, validate: bool = True) -> None:
-        self.validate = validate
+    def __init__(self, validate: bool = True, command: str = "train") -> None:
+        self.validate, self.command = validate, command
 
     def _validate(self, config: DictConfig) -> None:
         if self.validate:
-            try:
-                validate_train_config(config)
-            except ConfigError as e:
-                _fail(f"invalid config: {e}")
+            (validate_train_config if self.command == "train" else validate_eval_config)(config)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _guarded(self._settle_run, config)
+
+    def _settle_run(self, config: DictConfig) -> None:
         ckpt, resume = config.get("ckpt_path"), bool(config.get("resume", True))
-        if not ckpt and _set_by_user(config, "hydra.run.dir"):
-            ckpt = requeued_checkpoint(Path(config.hydra.run.dir))
-        origin = run_dir_of(ckpt) if ckpt and resume and ckpt != "latest" else None
-        if origin is not None:
-            continue_config(config, origin)
+        named = _set_by_user(config, "hydra.run.dir")
+        origin = None
+        if self.command == "train":
+            if not ckpt and named:
+                ckpt = requeued_checkpoint(Path(config.hydra.run.dir))
+            origin = run_dir_of(ckpt) if ckpt and resume and ckpt != "latest" else None
+            if origin is not None:
+                continue_config(config, origin)
         self._validate(config)
+        if self.command == "train":
+            read_start_checkpoint(config, ckpt, resume)
         with read_write(config.hydra), open_dict(config.hydra):
-            if origin is not None and not _set_by_user(config, "hydra.run.dir") and (origin / ".hydra").is_dir():
+            if origin is not None and not named and (origin / ".hydra").is_dir():
                 # Resuming a run continues in its own folder, beside its history.
                 config.hydra.run.dir = str(origin)
-            elif not _set_by_user(config, "hydra.run.dir"):
+            elif not named:
                 config.hydra.run.dir = str(claim_unique_dir(config.hydra.run.dir))
+                return  # a new, empty folder
             run_dir = Path(config.hydra.run.dir)
-            try:
-                check_run_dir(run_dir, ckpt, resume)
-            except RunDirError as e:
-                _fail(str(e))
+            self._check_folder(run_dir, ckpt, resume)
             if (run_dir / ".hydra").is_dir() and config.hydra.output_subdir:
                 # Keep the first start's config record; each resume records its own beside it.
                 config.hydra.output_subdir = f"{config.hydra.output_subdir}/resume_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
 
+    def _check_folder(self, run_dir: Path, ckpt: str | None, resume: bool) -> None:
+        if self.command == "train":
+            check_run_dir(run_dir, ckpt, resume)
+            if ckpt and resume and run_dir_of(ckpt) == run_dir.resolve():
+                return  # resuming this very run
+        else:
+            check_owner(run_dir, self.command)
+        check_unused(run_dir)
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _guarded(self._settle_sweep, config)
+
+    def _settle_sweep(self, config: DictConfig) -> None:
         self._validate(config)
         with read_write(config.hydra), open_dict(config.hydra):
             if _set_by_user(config, "hydra.sweep.dir"):
                 earlier = sweep_results(config.hydra.sweep.dir)
                 if earlier:
-                    _fail(
+                    raise RunDirError(
                         f"{config.hydra.sweep.dir} already holds a sweep (jobs {', '.join(earlier[:5])}); "
                         "choose another hydra.sweep.dir"
                     )
@@ -156,7 +249,11 @@ class RunDirGuard(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Sweep values reach the config only per job.
         if config.hydra.mode == RunMode.MULTIRUN:
-            self._validate(config)
+            _guarded(self._validate, config)
+
+
+def _override_key(override: str) -> str:
+    return str(override).lstrip("+~").split("=", 1)[0]
 
 
 def continue_config(config: DictConfig, origin: Path) -> None:
@@ -164,23 +261,29 @@ def continue_config(config: DictConfig, origin: Path) -> None:
 
     ``python train.py ckpt_path=<run>/checkpoints/last.ckpt`` then continues that run as it was
     configured (network, data, schedule) instead of the defaults; anything typed now (say a
-    larger ``trainer.max_steps``) still wins.
+    larger ``trainer.max_steps``) still wins. A key typed again replaces the original override
+    (composing both would fail on a repeated ``+key=``: "Could not append to config").
     """
     saved = origin / ".hydra" / "overrides.yaml"
     if not saved.is_file():
         return
     skip = ("ckpt_path", "resume", "hydra.run.dir")
-    original = [str(o) for o in OmegaConf.load(saved) if str(o).lstrip("+~").split("=", 1)[0] not in skip]
+    current = [str(o) for o in config.hydra.overrides.task]
+    original = {_override_key(o): str(o) for o in OmegaConf.load(saved) if _override_key(o) not in skip}
     if not original:
         return
-    current = list(config.hydra.overrides.task)
-    merged = compose(config_name=config.hydra.job.config_name, overrides=[*original, *current])
+    merged_overrides = [o for k, o in original.items() if k not in {_override_key(c) for c in current}]
+    for c in current:
+        # A key the original run added (+key=) is not in the base config: typed again as key=v, add it.
+        first = original.get(_override_key(c), "")
+        merged_overrides.append(f"++{c}" if first.startswith("+") and not c.startswith(("+", "~")) else c)
+    merged = compose(config_name=config.hydra.job.config_name, overrides=merged_overrides)
     with read_write(config), open_dict(config):
         for key in [k for k in config if k != "hydra" and k not in merged]:
             del config[key]
         for key in merged:
             config[key] = merged[key]
-    print(f"resuming {origin} with its original overrides: {' '.join(original)}", flush=True)
+    print(f"resuming {origin} with its original overrides: {' '.join(original.values())}", flush=True)
 
 
 def slurm_job_id() -> str | None:
@@ -204,14 +307,10 @@ def requeued_checkpoint(output_dir: Path) -> str | None:
     SLURM job id recorded when the run started.
     """
     job = slurm_job_id()
-    owner = output_dir / OWNER_FILE
-    if job is None or not owner.is_file():
+    owner = read_owner(output_dir)
+    if job is None or owner is None:
         return None
-    try:
-        recorded = json.loads(owner.read_text()).get("slurm_job_id")
-    except (ValueError, AttributeError):
-        return None
-    ckpt = resume_checkpoint(output_dir) if recorded == job else None
+    ckpt = resume_checkpoint(output_dir) if owner.get("slurm_job_id") == job else None
     if ckpt is not None:
         log.info("SLURM job %s was requeued: resuming from %s", job, ckpt)
     return str(ckpt) if ckpt else None

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import torch
 
-from sr_experiments.data.degradations.base import Degraded
+from sr_experiments.data.degradations.base import Degraded, check_switches
 from sr_experiments.data.sampler import derived_seed
 
 __all__ = ["Degraded", "Degradation", "NAMES", "build_degradation", "degrade_image", "image_generator"]
@@ -60,6 +60,8 @@ def build_degradation(cfg: Mapping[str, Any] | str | None, scale: int) -> Degrad
     for key in settings:
         if key not in accepted:
             raise ValueError(f"degradation.{key} is not a setting of degradation={name} (settings: {', '.join(accepted)})")
+    params = inspect.signature(cls.__init__).parameters
+    check_switches(settings, {k: p.annotation for k, p in params.items()}, "degradation")
     return cls(int(scale), **settings)
 
 

@@ -32,7 +32,16 @@ def config_from(cls: type, values: Mapping[str, Any] | None, where: str) -> Any:
     unknown = sorted(set(values) - names)
     if unknown:
         raise ValueError(f"{where}.{unknown[0]} is not a setting of this degradation (settings: {', '.join(sorted(names))})")
+    check_switches(values, {f.name: f.type for f in dataclasses.fields(cls)}, where)
     return cls(**values)
+
+
+def check_switches(values: Mapping[str, Any], annotations: Mapping[str, Any], where: str) -> None:
+    """Settings annotated ``bool`` must be true or false: ``bool("maybe")`` is True, so a typo
+    (``first.noise=maybe``, ``noise=flase``) would silently switch a step on."""
+    for key, value in values.items():
+        if annotations.get(key) in ("bool", bool) and not isinstance(value, bool):
+            raise ValueError(f"{where}.{key}={value!r}: must be true or false")
 
 
 def check_range(value: Any, where: str, low: float = 0.0) -> tuple[float, float]:
