@@ -47,7 +47,12 @@ def main(cfg: DictConfig) -> None:
 
 
 def export(cfg: DictConfig, ckpt: str, out: Path) -> None:
-    from sr_experiments.inference.export import WEIGHT_FORMATS, ExportError, export_network, export_weights
+    from sr_experiments.inference.export import (
+        WEIGHT_FORMATS,
+        ExportError,
+        export_network,
+        export_weights,
+    )
     from sr_experiments.models.interop import read_weights
     from sr_experiments.models.loading import ema_entry, load_network
 

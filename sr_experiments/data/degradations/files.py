@@ -23,8 +23,19 @@ from PIL import Image
 
 from sr_experiments.cli import first_line
 from sr_experiments.data.degradations import build_degradation, degrade_image
-from sr_experiments.inference.image_files import Picture, find_inputs, plan_outputs, read_picture, write_picture
-from sr_experiments.outputs import WriteError, atomic_write, check_writable_folder, write_text
+from sr_experiments.inference.image_files import (
+    Picture,
+    find_inputs,
+    plan_outputs,
+    read_picture,
+    write_picture,
+)
+from sr_experiments.outputs import (
+    WriteError,
+    atomic_write,
+    check_writable_folder,
+    write_text,
+)
 
 VERBOSE_FILES = ("_params.json", "_kernels.npz", "_kernels.png")  # beside <stem>.png with verbose=true
 
