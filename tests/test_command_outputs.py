@@ -269,3 +269,15 @@ def test_zssr_logger_writes_under_the_output_folder_not_the_working_folder(tmp_p
     image(tmp_path / "in" / "a.png", (8, 8))
     assert _zssr(f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}", "logger=csv") == 0
     assert list(cwd.iterdir()) == [] and (tmp_path / "out" / "csv" / "a" / "metrics.csv").is_file()
+
+
+@pytest.mark.parametrize("command", ["upscale", "zssr"])
+def test_console_scripts_take_overwrite_as_a_flag(tmp_path: Path, command: str) -> None:
+    image(tmp_path / "in" / "a.png", (8, 8))
+    out = tmp_path / "out"
+    run = COMMANDS[command]
+    assert run(f"input={tmp_path / 'in'}", f"output={out}") == 0
+    inode = (out / "a.png").stat().st_ino
+    assert run(f"input={tmp_path / 'in'}", f"output={out}") == 2
+    assert run(f"input={tmp_path / 'in'}", f"output={out}", "--overwrite") == 0
+    assert (out / "a.png").stat().st_ino != inode
