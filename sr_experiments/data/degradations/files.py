@@ -23,6 +23,7 @@ from PIL import Image
 
 from sr_experiments.cli import first_line
 from sr_experiments.data.degradations import build_degradation, degrade_image
+from sr_experiments.data.degradations.base import Degraded
 from sr_experiments.inference.image_files import (
     Picture,
     find_inputs,
@@ -94,7 +95,9 @@ def run_degrade(cfg: DictConfig) -> list[str]:
     return failures
 
 
-def write_details(out_dir: Path, path: Path, cfg: DictConfig, out, lr_size: tuple[int, int], overwrite: bool) -> None:
+def write_details(
+    out_dir: Path, path: Path, cfg: DictConfig, out: Degraded, lr_size: tuple[int, int], overwrite: bool
+) -> None:
     """verbose=true: the parameters drawn, the kernels (float64) and their panel, each atomically."""
     info = {"input": str(path), "degradation": OmegaConf.to_container(cfg.degradation, resolve=True),
             "seed": int(cfg.seed), "scale": int(cfg.scale), "lr_size": list(lr_size), "params": out.params[0]}
