@@ -14,45 +14,67 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from sr_experiments.cli import check_command_line
+from sr_experiments.cli import check_command_line, errors_as_one_line, fail, first_line
 from sr_experiments.extras import MissingExtra
+from sr_experiments.outputs import check_targets, check_writable_folder
+
+PROG = "export"
 
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ".safetensors", "pth": ".pth"}
 
 
 @hydra.main(version_base="1.3", config_path="sr_experiments/conf", config_name="export")
 def main(cfg: DictConfig) -> None:
+    """Exit status 0 written and checked; 2 refused (bad setting or checkpoint, or an output the
+    output policy refuses: one line, nothing written); 1 failed while writing (a full disk)."""
     # Imported here: torch and Lightning take seconds, which --help and completion should not pay.
-    from sr_experiments.models.interop import read_weights
-    from sr_experiments.models.loading import ema_entry, find_latest_checkpoint, load_network
-    from sr_experiments.inference.export import WEIGHT_FORMATS, ExportError, export_network, export_weights
+    from sr_experiments.models.loading import find_latest_checkpoint
 
     ckpt = cfg.ckpt_path or cfg.model.get("pretrained")
     if not ckpt:
-        sys.exit("export: pass ckpt_path=FILE (a train.py checkpoint, `latest`, or any .pth/.safetensors spandrel reads)")
-    if ckpt == "latest":
-        ckpt = find_latest_checkpoint(cfg.paths.get("runs_dir", "outputs"))
-    if cfg.format not in SUFFIXES:
-        sys.exit(f"export: format={cfg.format} is not one of {', '.join(SUFFIXES)}")
+        fail(PROG, "pass ckpt_path=FILE (a train.py checkpoint, `latest`, or any .pth/.safetensors spandrel reads)")
+    with errors_as_one_line(PROG):
+        if ckpt == "latest":
+            ckpt = find_latest_checkpoint(cfg.paths.get("runs_dir", "outputs"))
+        if cfg.format not in SUFFIXES:
+            fail(PROG, f"format={cfg.format} is not one of {', '.join(SUFFIXES)}")
+        out = Path(cfg.output) if cfg.output else Path(ckpt).with_suffix(SUFFIXES[cfg.format])
+        # The output is planned before loading anything: never the checkpoint, never a file this run
+        # did not write (unless overwrite=true), and a folder that can be written.
+        check_targets([out], [ckpt], bool(cfg.get("overwrite", False)))
+        check_writable_folder(out.parent)
+        export(cfg, ckpt, out)
+
+
+def export(cfg: DictConfig, ckpt: str, out: Path) -> None:
+    from sr_experiments.inference.export import (
+        WEIGHT_FORMATS,
+        ExportError,
+        export_network,
+        export_weights,
+    )
+    from sr_experiments.models.interop import read_weights
+    from sr_experiments.models.loading import ema_entry, load_network
+
     model = {**OmegaConf.to_container(cfg.model, resolve=True), "scale": int(cfg.scale)}
+    overwrite = bool(cfg.get("overwrite", False))
     try:
         net, spec = load_network(ckpt, model=model)
     except (ValueError, OSError, RuntimeError) as e:  # messages name the file and what to do
-        sys.exit(f"export: {e}")
-    out = Path(cfg.output) if cfg.output else Path(ckpt).with_suffix(SUFFIXES[cfg.format])
-    if out.resolve() == Path(ckpt).resolve():
-        sys.exit(f"export: output={out} is the input file: pass another output=")
+        fail(PROG, first_line(e))
     try:
         if cfg.format in WEIGHT_FORMATS:
             # A run with EMA: params_ema (the EMA, loaded by default) and params (raw), as BasicSR.
             raw = load_network(ckpt, model=model, ema=False, quiet=True)[0] if (
                 cfg.format == "pth" and ema_entry(read_weights(ckpt))) else None
-            checked = export_weights(net, spec, cfg.format, out, raw=raw)
+            checked = export_weights(net, spec, cfg.format, out, raw=raw, overwrite=overwrite)
             print(f"export: {out} ({cfg.format}, {spec['name']} x{spec['scale']}); {checked}")
             return
-        diff = export_network(net, spec, cfg.format, out)
-    except (ExportError, MissingExtra) as e:
-        sys.exit(f"export: {e}")
+        diff = export_network(net, spec, cfg.format, out, overwrite=overwrite)
+    except ExportError as e:  # the file did not compute what the network does: nothing was written
+        fail(PROG, first_line(e), 1)
+    except MissingExtra as e:
+        fail(PROG, first_line(e))
     print(f"export: {out} ({cfg.format}, {spec['name']} x{spec['scale']}); max abs difference from PyTorch "
           f"on a random image: {diff:.2e}")
 

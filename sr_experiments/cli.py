@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import NoReturn
 
 from sr_experiments.extras import MissingExtra, missing_plugin
-from sr_experiments.outputs import OutputError
+from sr_experiments.outputs import OutputError, WriteError
 
 # The one error policy of the root scripts: errors whose message tells the user what to do end the
 # command with that one line. Exit codes: 2 refused (bad value, key, input or output: nothing or
@@ -63,6 +63,10 @@ def errors_as_one_line(prog: str) -> Iterator[None]:
         yield
     except KeyboardInterrupt:
         fail(prog, "interrupted", 130)
+    except WriteError as e:  # a ValueError, but it failed while running (a full disk): 1, not 2
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        fail(prog, first_line(e), 1)
     except USER_ERRORS as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

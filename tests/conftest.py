@@ -129,3 +129,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def checkout_root_stays_clean():
+    """Tests write under tmp_path only: a stray ``csv/a/metrics.csv`` (a zssr.py csv logger writing
+    into the working folder) was once committed from the checkout's root. New top-level entries
+    there fail the session, named (caches excepted)."""
+    def entries() -> set[str]:
+        return {p.name for p in ROOT.iterdir() if not p.name.startswith(".") and p.name != "__pycache__"
+                and not p.name.endswith(".egg-info")}
+
+    before = entries()
+    yield
+    stray = sorted(entries() - before)
+    assert not stray, f"tests wrote {', '.join(stray)} into {ROOT}: write under tmp_path instead"

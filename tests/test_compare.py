@@ -63,9 +63,10 @@ def test_compare_writes_table_csv_and_plots(grid: Path, tmp_path: Path) -> None:
     with (tmp_path / "out" / "comparison.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["run", "lr", "model.depth", "params", "best_psnr", "best_ssim", "gain", "steps",
-                             "train_seconds"]
+                             "train_seconds", "status", "path"]
     assert rows[0] == {"run": "lr=1e-3,model.depth=16", "lr": "1e-3", "model.depth": "16", "params": "1000",
-                       "best_psnr": "32.5", "best_ssim": "0.9", "gain": "2.5", "steps": "10", "train_seconds": "12.3"}
+                       "best_psnr": "32.5", "best_ssim": "0.9", "gain": "2.5", "steps": "10", "train_seconds": "12.3",
+                       "status": "finished", "path": str((grid / "3").resolve())}
     assert [(r["lr"], r["model.depth"]) for r in rows[-2:]] == [("1e-2", "8"), ("1e-2", "16")]
 
 
@@ -88,7 +89,8 @@ def test_plots_have_axis_labels_titles_and_legends(grid: Path, tmp_path: Path, m
     def capture(fig, path, *args, **kwargs):
         ax = fig.axes[0]
         legend = ax.get_legend()
-        saved[Path(path).name] = (ax.get_xlabel(), ax.get_ylabel(), ax.get_title(),
+        name = Path(path).name  # written to a temporary ".<stem>.<pid>.<ns>.tmp.png", then renamed
+        saved[name[1:].split(".")[0] + ".png" if name.startswith(".") else name] = (ax.get_xlabel(), ax.get_ylabel(), ax.get_title(),
                                   [t.get_text() for t in legend.get_texts()] if legend else [],
                                   legend.get_title().get_text() if legend else "")
         real_savefig(fig, path, *args, **kwargs)
@@ -179,3 +181,29 @@ def test_unfinished_runs_are_listed_and_incomplete_metrics_do_not_crash(grid: Pa
     note = [ln for ln in out.splitlines() if "no metrics.json" in ln]
     assert len(note) == 1 and note[0].startswith("2 runs") and "killed" in note[0] and "failed" in note[0], out
     assert "| lr=5e-4 " in out and len([ln for ln in out.splitlines() if ln.startswith("| lr=")]) == 7
+
+
+def test_status_and_path_columns_and_unique_labels(tmp_path: Path) -> None:
+    """An interrupted run is marked as such (its metrics.json says so), each row names its folder, and
+    two runs with the same settings get two labels."""
+    write_run(tmp_path / "s", "a", ["lr=1e-3"], 31.0)
+    write_run(tmp_path / "s", "b", ["lr=1e-3"], 30.0, steps=6)
+    write_run(tmp_path / "s", "c", ["lr=1e-2"], 29.0)
+    for name, status in (("b", "interrupted"), ("c", "failed")):
+        m = json.loads((tmp_path / "s" / name / "metrics.json").read_text())
+        (tmp_path / "s" / name / "metrics.json").write_text(json.dumps({**m, "status": status}))
+    header, rows = table_rows(find_runs([tmp_path / "s"]))
+    assert header[-2:] == ["status", "path"]
+    assert [(r[0], r[-2], r[-1]) for r in rows] == [("lr=1e-3 [a]", "finished", "a"), ("lr=1e-3 [b]", "interrupted", "b"),
+                                                   ("lr=1e-2", "failed", "c")]
+
+
+def test_a_second_compare_refuses_then_overwrite_replaces(grid: Path, capsys) -> None:
+    assert _compare_cli([str(grid)]) == 0
+    capsys.readouterr()
+    before = {p: p.read_bytes() for p in grid.rglob("*") if p.is_file()}
+    assert _compare_cli([str(grid)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "comparison.md" in err and "overwrite" in err, err
+    assert {p: p.read_bytes() for p in grid.rglob("*") if p.is_file()} == before
+    assert _compare_cli([str(grid), "--overwrite"]) == 0

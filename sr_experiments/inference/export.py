@@ -15,7 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from sr_experiments.cli import first_line
 from sr_experiments.extras import require
+from sr_experiments.outputs import atomic_write
 
 TRACE_SIZE = (48, 64)  # (h, w) of the example input the graph is traced on
 CHECK_SIZE = (37, 53)  # (h, w) of the check input: odd, and unlike the trace size
@@ -63,24 +65,29 @@ def run_exported(path: Path, fmt: str, x: torch.Tensor) -> torch.Tensor:
         return torch.jit.load(str(path))(x)
 
 
-def check_export(net: nn.Module, path: Path, fmt: str, seed: int = 0) -> float:
-    """Max |exported - PyTorch| on a random ``CHECK_SIZE`` image; raises ExportError above ``TOLERANCE``."""
+def check_export(net: nn.Module, path: Path, fmt: str, seed: int = 0, name: Path | None = None) -> float:
+    """Max |exported - PyTorch| on a random ``CHECK_SIZE`` image; raises ExportError above ``TOLERANCE``
+    (``name``: the file to name in the message, where ``path`` is its temporary copy)."""
+    name = name or path
     x = torch.rand(1, 3, *CHECK_SIZE, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         ref = net(x)
     got = run_exported(path, fmt, x)
     if got.shape != ref.shape:
-        raise ExportError(f"{path}: output shape {tuple(got.shape)} != PyTorch's {tuple(ref.shape)} on a {CHECK_SIZE} input")
+        raise ExportError(f"{name}: output shape {tuple(got.shape)} != PyTorch's {tuple(ref.shape)} on a {CHECK_SIZE} input")
     diff = float((got - ref).abs().max())
     if not diff < TOLERANCE:
-        raise ExportError(f"{path}: max abs difference {diff:.3g} from PyTorch exceeds {TOLERANCE:g}")
+        raise ExportError(f"{name}: max abs difference {diff:.3g} from PyTorch exceeds {TOLERANCE:g}")
     return diff
 
 
 WEIGHT_FORMATS = ("safetensors", "pth")
 
 
-def export_weights(net: nn.Module, spec: Mapping[str, Any], fmt: str, path: str | Path, raw: nn.Module | None = None) -> str:
+def export_weights(
+    net: nn.Module, spec: Mapping[str, Any], fmt: str, path: str | Path, raw: nn.Module | None = None,
+    overwrite: bool = True,
+) -> str:
     """Write ``net``'s weights as ``fmt`` (official layout, our spec beside them) and check the file.
 
     ``raw``: when ``net`` holds EMA weights, the raw weights of the same run; ``pth`` then carries
@@ -89,65 +96,65 @@ def export_weights(net: nn.Module, spec: Mapping[str, Any], fmt: str, path: str 
 
     The check reads the file back twice: through this framework's loader (identical output) and,
     for architectures spandrel knows, through spandrel (same architecture and scale, output within
-    1e-5). Returns a line saying what was checked; the file is removed if a check fails."""
-    from sr_experiments.models.interop import check_with_spandrel, official_state_dict
+    1e-5). Returns a line saying what was checked. The file is written and checked under a
+    temporary name (``outputs.atomic_write``): a failed check or a full disk leaves ``path`` as it was."""
+    from sr_experiments.models.interop import check_with_spandrel
     from sr_experiments.models.loading import load_network
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt not in WEIGHT_FORMATS:
+        raise ValueError(f"format={fmt} is not one of {', '.join(WEIGHT_FORMATS)}")
     net = net.float().eval().cpu()
+    with atomic_write(path, overwrite) as tmp:
+        try:
+            _save_weights(net, spec, fmt, tmp, raw)
+            x = torch.rand(1, 3, *CHECK_SIZE, generator=torch.Generator().manual_seed(0))
+            reloaded, _ = load_network(tmp, quiet=True)
+            with torch.no_grad():
+                diff = float((reloaded(x.clone()) - net(x.clone())).abs().max())
+            if diff != 0.0:
+                raise ExportError(f"{path}: reloaded here, the network differs by {diff:.3g} (max abs)")
+            return check_with_spandrel(net, tmp, spec).replace(str(tmp), str(path))
+        except (ExportError, OSError):
+            raise  # OSError: atomic_write says it in one line (a full disk, a read-only folder)
+        except Exception as e:
+            raise ExportError(f"{spec['name']} cannot be exported to {fmt}: {first_line(e).replace(str(tmp), str(path))}") from None
+
+
+def _save_weights(net: nn.Module, spec: Mapping[str, Any], fmt: str, path: Path, raw: nn.Module | None) -> None:
+    from sr_experiments.models.interop import official_state_dict
+
     state = official_state_dict(net)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        if fmt == "safetensors":
-            from safetensors.torch import save_file
+    if fmt == "safetensors":
+        from safetensors.torch import save_file
 
-            save_file(state, str(tmp), metadata={"format": "pt", "network": json.dumps(dict(spec)),
-                                                  "scale": str(int(spec["scale"]))})
-        elif fmt == "pth":  # BasicSR's layout: what its, spandrel's and most SR code's loaders unwrap
-            if raw is not None:
-                raw_state = official_state_dict(raw.float().eval().cpu())
-                torch.save({"params_ema": state, "params": raw_state, "network": dict(spec)}, tmp)
-            else:
-                torch.save({"params": state, "network": dict(spec)}, tmp)
-        else:
-            raise ValueError(f"format={fmt} is not one of {', '.join(WEIGHT_FORMATS)}")
-        tmp.replace(path)
-        x = torch.rand(1, 3, *CHECK_SIZE, generator=torch.Generator().manual_seed(0))
-        reloaded, _ = load_network(path, quiet=True)
-        with torch.no_grad():
-            diff = float((reloaded(x.clone()) - net(x.clone())).abs().max())
-        if diff != 0.0:
-            raise ExportError(f"{path}: reloaded here, the network differs by {diff:.3g} (max abs)")
-        return check_with_spandrel(net, path, spec)
-    except Exception as e:
-        tmp.unlink(missing_ok=True)
-        path.unlink(missing_ok=True)
-        if isinstance(e, ExportError):
-            raise
-        raise ExportError(f"{spec['name']} cannot be exported to {fmt}: {e}") from e
+        save_file(state, str(path), metadata={"format": "pt", "network": json.dumps(dict(spec)),
+                                              "scale": str(int(spec["scale"]))})
+    elif raw is not None:  # pth, BasicSR's layout: what its, spandrel's and most SR code's loaders unwrap
+        torch.save({"params_ema": state, "params": official_state_dict(raw.float().eval().cpu()), "network": dict(spec)}, path)
+    else:
+        torch.save({"params": state, "network": dict(spec)}, path)
 
 
-def export_network(net: nn.Module, spec: Mapping[str, Any], fmt: str, path: str | Path) -> float:
+def export_network(net: nn.Module, spec: Mapping[str, Any], fmt: str, path: str | Path, overwrite: bool = True) -> float:
     """Export ``net`` (fp32, eval) to ``path`` as ``fmt`` and check it; returns the max abs difference.
 
     Networks whose forward depends on Python-side shape arithmetic (bicubic pre-upsampling in
     SRCNN/VDSR, SwinIR's window padding, SAFMN's adaptive pooling in ONNX) fail here with an
-    ExportError rather than producing a file fixed to the traced size."""
+    ExportError rather than producing a file fixed to the traced size. The file is written and
+    checked under a temporary name (``outputs.atomic_write``): a failure leaves ``path`` as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     net = net.float().eval().cpu()
     if fmt not in ("onnx", "torchscript"):
         raise ValueError(f"format={fmt} is not one of onnx, torchscript")
     if fmt == "onnx":  # before tracing: a missing package is the user's to install, not an export failure
         require("onnx", "export.py format=onnx")
         require("onnxruntime", "export.py format=onnx (the check against PyTorch)")
-    try:
-        (export_onnx if fmt == "onnx" else export_torchscript)(net, spec, path)
-        return check_export(net, path, fmt)
-    except Exception as e:
-        path.unlink(missing_ok=True)  # never leave a file that does not compute what the network does
-        if isinstance(e, ExportError):
-            raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise ExportError(f"{spec['name']} cannot be exported to {fmt}: {type(e).__name__}: {first}") from e
+    with atomic_write(path, overwrite) as tmp:
+        try:
+            (export_onnx if fmt == "onnx" else export_torchscript)(net, spec, tmp)
+            return check_export(net, tmp, fmt, name=path)
+        except (ExportError, OSError):
+            raise  # OSError: atomic_write says it in one line (a full disk, a read-only folder)
+        except Exception as e:  # never leave a file that does not compute what the network does
+            raise ExportError(f"{spec['name']} cannot be exported to {fmt}: {type(e).__name__}: {first_line(e)}") from None

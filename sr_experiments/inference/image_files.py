@@ -11,8 +11,6 @@ back as an animation (APNG or animated WebP) with their frame durations and loop
 from __future__ import annotations
 
 import glob
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from sr_experiments.data.image_io import IMAGE_SUFFIXES
 from sr_experiments.inference.png16 import is_png16_color, read_png16, write_png16
+from sr_experiments.outputs import atomic_write, check_output_folder, check_targets
 
 FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
 INPUT_SUFFIXES = (*IMAGE_SUFFIXES, ".gif")
@@ -154,42 +153,21 @@ def output_path(out_dir: Path, src: Path, fmt: str) -> Path:
     return out_dir / f"{src.stem}.{ext}"
 
 
-def plan_outputs(inputs: list[Path], out_dir: Path, fmt: str, compare: bool = False) -> dict[Path, Path]:
-    """Input -> output path, checked before anything is computed: no output may be an input file
-    (the originals are never overwritten) and no two inputs may share an output (``a.png``, ``a.jpg``)."""
-    inputs_by_id = {_file_id(p): p for p in inputs}
-    claimed: dict[str, Path] = {}
-    plan: dict[Path, Path] = {}
-    for src in inputs:
-        plan[src] = output_path(out_dir, src, fmt)
-        for target in (plan[src], *([out_dir / f"{src.stem}_compare.png"] if compare else [])):
-            # Same file, not same spelling: links, relative paths and case-insensitive disks included.
-            original = inputs_by_id.get(_file_id(target)) if target.exists() else None
-            if original is not None:
-                raise ValueError(f"output={out_dir} would overwrite the input {original} (as {target.name}): "
-                                 "choose another output folder")
-            key = os.path.normcase(os.path.abspath(target))
-            if key in claimed:
-                raise ValueError(f"{claimed[key]} and {src} would both be written to {target}: rename one, "
-                                 "or upscale them into separate output folders")
-            claimed[key] = src
+def plan_outputs(
+    inputs: list[Path], out_dir: Path, fmt: str, extras: tuple[str, ...] = (), overwrite: bool = False,
+    command: str = "upscale", spec: str | Path | None = None,
+) -> dict[Path, Path]:
+    """Input -> output path, every output name checked before anything is computed
+    (``outputs.check_output_folder`` and ``outputs.check_targets``): ``out_dir`` is not the input
+    folder ``spec`` nor another command's run folder; no output is an input file (the originals are
+    never overwritten), no two outputs share a name (``a.png``, ``a.jpg``), and none exists already
+    unless ``overwrite``. ``extras``: further files written per input, ``<stem><extra>`` (``"_compare.png"``)."""
+    check_output_folder(out_dir, command, [spec] if spec is not None else [])
+    plan = {src: output_path(out_dir, src, fmt) for src in inputs}
+    further = [(out_dir / f"{src.stem}{extra}", src) for src in inputs for extra in extras]
+    check_targets([*plan.values(), *(t for t, _ in further)], inputs, overwrite,
+                  made_from=[*plan, *(src for _, src in further)])
     return plan
-
-
-def _file_id(path: Path) -> tuple[int, int]:
-    st = path.stat()
-    return st.st_dev, st.st_ino
-
-
-def check_writable(out_dir: Path) -> None:
-    """Create ``out_dir`` and write a scratch file in it: a bad output= fails before any image is computed."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out_dir):
-            pass
-    except OSError as e:
-        reason = e.strerror or e
-        raise OSError(f"output={out_dir} is not a writable folder ({reason}); choose another output=") from None
 
 
 def _quantise(x: np.ndarray, bits: int) -> np.ndarray:
@@ -198,9 +176,16 @@ def _quantise(x: np.ndarray, bits: int) -> np.ndarray:
     return q.astype(np.uint16 if bits == 16 else np.uint8)
 
 
-def write_picture(path: Path, pic: Picture, fmt: str = "png", quality: int = 95) -> None:
-    """Write ``pic`` as ``fmt`` in the kind it came in; JPEG has no alpha or 16 bits, WebP no 16 bits:
-    alpha is then composited over white and 16-bit data rounded to 8 bits."""
+def write_picture(path: Path, pic: Picture, fmt: str = "png", quality: int = 95, overwrite: bool = True) -> None:
+    """Write ``pic`` as ``fmt`` in the kind it came in, atomically (``outputs.atomic_write``: a full
+    disk leaves no partial file; ``overwrite=False`` never replaces a file that appeared meanwhile).
+    JPEG has no alpha or 16 bits, WebP no 16 bits: alpha is then composited over white and 16-bit
+    data rounded to 8 bits."""
+    with atomic_write(path, overwrite) as tmp:
+        _save_picture(tmp, pic, fmt, quality)
+
+
+def _save_picture(path: Path, pic: Picture, fmt: str, quality: int) -> None:
     kind = FORMATS[fmt]
     rgb, alpha, bits = pic.rgb, pic.alpha, pic.bits
     if kind != "PNG":
@@ -210,7 +195,6 @@ def write_picture(path: Path, pic: Picture, fmt: str = "png", quality: int = 95)
     save_args = {"icc_profile": pic.icc_profile} if pic.icc_profile else {}
     if kind != "PNG":
         save_args["quality"] = int(quality)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if pic.gray:
         g = rgb.mean(axis=2)  # the network's three near-equal channels, back to one
         if bits == 16:
@@ -235,12 +219,12 @@ def check_frames(n_frames: int, fmt: str) -> None:
 
 
 def write_animation(
-    path: Path, frames: Iterable[Picture], like: Animation, fmt: str = "png", quality: int = 95
+    path: Path, frames: Iterable[Picture], like: Animation, fmt: str = "png", quality: int = 95, overwrite: bool = True
 ) -> Picture:
     """``frames`` with the durations and loop count of ``like``, as APNG (``png``) or animated WebP.
 
     Each frame is made 8-bit as it comes (an x4 animation in float32 would take 16x its input's
-    memory); returns the first, full-precision."""
+    memory); returns the first, full-precision. Written atomically, as ``write_picture``."""
     check_frames(len(like.frames), fmt)
     kind = FORMATS[fmt]
     first: Picture | None = None
@@ -252,7 +236,7 @@ def write_animation(
     save_args = {"icc_profile": first.icc_profile} if first.icc_profile else {}
     if kind == "WEBP":
         save_args["quality"] = int(quality)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    images[0].save(path, kind, save_all=True, append_images=images[1:], duration=like.durations, loop=like.loop,
-                   **save_args)
+    with atomic_write(path, overwrite) as tmp:
+        images[0].save(tmp, kind, save_all=True, append_images=images[1:], duration=like.durations, loop=like.loop,
+                       **save_args)
     return first

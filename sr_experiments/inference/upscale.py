@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sr_experiments import CONF_DIR
 from sr_experiments.annotate import font_size, label_strip
+from sr_experiments.cli import first_line
 from sr_experiments.extras import MissingExtra
 from sr_experiments.hardware import resolve_device
 from sr_experiments.inference.engines import (
@@ -33,7 +34,6 @@ from sr_experiments.inference.image_files import (
     Animation,
     Picture,
     check_frames,
-    check_writable,
     find_inputs,
     plan_outputs,
     read_picture,
@@ -42,6 +42,7 @@ from sr_experiments.inference.image_files import (
 )
 from sr_experiments.inference.tiling import Tile, count_tiles, fit_tiles, upscale
 from sr_experiments.models.bicubic import Bicubic
+from sr_experiments.outputs import WriteError, check_writable_folder
 
 
 @dataclass
@@ -160,8 +161,10 @@ def run_upscale(cfg: DictConfig) -> Summary:
         torch.set_num_threads(int(cfg.threads))
     inputs = find_inputs(str(cfg.input))
     out_dir = Path(str(cfg.output))
-    targets = plan_outputs(inputs, out_dir, fmt, bool(cfg.compare))
-    check_writable(out_dir)
+    overwrite = bool(cfg.get("overwrite", False))
+    targets = plan_outputs(inputs, out_dir, fmt, ("_compare.png",) if cfg.compare else (), overwrite, "upscale",
+                           cfg.input)
+    check_writable_folder(out_dir)
     engine = load_engine(cfg)
     tile, why = _tile_setting(cfg, engine)
     print(f"upscale: {engine.label} x{engine.scale} on {engine.device}; precision {engine.precision.precision} "
@@ -181,13 +184,15 @@ def run_upscale(cfg: DictConfig) -> Summary:
                       disable=not show or n_tiles * len(frames) < 4) as bar:
                 srs = (upscale_picture(engine, pic, cfg, fitted, bar, pad) for pic in frames)
                 if isinstance(read, Animation):
-                    sr = write_animation(targets[path], srs, read, fmt, int(cfg.quality))
+                    sr = write_animation(targets[path], srs, read, fmt, int(cfg.quality), overwrite)
                 else:
                     sr = next(srs)
-                    write_picture(targets[path], sr, fmt, int(cfg.quality))
+                    write_picture(targets[path], sr, fmt, int(cfg.quality), overwrite)
             if cfg.compare:  # the first frame of an animation
                 write_picture(out_dir / f"{path.stem}_compare.png",
-                              compare_image(frames[0], sr, engine.scale, f"SR ({engine.label})"), "png")
+                              compare_image(frames[0], sr, engine.scale, f"SR ({engine.label})"), "png", 95, overwrite)
+        except WriteError:  # a full disk fails every later image as well: stop (nothing partial is left)
+            raise
         except (ValueError, OSError, RuntimeError) as e:  # ImageFileError is a ValueError
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             print(f"upscale: {path}: {reason} (skipped)", file=sys.stderr, flush=True)
@@ -202,11 +207,15 @@ def run_upscale(cfg: DictConfig) -> Summary:
 
 def exit_status(prog: str, run: Callable[[DictConfig], Any], cfg: DictConfig) -> int:
     """``run(cfg)`` over a batch of images as a command's exit status: 0 all written, 1 some inputs
-    failed (each reported by ``run``), 2 nothing could start (bad model/config: one line)."""
+    failed (each reported by ``run``) or a write failed (a full disk: one line, the batch stops),
+    2 nothing could start (bad model/config, or an output refused by the output policy: one line)."""
     try:
         summary = run(cfg)
+    except WriteError as e:  # failed while writing (a full disk): the images written so far are whole
+        print(f"{prog}: {first_line(e)}", file=sys.stderr)
+        return 1
     except (ValueError, OSError, RuntimeError, MissingExtra) as e:
-        print(f"{prog}: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        print(f"{prog}: {first_line(e)}", file=sys.stderr)
         return 2
     return 1 if summary.failures else 0
 
@@ -216,11 +225,12 @@ def main(cfg: DictConfig) -> int:
     return exit_status("upscale", run_upscale, cfg)
 
 
-FLAGS = {"--compare": "compare=true", "--ensemble": "ensemble=true", "--no-progress": "progress=false"}
+FLAGS = {"--compare": "compare=true", "--ensemble": "ensemble=true", "--no-progress": "progress=false",
+         "--overwrite": "overwrite=true"}
 
 
 def cli(argv: list[str] | None = None) -> int:
-    """``sr-upscale key=value ... [--compare] [--ensemble] [--no-progress]``: the Hydra overrides of
+    """``sr-upscale key=value ... [--compare] [--ensemble] [--no-progress] [--overwrite]``: the Hydra overrides of
     upscale.py, composed without a Hydra run (nothing is written but the images)."""
     from hydra import compose, initialize_config_dir
 

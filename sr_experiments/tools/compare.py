@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sr_experiments.extras import MissingExtra, require
+from sr_experiments.outputs import atomic_write, check_targets, write_text
 
 # Overrides that say where things are or how they are shown, not what was tried (also left out of
 # W&B run names).
@@ -29,6 +30,24 @@ class Run:
     path: Path
     params: dict[str, str]  # override key -> value, as typed on the command line
     metrics: dict[str, Any] = field(repr=False)
+    root: Path | None = None  # the compared folder it was found under (the table shows the path from there)
+
+    @property
+    def status(self) -> str:
+        """finished / interrupted / failed, as train.py recorded it; a metrics.json without a status
+        was written by a run that finished (older runs wrote it only then)."""
+        status = self.metrics.get("status")
+        return status if isinstance(status, str) and status else "finished"
+
+    @property
+    def where(self) -> str:
+        """The run's folder, from the compared folder it was found under."""
+        if self.root is not None and self.root.is_dir() and self.path != self.root:
+            try:
+                return str(self.path.relative_to(self.root))
+            except ValueError:
+                pass
+        return str(self.path)
 
     @property
     def best_psnr(self) -> float:
@@ -91,7 +110,7 @@ def find_runs(paths: list[Path]) -> list[Run]:
                 print(f"compare.py: skipping {f}: holds a JSON {type(metrics).__name__}, not the object train.py "
                       "writes", file=sys.stderr)
                 continue
-            runs.append(Run(f.parent, parse_overrides(metrics.get("overrides", [])), metrics))
+            runs.append(Run(f.parent, parse_overrides(metrics.get("overrides", [])), metrics, path))
     if not runs:
         raise ValueError(f"no readable metrics.json under {', '.join(map(str, paths))} (see the lines above)")
     return runs
@@ -127,6 +146,19 @@ def run_label(run: Run, keys: list[str]) -> str:
     return ",".join(f"{k}={_short(run.params[k])}" for k in keys if k in run.params) or run.path.name
 
 
+def run_labels(runs: list[Run], keys: list[str]) -> dict[int, str]:
+    """``run_label`` of each run (by ``id``), made unique: runs that share one (the same settings
+    twice, or none varied) get their folder after it, ``lr=0.001 [3]``."""
+    labels = {id(r): run_label(r, keys) for r in runs}
+    counts: dict[str, int] = {}
+    for label in labels.values():
+        counts[label] = counts.get(label, 0) + 1
+    for r in runs:
+        if counts[labels[id(r)]] > 1:
+            labels[id(r)] = f"{labels[id(r)]} [{r.where}]" if labels[id(r)] != r.path.name else r.where
+    return labels
+
+
 def by_psnr(runs: list[Run]) -> list[Run]:
     """Highest best PSNR first; runs that never validated last."""
     return sorted(runs, key=lambda r: math.inf if math.isnan(r.best_psnr) else -r.best_psnr)
@@ -139,41 +171,44 @@ def _fmt(x: float, digits: int) -> str:
 def table_rows(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
     """(header, rows) sorted by best PSNR, highest first; the run column names the varied overrides."""
     keys = varying_keys(runs)
-    header = ["run", "params", "best PSNR (dB)", "SSIM", "gain (dB)", "steps", "wall time (s)"]
+    labels = run_labels(runs, keys)
+    header = ["run", "params", "best PSNR (dB)", "SSIM", "gain (dB)", "steps", "wall time (s)", "status", "path"]
     rows = []
     for r in by_psnr(runs):
-        label = run_label(r, keys)
         m = r.metrics
         params = metric(m, "params")
         rows.append([
-            label, "—" if math.isnan(params) else f"{int(params):,}", _fmt(r.best_psnr, 2), _fmt(r.best_ssim, 4),
-            _fmt(r.gain, 2), str(m.get("steps", "")), _fmt(metric(m, "train_seconds"), 0),
+            labels[id(r)], "—" if math.isnan(params) else f"{int(params):,}", _fmt(r.best_psnr, 2),
+            _fmt(r.best_ssim, 4), _fmt(r.gain, 2), str(m.get("steps", "")), _fmt(metric(m, "train_seconds"), 0),
+            r.status, r.where,
         ])
     return header, rows
 
 
-def write_csv(path: Path, runs: list[Run]) -> None:
+def write_csv(path: Path, runs: list[Run], overwrite: bool = True) -> None:
     """One row per run (best PSNR first): its label, one column per varied key (the value as typed,
     full precision; empty where a run did not set it), then the results as plain numbers."""
     keys = varying_keys(runs)
-    header = ["run", *keys, "params", "best_psnr", "best_ssim", "gain", "steps", "train_seconds"]
+    labels = run_labels(runs, keys)
+    header = ["run", *keys, "params", "best_psnr", "best_ssim", "gain", "steps", "train_seconds", "status", "path"]
 
     def num(x: float) -> str:
         return "" if math.isnan(x) else repr(round(x, 6))
 
-    with path.open("w", newline="") as f:
+    with atomic_write(path, overwrite) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
         for r in by_psnr(runs):
             params = metric(r.metrics, "params")
-            w.writerow([run_label(r, keys), *(r.params.get(k, "") for k in keys),
+            w.writerow([labels[id(r)], *(r.params.get(k, "") for k in keys),
                         "" if math.isnan(params) else int(params), num(r.best_psnr), num(r.best_ssim), num(r.gain),
-                        r.metrics.get("steps", ""), num(metric(r.metrics, "train_seconds"))])
+                        r.metrics.get("steps", ""), num(metric(r.metrics, "train_seconds")), r.status,
+                        str(r.path.resolve())])
 
 
 def format_markdown(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
 
 
@@ -191,38 +226,45 @@ def _bicubic_line(ax: Any, runs: list[Run]) -> None:
         ax.axhline(bics.pop(), color="gray", ls="--", lw=1, label="bicubic")
 
 
-def plot_curves(runs: list[Run], out: Path) -> Path:
+def plot_curves(runs: list[Run], out: Path, overwrite: bool = True) -> Path:
     """Validation PSNR against step, one line per run, bicubic dashed."""
     import matplotlib.pyplot as plt
 
     keys = varying_keys(runs)
+    labels = run_labels(runs, keys)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in by_psnr(runs):
         hist = r.metrics.get("history")
         points = [(metric(h, "step"), metric(h, "psnr")) for h in (hist if isinstance(hist, list) else [])]
         points = [p for p in points if not math.isnan(p[0] + p[1])]
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=3, label=run_label(r, keys))
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=3, label=labels[id(r)])
     _bicubic_line(ax, runs)
     ax.set(xlabel="training step", ylabel="validation PSNR (dB)", title=f"Validation PSNR of {len(runs)} runs")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right", title=", ".join(keys) or None, title_fontsize=7)
     path = out / "psnr_curves.png"
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_write(path, overwrite) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return path
 
 
-def plot_axis(runs: list[Run], out: Path) -> Path | None:
+def axis_key(runs: list[Run]) -> str | None:
+    """The numeric varied key ``psnr_vs_<key>.png`` plots against (``lr`` first), or None."""
+    numeric = [k for k in varying_keys(runs) if all(_number(r.params.get(k)) is not None for r in runs)]
+    return ("lr" if "lr" in numeric else numeric[0]) if numeric else None
+
+
+def plot_axis(runs: list[Run], out: Path, overwrite: bool = True) -> Path | None:
     """Best PSNR against the numeric varied axis (``lr`` first), one line per combination of the
     other varied keys (e.g. one per depth). ``None`` (no plot) when no varied key is numeric."""
     import matplotlib.pyplot as plt
 
     keys = varying_keys(runs)
-    numeric = [k for k in keys if all(_number(r.params.get(k)) is not None for r in runs)]
-    if not numeric:
+    x_key = axis_key(runs)
+    if x_key is None:
         return None
-    x_key = "lr" if "lr" in numeric else numeric[0]
     others = [k for k in keys if k != x_key]
     groups: dict[tuple[str, ...], list[Run]] = {}
     for r in runs:
@@ -247,27 +289,33 @@ def plot_axis(runs: list[Run], out: Path) -> Path | None:
         ax.legend(fontsize=8, title=", ".join(others) or None, title_fontsize=8)
     path = out / f"psnr_vs_{x_key.replace('/', '_')}.png"
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_write(path, overwrite) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return path
 
 
-def compare(paths: list[Path], out: Path | None = None) -> tuple[str, list[Path]]:
+def compare(paths: list[Path], out: Path | None = None, overwrite: bool = False) -> tuple[str, list[Path]]:
     """Read every run under ``paths``; write ``comparison.md``/``.csv`` and the plots into ``out``
     (default: the first path). Returns the markdown table and the files written.
 
     Without matplotlib (the ``sweeps`` extra) the table and CSV are still written; one line on
-    stderr says the plots were skipped and what to install."""
+    stderr says the plots were skipped and what to install. Every file is planned before anything is
+    written: one that exists is refused (``OutputError``, one line) unless ``overwrite``; each is
+    written atomically."""
     runs = find_runs(paths)
     out = Path(out) if out is not None else Path(paths[0])
     if out.is_file():
         out = out.parent
-    out.mkdir(parents=True, exist_ok=True)
+    md, csv_path = out / "comparison.md", out / "comparison.csv"
+    x_key = axis_key(runs)
+    planned = [md, csv_path, out / "psnr_curves.png",
+               *([out / f"psnr_vs_{x_key.replace('/', '_')}.png"] if x_key else [])]
+    check_targets(planned, [r.path / "metrics.json" for r in runs], overwrite, key="--out")
     header, rows = table_rows(runs)
     table = format_markdown(header, rows)
-    md, csv_path = out / "comparison.md", out / "comparison.csv"
-    md.write_text(table + "\n")
-    write_csv(csv_path, runs)
+    write_text(md, table + "\n", overwrite)
+    write_csv(csv_path, runs, overwrite)
     written = [md, csv_path]
     try:
         matplotlib = require("matplotlib", "compare.py's plots")
@@ -275,8 +323,8 @@ def compare(paths: list[Path], out: Path | None = None) -> tuple[str, list[Path]
         print(f"compare.py: plots skipped: {e}", file=sys.stderr)
         return table, written
     matplotlib.use("Agg")  # files only, no display needed
-    written.append(plot_curves(runs, out))
-    axis_plot = plot_axis(runs, out)
+    written.append(plot_curves(runs, out, overwrite))
+    axis_plot = plot_axis(runs, out, overwrite)
     if axis_plot is not None:
         written.append(axis_plot)
     return table, written

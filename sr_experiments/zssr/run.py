@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,6 @@ from sr_experiments.inference.image_files import (
     Animation,
     ImageFileError,
     Picture,
-    check_writable,
     find_inputs,
     plan_outputs,
     read_picture,
@@ -28,6 +28,7 @@ from sr_experiments.inference.image_files import (
 )
 from sr_experiments.inference.upscale import exit_status, upscale_alpha
 from sr_experiments.models.registry import check_scale
+from sr_experiments.outputs import WriteError, check_writable_folder
 from sr_experiments.speed import SpeedChoice
 from sr_experiments.zssr.method import (
     ZSSRSettings,
@@ -118,8 +119,9 @@ def run_zssr(cfg: DictConfig) -> Summary:
         torch.set_num_threads(int(cfg.threads))
     inputs = find_inputs(str(cfg.input))
     out_dir = Path(str(cfg.output))
-    targets = plan_outputs(inputs, out_dir, fmt)
-    check_writable(out_dir)
+    overwrite = bool(cfg.get("overwrite", False))
+    targets = plan_outputs(inputs, out_dir, fmt, (), overwrite, PROG, cfg.input)
+    check_writable_folder(out_dir)
     device = resolve_device(str(cfg.device))
     speeds = {s: speed_choice(settings, s, device) for s in set(stages)}
     step_s = {s: step_seconds(c, settings, s, device) for s, c in speeds.items()}
@@ -130,19 +132,14 @@ def run_zssr(cfg: DictConfig) -> Summary:
     print(f"{PROG}: x{scale}{plan} on {device}; "
           f"precision {choice.precision.precision}{', channels_last' if choice.mode.channels_last else ''} "
           f"({choice.reason})", file=sys.stderr, flush=True)
-    sizes = {}
-    for path in inputs:  # sizes only (no decoding) for the announcement; unreadable files fail later, named
-        try:
-            with Image.open(path) as im:
-                sizes[path] = im.size
-        except (OSError, ValueError):
-            pass
+    sizes = image_sizes(inputs, int(cfg.max_pixels))
     budget = sum(estimate_seconds(sz, scale, settings, step_s) for sz in sizes.values())
     print(f"{PROG}: {len(inputs)} image(s); each trains its own network for at most {settings.max_steps} steps "
           f"per stage at {1000 * step_s[stages[0]]:.0f} ms/step (measured here): at most ~{_minutes(budget)} in all "
           "(the learning-rate policy often stops sooner; zssr.max_steps=N caps it)", file=sys.stderr, flush=True)
 
     loggers = list(cfg.logger.values()) if cfg.get("logger") else []
+    min_side = scale if progressive else stages[0]  # the first stage's sons must be 1 px at least
     summary, start = Summary(), time.perf_counter()
     show = bool(cfg.progress)
     for path in tqdm(inputs, desc="images", unit="img", disable=not show or len(inputs) < 2, file=sys.stderr):
@@ -151,6 +148,7 @@ def run_zssr(cfg: DictConfig) -> Summary:
             if isinstance(read, Animation):
                 raise ImageFileError(f"{len(read.frames)} frames: ZSSR trains a network per image; extract the frames")
             pic: Picture = read
+            check_min_size(pic.size, min_side)
             lr = torch.from_numpy(pic.rgb).permute(2, 0, 1)[None].float()
             logger = _logger(loggers, path.stem)
             result = zssr_upscale(lr, scale, settings, device, logger=logger, progress=show, name=path.name,
@@ -158,9 +156,11 @@ def run_zssr(cfg: DictConfig) -> Summary:
             rgb = result.sr[0].float().clamp(0, 1).permute(1, 2, 0).numpy()
             alpha = upscale_alpha(pic.alpha, scale) if pic.alpha is not None else None
             write_picture(targets[path], Picture(rgb, alpha, pic.gray, pic.bits, pic.icc_profile, pic.mode), fmt,
-                          int(cfg.quality))
+                          int(cfg.quality), overwrite)
             print(f"{PROG}: {path.name}: {'+'.join(map(str, result.steps))} steps ({', '.join(result.stopped_by)}), "
                   f"{result.seconds:.1f} s -> {targets[path]}", file=sys.stderr, flush=True)
+        except WriteError:  # a full disk fails every later image as well: stop (nothing partial is left)
+            raise
         except (ValueError, OSError, RuntimeError) as e:  # ImageFileError is a ValueError
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             print(f"{PROG}: {path}: {reason} (skipped)", file=sys.stderr, flush=True)
@@ -171,6 +171,31 @@ def run_zssr(cfg: DictConfig) -> Summary:
     summary.seconds = time.perf_counter() - start
     print(summary.line(), flush=True)
     return summary
+
+
+def image_sizes(inputs: list[Path], max_pixels: int) -> dict[Path, tuple[int, int]]:
+    """(width, height) of each input, read from its header (no decoding), for the announcement.
+
+    Unreadable files and images over ``max_pixels`` (a decompression bomb: PIL raises its own error
+    for those) are left out: they fail later, named, one line each, and the batch goes on."""
+    sizes = {}
+    for path in inputs:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as im:
+                    if im.size[0] * im.size[1] <= max_pixels:
+                        sizes[path] = im.size
+        except (OSError, ValueError, Image.DecompressionBombError):
+            pass
+    return sizes
+
+
+def check_min_size(size: tuple[int, int], min_side: int) -> None:
+    """Refuse, in one line, an image too small to make a training pair from (1x1 at x2)."""
+    if min(size) < min_side:
+        raise ImageFileError(f"{size[0]}x{size[1]} is too small: ZSSR at this scale needs at least "
+                             f"{min_side}x{min_side} pixels to make a training pair from")
 
 
 def _logger(configs: list, stem: str):
@@ -189,11 +214,11 @@ def main(cfg: DictConfig) -> int:
     return exit_status(PROG, run_zssr, cfg)
 
 
-FLAGS = {"--no-progress": "progress=false"}
+FLAGS = {"--no-progress": "progress=false", "--overwrite": "overwrite=true"}
 
 
 def cli(argv: list[str] | None = None) -> int:
-    """``sr-zssr input=FILE|DIR|GLOB output=DIR [scale=2] [zssr.KEY=VALUE ...] [--no-progress]``: the
+    """``sr-zssr input=FILE|DIR|GLOB output=DIR [scale=2] [zssr.KEY=VALUE ...] [--no-progress] [--overwrite]``: the
     Hydra overrides of zssr.py, composed without a Hydra run (nothing is written but the images)."""
     from hydra import compose, initialize_config_dir
 

@@ -21,8 +21,24 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
+from sr_experiments.cli import first_line
 from sr_experiments.data.degradations import build_degradation, degrade_image
-from sr_experiments.inference.image_files import Picture, check_writable, find_inputs, read_picture, write_picture
+from sr_experiments.data.degradations.base import Degraded
+from sr_experiments.inference.image_files import (
+    Picture,
+    find_inputs,
+    plan_outputs,
+    read_picture,
+    write_picture,
+)
+from sr_experiments.outputs import (
+    WriteError,
+    atomic_write,
+    check_writable_folder,
+    write_text,
+)
+
+VERBOSE_FILES = ("_params.json", "_kernels.npz", "_kernels.png")  # beside <stem>.png with verbose=true
 
 
 def kernel_panel(kernels: dict[str, torch.Tensor], index: int, zoom: int = 8) -> Image.Image:
@@ -36,16 +52,28 @@ def kernel_panel(kernels: dict[str, torch.Tensor], index: int, zoom: int = 8) ->
     return Image.fromarray(np.concatenate(tiles[:-1], axis=1) if tiles else np.zeros((8, 8), np.uint8))
 
 
+def check_degrade_scale(scale: object) -> int:
+    """``scale`` as the whole factor the HR is reduced by (1 or more), else one line naming it."""
+    if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
+        raise ValueError(f"scale={scale!r}: the factor the HR is reduced by must be a whole number >= 1 (e.g. scale=4)")
+    return scale
+
+
 def run_degrade(cfg: DictConfig) -> list[str]:
-    """Degrade every input; returns the inputs that failed."""
-    degradation = build_degradation(cfg.degradation, int(cfg.scale))
+    """Degrade every input; returns the inputs that failed. Every output name is planned and checked
+    before any image is degraded (``plan_outputs``: never over an input or a file this run did not
+    write, unless ``overwrite=true``)."""
+    scale = check_degrade_scale(cfg.scale)
+    degradation = build_degradation(cfg.degradation, scale)
     if degradation is None:
         raise ValueError("degradation=bicubic has no random pipeline: use degradation=realesrgan or bsrgan "
                          "(the bicubic LR is what the data sets' LR_bicubic folders hold)")
     inputs = find_inputs(str(cfg.input))
     out_dir = Path(str(cfg.output))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    check_writable(out_dir)
+    overwrite = bool(cfg.get("overwrite", False))
+    targets = plan_outputs(inputs, out_dir, "png", VERBOSE_FILES if cfg.verbose else (), overwrite, "degrade",
+                           cfg.input)
+    check_writable_folder(out_dir)
     failures: list[str] = []
     for path in inputs:
         try:
@@ -59,23 +87,36 @@ def run_degrade(cfg: DictConfig) -> list[str]:
             failures.append(str(path))
             continue
         lq = out.lq[0].permute(1, 2, 0).numpy()
-        write_picture(out_dir / f"{path.stem}.png", Picture(lq, None, False, 8, pic.icc_profile, "RGB"))
+        write_picture(targets[path], Picture(lq, None, False, 8, pic.icc_profile, "RGB"), overwrite=overwrite)
         if cfg.verbose:
-            info = {"input": str(path), "degradation": OmegaConf.to_container(cfg.degradation, resolve=True),
-                    "seed": int(cfg.seed), "scale": int(cfg.scale), "lr_size": list(lq.shape[:2]),
-                    "params": out.params[0]}
-            (out_dir / f"{path.stem}_params.json").write_text(json.dumps(info, indent=2))
-            np.savez(out_dir / f"{path.stem}_kernels.npz", **{k: v[0].numpy() for k, v in out.kernels.items()})
-            kernel_panel(out.kernels, 0).save(out_dir / f"{path.stem}_kernels.png")
+            write_details(out_dir, path, cfg, out, lq.shape[:2], overwrite)
     print(f"degrade: {len(inputs) - len(failures)} of {len(inputs)} images written to {out_dir} "
           f"(degradation={degradation.name}, x{degradation.scale}, seed {int(cfg.seed)})", flush=True)
     return failures
 
 
+def write_details(
+    out_dir: Path, path: Path, cfg: DictConfig, out: Degraded, lr_size: tuple[int, int], overwrite: bool
+) -> None:
+    """verbose=true: the parameters drawn, the kernels (float64) and their panel, each atomically."""
+    info = {"input": str(path), "degradation": OmegaConf.to_container(cfg.degradation, resolve=True),
+            "seed": int(cfg.seed), "scale": int(cfg.scale), "lr_size": list(lr_size), "params": out.params[0]}
+    write_text(out_dir / f"{path.stem}_params.json", json.dumps(info, indent=2), overwrite)
+    with atomic_write(out_dir / f"{path.stem}_kernels.npz", overwrite) as tmp:
+        np.savez(tmp, **{k: v[0].numpy() for k, v in out.kernels.items()})
+    with atomic_write(out_dir / f"{path.stem}_kernels.png", overwrite) as tmp:
+        kernel_panel(out.kernels, 0).save(tmp, "PNG")
+
+
 def main(cfg: DictConfig) -> int:
+    """Exit status: 0 all written, 1 some inputs failed or a write failed (a full disk), 2 nothing
+    could start (a bad setting, or an output refused by the output policy)."""
     try:
         failures = run_degrade(cfg)
+    except WriteError as e:
+        print(f"degrade: {first_line(e)}", file=sys.stderr)
+        return 1
     except (ValueError, OSError, RuntimeError) as e:
-        print(f"degrade: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        print(f"degrade: {first_line(e)}", file=sys.stderr)
         return 2
     return 1 if failures else 0

@@ -80,10 +80,12 @@ def usm_sharpen(x: torch.Tensor, weight: float = 0.5, threshold: float = 10, rad
     size = radius + 1 if radius % 2 == 0 else radius
     sigma = 0.3 * ((size - 1) * 0.5 - 1) + 0.8  # cv2.getGaussianKernel(size, 0)
     kernel = (size, size)
-    blurred = gaussian_blur2d(x, kernel, (sigma, sigma), border_type="reflect")
+    # Reflecting needs more pixels than half the kernel: smaller images (under 26 px) replicate, as filter() does.
+    border = "reflect" if min(x.shape[-2:]) > size // 2 else "replicate"
+    blurred = gaussian_blur2d(x, kernel, (sigma, sigma), border_type=border)
     residual = x - blurred
     mask = (residual.abs() * 255 > threshold).to(x.dtype)
-    soft = gaussian_blur2d(mask, kernel, (sigma, sigma), border_type="reflect")
+    soft = gaussian_blur2d(mask, kernel, (sigma, sigma), border_type=border)
     sharp = (x + weight * residual).clamp(0, 1)
     return soft * sharp + (1 - soft) * x
 
