@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
+from sr_experiments.console import ProgressCounter
 from sr_experiments.inference.tiling import tiled_forward
 from sr_experiments.models.zssr import ZSSRNet
 from sr_experiments.speed import SpeedChoice, choose_training
@@ -253,10 +254,10 @@ def train_stage(
 
 def apply_stage(
     module: ZSSRModule, lr: torch.Tensor, settings: ZSSRSettings, kernel: torch.Tensor | None = None,
-    back_projection_iters: int | None = None,
+    back_projection_iters: int | None = None, *, progress: bool = False, name: str = "",
 ) -> torch.Tensor:
     """The trained network on ``lr``: x8 ensemble + back-projection (or one pass), tiled on large
-    inputs (integer factors; a fractional stage runs whole)."""
+    inputs (integer factors; a fractional stage runs whole); ``progress`` counts the passes."""
     device, scale, dtype = module.device, module.scale, module.autocast_dtype
     tile = settings.test_tile
     iters = settings.bp_iters() if back_projection_iters is None else back_projection_iters
@@ -272,8 +273,14 @@ def apply_stage(
         lr = lr.to(device).float()
         if not settings.ensemble:
             return net(lr).clamp(0, 1)
-        return ensemble_upscale(net, lr, scale, flips=settings.flips,
-                                back_projection_iters=iters, kernel=kernel).clamp(0, 1)
+        sy, sx = factor_pair(scale)
+        passes = ProgressCounter((8 if sy == sx else 4) if settings.flips else 1, f"{name or 'zssr'} final passes",
+                                 "pass", enabled=progress)
+        try:
+            return ensemble_upscale(net, lr, scale, flips=settings.flips, back_projection_iters=iters, kernel=kernel,
+                                    progress=passes.update).clamp(0, 1)
+        finally:
+            passes.close()
 
 
 def zssr_upscale(
@@ -303,7 +310,7 @@ def zssr_upscale(
         label = name + (f" x{s} stage {i + 1}/{len(stages)}" if len(stages) > 1 else "")
         module = train_stage(x, s, settings, device, kernel=kernel, speed=speed(s) if speed else None,
                              logger=logger, progress=progress, name=label)
-        x = apply_stage(module, x, settings, kernel).cpu()
+        x = apply_stage(module, x, settings, kernel, progress=progress, name=label).cpu()
         result.steps.append(module.steps_run)
         result.stopped_by.append(module.stopped_by)
     result.sr, result.seconds = x, time.perf_counter() - start
@@ -329,7 +336,8 @@ def _progressive(
                              net=net, sources=sources, base_scales=base_scales[:len(sources)],
                              max_scale=base_scales[len(sources) - 1], seed_offset=i)
         net = module.net
-        out = apply_stage(module, x, settings, back_projection_iters=settings.bp_iters(i)).cpu()
+        out = apply_stage(module, x, settings, back_projection_iters=settings.bp_iters(i), progress=progress,
+                          name=label).cpu()
         sources.append(out[0])
         result.steps.append(module.steps_run)
         result.stopped_by.append(module.stopped_by)
