@@ -184,6 +184,69 @@ def speed_choice(settings: ZSSRSettings, scale: int, device: torch.device) -> Sp
     )
 
 
+@dataclass
+class StageCost:
+    """What one stage's time is made of, measured on this machine (``stage_cost``)."""
+
+    step_s: float  # one training step as a run takes it: the network's step and a pair drawn from the image
+    forward_s_px: float  # one inference pass of the network, per output pixel (tests, final passes)
+
+
+# Per stage: Lightning's Trainer set-up and teardown.
+STAGE_OVERHEAD_S = 2.0
+
+
+def stage_cost(choice: SpeedChoice, settings: ZSSRSettings, scale: int, device: torch.device,
+               size: tuple[int, int]) -> StageCost:
+    """Measured costs of a stage on a ``size`` (w, h) input: the step time of this run's calibration
+    (else a step timed now), a few pair draws from an image of that size (the official augmentation warps
+    every crop: tens of ms on a CPU), and a timed inference pass at the crop size (on a CPU a pass
+    is far cheaper per pixel than a third of a training step: oneDNN's backward kernels are slow)."""
+    from sr_experiments.speed import training_step_maker
+
+    crop = settings.crop_size
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = ZSSRNet(scale, settings.depth, settings.width, settings.init_variance).to(device)
+        image = torch.rand(3, size[1], size[0])
+        pairs = FatherSonPairs(image, scale, crop_size=crop, batch_size=settings.batch_size, flips=settings.flips,
+                               augment=settings.augment, min_scale=settings.min_father_scale, seed=0)
+        g, rng = torch.Generator().manual_seed(0), __import__("numpy").random.default_rng(0)
+        start = time.perf_counter()
+        for _ in range(3):
+            pairs.sample(g, rng)
+        draw_s = (time.perf_counter() - start) / 3
+        # A calibration of this run is fresh; a cached one may date from a busier (or quieter) hour.
+        step_s = 0.0 if choice.cached else choice.step_ms.get(choice.mode.name, 0.0) / 1000
+        if not step_s:
+            make = training_step_maker(net, device, settings.batch_size, max(crop // scale, 1), scale, F.l1_loss,
+                                       lambda p: torch.optim.Adam(list(p)))
+            step = make(choice.mode)
+            step()  # (kernels are built at the first step)
+            start = time.perf_counter()
+            step()
+            step_s = time.perf_counter() - start
+        x = torch.rand(1, 3, max(crop // scale, 1), max(crop // scale, 1), device=device)
+        dtype = choice.mode.autocast_dtype
+        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            net.eval()(x)
+            start = time.perf_counter()
+            out = net(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            forward_s = time.perf_counter() - start
+    return StageCost(step_s + draw_s, forward_s / (out.shape[-2] * out.shape[-1]))
+
+
+def earliest_stop(settings: ZSSRSettings) -> int:
+    """The fewest steps the learning-rate policy can stop after: each tenfold drop of the rate from
+    ``learning_rate`` to below ``min_learning_rate`` comes more than ``min_steps`` after the last,
+    at a check (every ``lr_check_every``)."""
+    drops = max(1, math.ceil(math.log10(settings.learning_rate / settings.min_learning_rate) + 1e-9))
+    gap = math.ceil((settings.min_steps + 1) / settings.lr_check_every) * settings.lr_check_every
+    return min(settings.max_steps, drops * gap)
+
+
 def _policy(s: ZSSRSettings) -> LRPolicy:
     return LRPolicy(s.learning_rate, s.min_learning_rate, s.min_steps, s.lr_change_ratio, s.lr_check_every,
                     s.lr_slope_range, s.test_every)
