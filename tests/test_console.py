@@ -85,3 +85,20 @@ def test_one_line_per_log_record_and_a_quiet_resume(tmp_path: Path) -> None:
                         f"hydra.run.dir={run}", f"ckpt_path={run}/checkpoints/last.ckpt"])
     assert "resuming from" in again and "exists and is not empty" not in again
     assert again.count("Seed set to 42") == 1 and "train: 100% (4/4 steps)" in again
+
+
+def test_lightning_records_reach_the_configured_handlers_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lightning  # noqa: F401  (its import gives the "lightning" logger its own console handler)
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("[%(name)s][%(levelname)s] - %(message)s"))
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [handler])  # as Hydra's job logging leaves the root
+    own = logging.StreamHandler(io.StringIO())
+    logging.getLogger("lightning").addHandler(own)  # Lightning's handler, whatever its import order was
+    console.one_line_per_record()
+    assert own not in logging.getLogger("lightning").handlers and logging.getLogger("lightning").propagate
+    logging.getLogger("lightning.fabric.utilities.seed").info("Seed set to 7")
+    assert stream.getvalue() == "[lightning.fabric.utilities.seed][INFO] - Seed set to 7\n"
+    assert own.stream.getvalue() == ""

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
-from sr_experiments.console import ProgressCounter
+from sr_experiments.console import ProgressCounter, ProgressLines, is_terminal
 from sr_experiments.inference.tiling import tiled_forward
 from sr_experiments.models.zssr import ZSSRNet
 from sr_experiments.speed import SpeedChoice, choose_training
@@ -150,25 +150,33 @@ class ZSSRResult:
 
 
 class _StepBar(Callback):
-    """A tqdm bar over one image's training steps (loss and rate in its postfix)."""
+    """Progress over one image's training steps: a tqdm bar (loss and rate in its postfix) on a
+    terminal, else a line every 10% of the step cap (``console.ProgressLines``)."""
 
     def __init__(self, total: int, desc: str, enabled: bool) -> None:
-        self.total, self.desc, self.enabled, self.bar = total, desc, enabled, None
+        self.total, self.desc, self.enabled, self.bar, self.lines = total, desc, enabled, None, None
 
     def on_train_start(self, trainer, module) -> None:
         import sys
 
         from tqdm import tqdm
 
+        if self.enabled and not is_terminal():
+            self.lines = ProgressLines(self.total, self.desc, "steps", every=0.1)
+            return
         self.bar = tqdm(total=self.total, desc=self.desc, unit="step", leave=False, file=sys.stderr, disable=not self.enabled)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if self.lines is not None:
+            self.lines.update(1, f"loss {float(outputs['loss']):.4f}, lr {module.policy.learning_rate:.0e}")
+            return
         self.bar.update(1)
         if batch_idx % 20 == 0:
             self.bar.set_postfix(loss=f"{float(outputs['loss']):.4f}", lr=f"{module.policy.learning_rate:.0e}", refresh=False)
 
     def on_train_end(self, trainer, module) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def speed_choice(settings: ZSSRSettings, scale: int, device: torch.device) -> SpeedChoice:

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from sr_experiments import CONF_DIR
+from sr_experiments.console import progress
 from sr_experiments.hardware import resolve_device
 from sr_experiments.inference.image_files import (
     FORMATS,
@@ -89,8 +90,6 @@ def _minutes(seconds: float) -> str:
 
 def run_zssr(cfg: DictConfig) -> Summary:
     """Super-resolve every input; failures are reported one line each and counted, never raised."""
-    from tqdm import tqdm
-
     fmt = str(cfg.format).lower()
     if fmt not in FORMATS:
         raise ValueError(f"format={cfg.format} is not one of {', '.join(FORMATS)}")
@@ -136,7 +135,7 @@ def run_zssr(cfg: DictConfig) -> Summary:
     loggers = list(cfg.logger.values()) if cfg.get("logger") else []
     summary, start = Summary(), time.perf_counter()
     show = bool(cfg.progress)
-    for path in tqdm(inputs, desc="images", unit="img", disable=not show or len(inputs) < 2, file=sys.stderr):
+    for path in progress(inputs, desc="images", unit="img", enabled=show and len(inputs) > 1):
         try:
             read = read_picture(path, int(cfg.max_pixels))
             if isinstance(read, Animation):
