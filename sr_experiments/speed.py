@@ -29,7 +29,13 @@ import torch
 from torch import nn
 
 from sr_experiments.console import announce
-from sr_experiments.hardware import PrecisionChoice, cpu_bf16_flags, cpu_model, device_type, normalise_precision
+from sr_experiments.hardware import (
+    PrecisionChoice,
+    cpu_bf16_flags,
+    cpu_model,
+    device_type,
+    normalise_precision,
+)
 from sr_experiments.models.registry import RUNTIME_KEYS
 
 log = logging.getLogger(__name__)
@@ -390,24 +396,22 @@ def choose(
         noisy = entry.get("noisy", "") if busy or rank > 0 else ""  # (quieter, one clear winner: nothing to redo)
     else:
         again = entry is not None
-        where = torch.cuda.get_device_name() if device == "cuda" else cpu_model() if device == "cpu" else device
-        announce(log, f"speed: measuring {', '.join(m.name for m in timed)} {'again ' * again}on {where} "
-                      f"(at most ~{budget.seconds:.0f} s; cached for later runs)"
-                      + "".join(f"; {k} {why}" for k, why in native.items()))
+        _announce(device, timed, again, budget, native)
         start = time.perf_counter()
         timings = measure(timed, budget)
         seconds = time.perf_counter() - start
         step_ms = {**(entry["step_ms"] if again else {}), **timings.step_ms}
         skipped = {**native, **timings.skipped}
         noisy = "; ".join(x for x in (busy, timings.noisy) if x)
-    if not step_ms:
+    judged = step_ms if cached else timings.step_ms  # (a re-measure picks among what it timed)
+    if not judged:
         mode, why = modes[0], f"no mode could run in calibration ({skipped}); {modes[0].name} unmeasured"
     else:
-        mode, why = pick(timed or modes, {n: step_ms[n] for n in step_ms if cached or n in timings.step_ms})
+        mode, why = pick(timed or modes, judged)
         # A cache entry names its mode: every rank runs what rank 0 chose, whatever the rule now says.
         mode = next((m for m in modes if cached and m.name == entry.get("mode")), mode)
         why = f"{mode.name}, {why} ({_times(step_ms)} ms/step)"
-    if not cached and step_ms:
+    if not cached and judged:
         write_cache(key, {"mode": mode.name, "step_ms": step_ms, "skipped": skipped, "calibration_s": round(seconds, 2),
                           "noisy": noisy, "fields": fields, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
     reason = f"measured: {why}" + (", cached" if cached else f", calibration {seconds:.1f} s")
@@ -415,6 +419,14 @@ def choose(
         reason += f"; noisy ({noisy}): measured again once the machine is quieter"
     return SpeedChoice(mode, reason, f"auto, {reason}" if prec_auto else explicit_p,
                        f"auto, {reason}" if layout_auto else explicit_l, dict(step_ms), dict(skipped), cached, seconds)
+
+
+def _announce(device: str, timed: list[Mode], again: bool, budget: Budget, native: Mapping[str, str]) -> None:
+    """The line before a calibration: what it times, where, for how long at most, what it leaves out."""
+    where = torch.cuda.get_device_name() if device == "cuda" else cpu_model() if device == "cpu" else device
+    announce(log, f"speed: measuring {', '.join(m.name for m in timed)} {'again ' * again}on {where} "
+                  f"(at most ~{budget.seconds:.0f} s; cached for later runs)"
+                  + "".join(f"; {k} {why}" for k, why in native.items()))
 
 
 def _to_measure(modes: list[Mode], entry: Mapping[str, Any] | None, busy: str, rank: int,
