@@ -4,8 +4,12 @@
 shape in every candidate mode (fp32, fp32 channels_last, bf16 autocast with and without
 channels_last; on CUDA also TF32 and fp16 autocast) and keep the fastest. A flag such as
 AVX512-BF16 says an instruction exists, not that it pays: on some Xeons bf16 autocast is 1.5x
-slower than fp32. Results are cached per machine, device, torch version, threads, network spec
-and shape, so only the first run of a configuration pays the seconds.
+slower than fp32. Its absence, though, says enough: a precision the device has no instructions
+for (bf16 on a CPU without AVX512-BF16 or AMX, 5-10x slower than fp32 there; bf16 or fp16 on a
+GPU without them) is not timed at all. The whole measurement is bounded (``CALIBRATION_BUDGET_S``,
+or a share of a short run), announced before it starts, and a mode whose first step is already
+far slower than the best is dropped at once. Results are cached per machine, device, torch
+version, threads, network spec and shape, so only the first run of a configuration pays the seconds.
 """
 
 from __future__ import annotations
@@ -24,7 +28,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from sr_experiments.hardware import PrecisionChoice, cpu_bf16_flags, cpu_model, device_type, normalise_precision
+from sr_experiments.console import announce
+from sr_experiments.hardware import (
+    PrecisionChoice,
+    cpu_bf16_flags,
+    cpu_model,
+    device_type,
+    normalise_precision,
+)
 from sr_experiments.models.registry import RUNTIME_KEYS
 
 log = logging.getLogger(__name__)
@@ -34,10 +45,14 @@ TIE_MARGIN = 0.03
 # Precision tiers, most exact first; a mode of a later tier wins only outside TIE_MARGIN.
 TIERS = {"fp32": 0, "tf32": 1, "bf16": 2, "fp16": 3}
 _LIGHTNING = {"fp32": "32", "tf32": "32", "bf16": "bf16-mixed", "fp16": "16-mixed"}
-# Calibration time per configuration (warm-up included; at least two rounds are always run), and
-# the least time a mode runs in each round (several steps of a small network).
+# Calibration time per configuration (first steps included): a mode is started, and a round of
+# timed steps is run, only where it fits; at most one step of the best mode's length beyond it.
+# Also the least time a mode runs in each round (several steps of a small network).
 CALIBRATION_BUDGET_S = 8.0
 SAMPLE_S = 0.03
+# A mode whose first step takes this many times the best first step so far is dropped at once (a
+# first step includes one-time kernel set-up, so only a wide margin is safe to judge by).
+FIRST_STEP_MARGIN = 3.0
 # A training run is calibrated only where that costs at most this share of its steps (a calibration
 # runs at least two steps per candidate mode: a warm-up and a timed one). A 5-step smoke run of a
 # large network would otherwise spend longer measuring than training: ESRGAN's RRDBNet at x4 took
@@ -96,19 +111,38 @@ class SpeedChoice:
         _tf32(self.mode)
 
 
+def not_native(device: str) -> dict[str, str]:
+    """The lower precisions ``device`` has no instructions for, and why: ``precision=auto`` does not
+    time them (emulated, they are always slower, and timing them costs the most)."""
+    if device == "cpu":
+        if cpu_bf16_flags():
+            return {}
+        return {"bf16": f"not timed: {cpu_model()} has no native bf16 (no AVX512-BF16 or AMX; emulated, it is slower)"}
+    if device != "cuda":
+        return {}
+    major, minor = torch.cuda.get_device_capability()
+    missing = {}
+    if not torch.cuda.is_bf16_supported(including_emulation=False):
+        missing["bf16"] = "bf16 (needs 8.0+)"
+    # Full-rate fp16 arithmetic: sm_60, sm_62 and every GPU with tensor cores (7.0+); sm_61 runs it at 1/64.
+    if major < 7 and (major, minor) not in ((6, 0), (6, 2)):
+        missing["fp16"] = "fast fp16 (needs 7.0+)"
+    return {k: f"not timed: the GPU (compute capability {major}.{minor}) has no native {what}" for k, what in missing.items()}
+
+
 def candidate_modes(device: str, precision: Any = "auto", channels_last: Any = "auto") -> list[Mode]:
-    """Modes to measure; an explicit ``precision`` or ``channels_last`` fixes that axis."""
+    """Modes to measure; an explicit ``precision`` or ``channels_last`` fixes that axis. ``auto``
+    leaves out the precisions the device does not run natively (``not_native``)."""
     req = normalise_precision(precision)
     if req == "auto":
         kinds = ["fp32"]
         if device == "cuda":
             if torch.cuda.get_device_capability()[0] >= 8:
                 kinds.append("tf32")
-            if torch.cuda.is_bf16_supported():
-                kinds.append("bf16")
-            kinds.append("fp16")
+            kinds += ["bf16", "fp16"]
         elif device == "cpu":
             kinds.append("bf16")
+        kinds = [k for k in kinds if k not in not_native(device)]
     else:
         # Precisions the calibration does not reproduce ("bf16-true", "64") pass through to
         # Lightning; a layout to choose for them is timed in fp32, as a proxy.
@@ -147,12 +181,26 @@ def pick(modes: Iterable[Mode], step_ms: Mapping[str, float], margin: float = TI
 
 @dataclass
 class Timings:
-    """What a calibration measured: ms per step of each mode, the modes that could not run (and
-    why), and whether the timings were too noisy to keep for later runs."""
+    """What a calibration measured: ms per step of each mode, the modes that could not run or were
+    dropped (and why), and whether the timings were too noisy to keep for later runs."""
 
     step_ms: dict[str, float]
     skipped: dict[str, str] = field(default_factory=dict)
     noisy: str = ""  # why they are not to be trusted; empty when they are
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long a calibration may take: ``seconds``, and no more than ``CALIBRATION_SHARE`` of a run
+    of ``run_steps`` (None: unknown) at the best step time measured so far."""
+
+    seconds: float = CALIBRATION_BUDGET_S
+    run_steps: int | None = None
+
+    def limit(self, step_s: float | None) -> float:
+        if self.run_steps is None or step_s is None:
+            return self.seconds
+        return min(self.seconds, CALIBRATION_SHARE * self.run_steps * step_s)
 
 
 def measure_modes(
@@ -160,33 +208,32 @@ def measure_modes(
     make_step: Callable[[Mode], Callable[[], None]],
     *,
     clock: Callable[[], float] = time.perf_counter,
-    budget_s: float | None = None,
+    budget: Budget | None = None,
     max_rounds: int = 8,
 ) -> Timings:
-    """Milliseconds per step of each mode (its fastest step), and the modes that failed to run.
+    """Milliseconds per step of each mode (its fastest step), and the modes not timed (and why).
 
-    One warm-up step per mode (oneDNN/cuDNN pick and build their kernels then), then rounds that
-    run every remaining mode in turn, so that load from other processes hits all alike; within a
-    round a mode runs steps for at least ``SAMPLE_S`` (up to 20). The fastest step is the estimate:
-    noise only ever adds time. A mode clearly slower than the best (2x after one round, 1.25x
-    after two) is dropped. Rounds go on while the next fits in ``budget_s`` (default
-    ``CALIBRATION_BUDGET_S``, warm-up included), at least one, at most ``max_rounds``. Where a
-    mode's two fastest steps differ by more than 25%, the timings are marked noisy.
+    First one step of each mode in turn (oneDNN/cuDNN pick and build their kernels then): a mode
+    is started only while the budget still holds a step as long as the best first step so far
+    (both layouts of the first, most exact, precision always are), and dropped at once when its first step takes ``FIRST_STEP_MARGIN`` times the best one or
+    longer than the whole budget. Then rounds that run every remaining mode in turn, so that load
+    from other processes hits all alike; within a round a mode runs steps for at least ``SAMPLE_S``
+    (up to 20). A mode clearly slower than the best (2x after one round, 1.25x after two) is
+    dropped. A round runs only where it fits in the budget (``max_rounds`` at most); where none
+    does (a large network), the first steps are the estimate. The fastest step is the estimate:
+    noise only ever adds time. Where a mode's two fastest steps differ by more than 25%, the
+    timings are marked noisy.
     """
-    budget_s = CALIBRATION_BUDGET_S if budget_s is None else budget_s
+    budget = budget or Budget()
     start = clock()
-    steps: dict[str, Callable[[], None]] = {}
-    skipped: dict[str, str] = {}
-    for mode in modes:
-        try:
-            steps[mode.name] = make_step(mode)
-            steps[mode.name]()
-        except (RuntimeError, NotImplementedError, TypeError, ValueError) as e:
-            steps.pop(mode.name, None)
-            skipped[mode.name] = (str(e).splitlines() or [type(e).__name__])[0][:200]
+    steps, first, skipped = _first_steps(modes, make_step, clock, budget, start)
     samples: dict[str, list[float]] = {n: [] for n in steps}
     alive = list(steps)
     for r in range(1, max_rounds + 1):
+        est = {n: min(samples[n] or [first[n]]) for n in alive}
+        cost = sum(max(t, min(SAMPLE_S, 20 * t)) for t in est.values())
+        if not alive or clock() - start + cost > budget.limit(min(est.values())):
+            break
         for name in alive:
             spent = 0.0
             while spent < SAMPLE_S and len(samples[name]) < 20 * r:
@@ -198,13 +245,42 @@ def measure_modes(
         alive = [n for n in alive if min(samples[n]) <= best * (1.25 if r >= 2 else 2.0)]
         if len(alive) <= 1:
             break
-        next_round = sum(max(min(samples[n]), min(SAMPLE_S, 20 * min(samples[n]))) for n in alive)
-        if clock() - start + next_round > budget_s:
-            break
     spread = {n: sorted(s)[1] / max(min(s), 1e-9) for n, s in samples.items() if len(s) >= 2}
     noisy = {n: x for n, x in spread.items() if x > 1.25}
-    return Timings({n: round(1000 * min(s), 3) for n, s in samples.items()}, skipped,
+    return Timings({n: round(1000 * min(samples[n] or [first[n]]), 3) for n in steps}, skipped,
                    f"the two fastest steps of {', '.join(noisy)} differ by {max(noisy.values()) - 1:.0%}" if noisy else "")
+
+
+def _first_steps(
+    modes: list[Mode], make_step: Callable[[Mode], Callable[[], None]], clock: Callable[[], float], budget: Budget,
+    start: float,
+) -> tuple[dict[str, Callable[[], None]], dict[str, float], dict[str, str]]:
+    """The first step of each mode that fits (``measure_modes``): its step, the first step's
+    seconds, and why the others were not timed or dropped."""
+    steps: dict[str, Callable[[], None]] = {}
+    first: dict[str, float] = {}
+    skipped: dict[str, str] = {}
+    for mode in modes:
+        best = min(first, key=first.__getitem__, default=None)
+        limit = budget.limit(first[best] if best else None)
+        # Both layouts of the most exact precision are always compared (channels_last alone is often
+        # 1.5x on a CPU, for any network); other modes only while the budget holds one more step.
+        if best is not None and mode.kind != modes[0].kind and clock() - start + first[best] > limit:
+            skipped[mode.name] = f"not timed: the calibration's {limit:.1f} s were spent"
+            continue
+        try:
+            step = make_step(mode)
+            t = clock()
+            step()
+            took = clock() - t
+        except (RuntimeError, NotImplementedError, TypeError, ValueError) as e:
+            skipped[mode.name] = (str(e).splitlines() or [type(e).__name__])[0][:200]
+            continue
+        if best is not None and (took > FIRST_STEP_MARGIN * first[best] or (took > limit and mode.kind != modes[0].kind)):
+            skipped[mode.name] = f"dropped after its first step ({took:.2f} s; {best}: {first[best]:.2f} s)"
+            continue
+        steps[mode.name], first[mode.name] = step, took
+    return steps, first, skipped
 
 
 # Cache ------------------------------------------------------------------------------------------
@@ -270,7 +346,10 @@ def write_cache(key: str, entry: dict[str, Any]) -> None:
 
 # Choosing ---------------------------------------------------------------------------------------
 
-Measure = Callable[[list[Mode]], Timings]
+# A calibration of these modes within this budget (a test's fake timer takes the same arguments).
+Measure = Callable[[list[Mode], Budget], Timings]
+# Modes within this factor of the best are the contenders a re-measure times again.
+CONTENDER = 1.25
 
 
 def choose(
@@ -290,14 +369,17 @@ def choose(
     In a multi-process run only rank 0 measures; other ranks (``rank > 0``) wait for its cache
     entry, so that all ranks run the same mode. A run of ``run_steps`` too few to pay for a
     calibration (``CALIBRATION_SHARE``) runs the most exact candidate, unmeasured, on every rank
-    (the cache is not read either: each rank decides alike without it).
+    (the cache is not read either: each rank decides alike without it). Timings taken under load
+    are measured again on a quieter later run, the contenders only, within the first one's time.
     """
     modes = candidate_modes(device, precision, channels_last)
     prec_auto, layout_auto = normalise_precision(precision) == "auto", _is_auto(channels_last)
+    native = not_native(device) if prec_auto else {}
     explicit_p = f"precision={precision} was set explicitly"
     explicit_l = f"model.channels_last={modes[0].channels_last} was set explicitly"
     if len(modes) == 1:
-        return SpeedChoice(modes[0], "set explicitly", explicit_p, explicit_l)
+        only = f"{modes[0].kind}, the only precision this {device.upper()} runs natively" if prec_auto else explicit_p
+        return SpeedChoice(modes[0], "set explicitly" if not prec_auto else only, only, explicit_l, skipped=dict(native))
     if run_steps is not None and 0 < run_steps and 2 * len(modes) > CALIBRATION_SHARE * run_steps:
         why = (f"{modes[0].name}, not measured: a calibration ({2 * len(modes)}+ steps) would cost more than "
                f"{CALIBRATION_SHARE:.0%} of this run's {run_steps} steps")
@@ -307,26 +389,29 @@ def choose(
     key = cache_key(fields)
     entry = read_cache(key) if rank == 0 else _wait_for(key, wait_s)
     busy = machine_busy(device)
-    # Noisy timings are kept for later runs only while the machine stays as busy; once it is
-    # quieter, they are measured again.
-    cached = entry is not None and (rank > 0 or not entry.get("noisy") or bool(busy))
+    timed, budget = _to_measure(modes, entry, busy, rank, run_steps)
+    cached = not timed
     if cached:
         step_ms, skipped, seconds = entry["step_ms"], entry.get("skipped", {}), float(entry.get("calibration_s", 0))
-        noisy = entry.get("noisy", "")
+        noisy = entry.get("noisy", "") if busy or rank > 0 else ""  # (quieter, one clear winner: nothing to redo)
     else:
+        again = entry is not None
+        _announce(device, timed, again, budget, native)
         start = time.perf_counter()
-        timings = measure(modes)
+        timings = measure(timed, budget)
         seconds = time.perf_counter() - start
-        step_ms, skipped = timings.step_ms, timings.skipped
+        step_ms = {**(entry["step_ms"] if again else {}), **timings.step_ms}
+        skipped = {**native, **timings.skipped}
         noisy = "; ".join(x for x in (busy, timings.noisy) if x)
-    if not step_ms:
+    judged = step_ms if cached else timings.step_ms  # (a re-measure picks among what it timed)
+    if not judged:
         mode, why = modes[0], f"no mode could run in calibration ({skipped}); {modes[0].name} unmeasured"
     else:
-        mode, why = pick(modes, step_ms)
+        mode, why = pick(timed or modes, judged)
         # A cache entry names its mode: every rank runs what rank 0 chose, whatever the rule now says.
         mode = next((m for m in modes if cached and m.name == entry.get("mode")), mode)
         why = f"{mode.name}, {why} ({_times(step_ms)} ms/step)"
-    if not cached and step_ms:
+    if not cached and judged:
         write_cache(key, {"mode": mode.name, "step_ms": step_ms, "skipped": skipped, "calibration_s": round(seconds, 2),
                           "noisy": noisy, "fields": fields, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
     reason = f"measured: {why}" + (", cached" if cached else f", calibration {seconds:.1f} s")
@@ -334,6 +419,32 @@ def choose(
         reason += f"; noisy ({noisy}): measured again once the machine is quieter"
     return SpeedChoice(mode, reason, f"auto, {reason}" if prec_auto else explicit_p,
                        f"auto, {reason}" if layout_auto else explicit_l, dict(step_ms), dict(skipped), cached, seconds)
+
+
+def _announce(device: str, timed: list[Mode], again: bool, budget: Budget, native: Mapping[str, str]) -> None:
+    """The line before a calibration: what it times, where, for how long at most, what it leaves out."""
+    where = torch.cuda.get_device_name() if device == "cuda" else cpu_model() if device == "cpu" else device
+    announce(log, f"speed: measuring {', '.join(m.name for m in timed)} {'again ' * again}on {where} "
+                  f"(at most ~{budget.seconds:.0f} s; cached for later runs)"
+                  + "".join(f"; {k} {why}" for k, why in native.items()))
+
+
+def _to_measure(modes: list[Mode], entry: Mapping[str, Any] | None, busy: str, rank: int,
+                run_steps: int | None) -> tuple[list[Mode], Budget]:
+    """The modes to time now (none: the cache entry stands) and the budget. Noisy timings are kept
+    for later runs while the machine stays as busy; once it is quieter, the contenders (within
+    ``CONTENDER`` of the best) are timed again, in no more time than the first calibration took."""
+    if entry is None:
+        return modes, Budget(CALIBRATION_BUDGET_S, run_steps)
+    if rank > 0 or not entry.get("noisy") or busy:
+        return [], Budget()
+    old = entry.get("step_ms") or {}
+    best = min(old.values(), default=0.0)
+    contenders = [m for m in modes if m.name in old and old[m.name] <= CONTENDER * best]
+    if len(contenders) < 2:
+        return [], Budget()  # one clear winner: more precise timings would not change the choice
+    seconds = float(entry.get("calibration_s") or CALIBRATION_BUDGET_S)
+    return contenders, Budget(min(CALIBRATION_BUDGET_S, seconds), run_steps)
 
 
 def machine_busy(device: str) -> str:
@@ -446,12 +557,12 @@ def _measuring(make_step: Callable[[Mode], Callable[[], None]], device: torch.de
     """``measure_modes`` with the global RNG (dropout, drop-path) and the TF32 switches left as found,
     so that a run is the same whether its choice came from the cache or from measuring."""
 
-    def measure(modes: list[Mode]) -> Timings:
+    def measure(modes: list[Mode], budget: Budget) -> Timings:
         tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
         devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
         try:
             with torch.random.fork_rng(devices=devices):
-                return measure_modes(modes, make_step, **kwargs)
+                return measure_modes(modes, make_step, budget=budget, **kwargs)
         finally:
             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
             if device.type == "cuda":

@@ -268,7 +268,7 @@ def test_cli_keeps_modes_names_bad_files_and_announces_the_time(tmp_path: Path, 
     err = capsys.readouterr().err
     assert status == 1  # one input failed, the others were written
     assert "broken.png: not an image file" in err and "(skipped)" in err
-    assert "at most 3 steps" in err and "ms/step" in err and "in all" in err  # announced before training
+    assert "for 3 steps per stage" in err and "ms/step" in err and "in all" in err  # announced before training
     modes = {p.name: Image.open(p) for p in (tmp_path / "out").iterdir()}
     assert set(modes) == {"rgb.png", "gray.png", "alpha.png"}
     assert modes["rgb.png"].mode == "RGB" and modes["gray.png"].mode == "L" and modes["alpha.png"].mode == "RGBA"
@@ -314,3 +314,19 @@ def test_upscale_py_points_model_zssr_to_zssr_py(tmp_path: Path, capsys) -> None
     _write_inputs(tmp_path / "in")
     assert upscale_cli([f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}", "model=zssr", "--no-progress"]) == 2
     assert "run zssr.py" in capsys.readouterr().err
+
+
+def test_the_time_estimate_counts_steps_tests_final_passes_and_set_up() -> None:
+    from sr_experiments.zssr.method import STAGE_OVERHEAD_S, StageCost, earliest_stop
+    from sr_experiments.zssr.run import estimate_seconds
+
+    settings = ZSSRSettings()
+    # Three tenfold drops from 1e-3 to below 9e-6, each more than 256 steps after the last, at a check every 60.
+    assert earliest_stop(settings) == 900 and earliest_stop(ZSSRSettings(max_steps=30)) == 30
+    cost = {2: StageCost(step_s=0.1, forward_s_px=1e-6)}
+    out_px = 480 * 320  # a 240x160 photo at x2
+    expected = 30 * 0.1 + 1 * out_px * 1e-6 + 8 * out_px * 1e-6 + STAGE_OVERHEAD_S  # steps, 1 test, x8 passes
+    assert estimate_seconds((240, 160), 2, settings, cost, 30) == pytest.approx(expected)
+    one_pass = ZSSRSettings(ensemble=False)
+    assert estimate_seconds((240, 160), 2, one_pass, cost, 30) == pytest.approx(expected - 7 * out_px * 1e-6)
+    assert estimate_seconds((240, 160), 2, settings, cost, 900) > estimate_seconds((240, 160), 2, settings, cost, 30)

@@ -11,6 +11,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from sr_experiments.console import progress
 from sr_experiments.data.datasets import PairedImageDataset, PairedPatchDataset
 from sr_experiments.data.pairs import ImagePair, ImageTooSmallError, load_pair
 from sr_experiments.data.sampler import ResumableSampler
@@ -126,7 +127,8 @@ class SRDataModule(L.LightningDataModule):
 
         # Decoding and resizing release the GIL: threads overlap them.
         with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
-            return [p for p in pool.map(load, sources) if p is not None]
+            pairs = progress(pool.map(load, sources), total=len(sources), desc=f"decoding {key}", unit="img")
+            return [p for p in pairs if p is not None]
 
     def setup(self, stage: str | None = None) -> None:
         if self.val_pairs is None:

@@ -20,6 +20,7 @@ from PIL import Image
 from torch import nn
 
 from sr_experiments import CONF_DIR
+from sr_experiments.console import progress
 from sr_experiments.data.degradations import Degradation, build_degradation, degrade_image
 from sr_experiments.data.image_io import load_rgb
 from sr_experiments.data.pairs import load_pair
@@ -189,7 +190,7 @@ def evaluate_set(
     )
     if degradation is not None:
         lr_from = degradation.label
-    for source in sources:
+    for source in progress(sources, desc=f"{set_name} x{scale}", unit="img"):
         pair = load_pair(source, scale, cache.get(source.gt), lr_key="eval.lr_source")
         gray = pair.gray
         lq_f = pair.lq[None].to(device).float() / 255

@@ -1,19 +1,24 @@
-"""Callbacks: the checkpoint of an interrupted run, and the validation image panel (LR | bicubic | SR | HR)."""
+"""Callbacks: the checkpoint of an interrupted run, the validation image panel (LR | bicubic | SR | HR),
+and progress as plain log lines where the output is not a terminal."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.callbacks import Checkpoint, ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from PIL import Image
 
 from sr_experiments.annotate import with_labels
 from sr_experiments.outputs import OutputError
+from sr_experiments.console import ProgressLines
+
+log = logging.getLogger(__name__)
 
 
 class InterruptCheckpoint(Checkpoint):
@@ -104,3 +109,36 @@ class ImagePanel(L.Callback):
             elif isinstance(logger, TensorBoardLogger):
                 for name, img in rows:
                     logger.experiment.add_image(f"val/{name}", img, trainer.global_step, dataformats="HWC")
+
+
+class LineProgressBar(ProgressBar):
+    """Lightning's progress as plain log lines, for a run whose output is not a terminal (a log file,
+    CI): a line at every ``every`` share of the planned optimizer steps, with the loss and the time
+    left, instead of TQDM's carriage-return bar; validation passes are silent."""
+
+    def __init__(self, every: float = 0.1) -> None:
+        super().__init__()
+        self.every, self.enabled = every, True
+        self.lines: ProgressLines | None = None
+
+    def disable(self) -> None:
+        self.enabled = False
+
+    def enable(self) -> None:
+        self.enabled = True
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        total = trainer.estimated_stepping_batches
+        planned = int(total) if 0 < total < float("inf") else None
+        self.lines = ProgressLines(planned, "train", "steps", self.every, 0.0, write=log.info)
+        self.lines.resume_from(trainer.global_step)  # a resumed run counts on from its step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if not self.enabled or self.lines is None or not trainer.is_global_zero:
+            return
+        # Optimizer steps, not batches: gradient accumulation and GAN steps advance global_step otherwise.
+        step = trainer.global_step
+        if step > self.lines.done:
+            loss = trainer.callback_metrics.get("train/loss")
+            self.lines.update(step - self.lines.done, f"loss {float(loss):.4g}" if loss is not None else "")

@@ -6,6 +6,7 @@ import json
 import logging
 import signal
 import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -15,10 +16,12 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from sr_experiments.console import is_terminal, one_line_per_record
+from sr_experiments.training.callbacks import LineProgressBar
 from sr_experiments.training.checkpoint_io import AtomicCheckpointIO
 from sr_experiments.training.config_schema import validate_train_config
 from sr_experiments.training.distributed import check_ddp_launch, launch_rank
@@ -107,6 +110,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run, and ``RunInterrupted`` (exit code 130/143) after checkpointing on SIGINT/SIGTERM.
     """
     validate_train_config(cfg)
+    one_line_per_record()
     started_at = time.time()  # wall clock, so parallel sweep jobs can be checked for overlap
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = cfg.get("ckpt_path")
@@ -138,6 +142,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = instantiate_group(cfg.get("callbacks"))
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar callback then
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    # Not a terminal (a log file, CI): plain lines every 10% instead of carriage-return bars, no summary table.
+    callbacks = [LineProgressBar() if isinstance(c, TQDMProgressBar) and not is_terminal() else c for c in callbacks]
+    on_terminal = {} if is_terminal(sys.stdout) else {"enable_model_summary": False}
     require_logger_packages(cfg.get("logger"))
     loggers = instantiate_group(cfg.get("logger"))
     speed = choose_speed(cfg, module, datamodule)
@@ -146,7 +153,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info("memory format: %s (%s)", "channels_last" if module.channels_last else "contiguous",
              module.channels_last_reason)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                     precision=precision.precision, plugins=[AtomicCheckpointIO()])
+                                     precision=precision.precision, plugins=[AtomicCheckpointIO()], **on_terminal)
     check_ddp_launch(trainer)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -160,6 +167,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         else:
             check_same_network(ckpt_path, state, module.hparams.network)
             log.info("resuming from %s", ckpt_path)
+            # A resumed run's checkpoint folder holds its checkpoints: expected, not worth a warning.
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
             # The resumed run logs the steps after the checkpoint again: drop their earlier rows
             # (resuming best.ckpt behind last.ckpt would otherwise repeat them in metrics.csv).
             for logger in loggers:

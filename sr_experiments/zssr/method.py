@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
+from sr_experiments.console import ProgressCounter, ProgressLines, is_terminal
 from sr_experiments.inference.tiling import tiled_forward
 from sr_experiments.models.zssr import ZSSRNet
 from sr_experiments.speed import SpeedChoice, choose_training
@@ -149,25 +150,33 @@ class ZSSRResult:
 
 
 class _StepBar(Callback):
-    """A tqdm bar over one image's training steps (loss and rate in its postfix)."""
+    """Progress over one image's training steps: a tqdm bar (loss and rate in its postfix) on a
+    terminal, else a line every 10% of the step cap (``console.ProgressLines``)."""
 
     def __init__(self, total: int, desc: str, enabled: bool) -> None:
-        self.total, self.desc, self.enabled, self.bar = total, desc, enabled, None
+        self.total, self.desc, self.enabled, self.bar, self.lines = total, desc, enabled, None, None
 
     def on_train_start(self, trainer, module) -> None:
         import sys
 
         from tqdm import tqdm
 
+        if self.enabled and not is_terminal():
+            self.lines = ProgressLines(self.total, self.desc, "steps", every=0.1)
+            return
         self.bar = tqdm(total=self.total, desc=self.desc, unit="step", leave=False, file=sys.stderr, disable=not self.enabled)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if self.lines is not None:
+            self.lines.update(1, f"loss {float(outputs['loss']):.4f}, lr {module.policy.learning_rate:.0e}")
+            return
         self.bar.update(1)
         if batch_idx % 20 == 0:
             self.bar.set_postfix(loss=f"{float(outputs['loss']):.4f}", lr=f"{module.policy.learning_rate:.0e}", refresh=False)
 
     def on_train_end(self, trainer, module) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def speed_choice(settings: ZSSRSettings, scale: int, device: torch.device) -> SpeedChoice:
@@ -181,6 +190,69 @@ def speed_choice(settings: ZSSRSettings, scale: int, device: torch.device) -> Sp
         device=device.type, batch=settings.batch_size, patch=max(settings.crop_size // scale, 1), scale=scale,
         loss_fn=F.l1_loss, optimizer=lambda params: torch.optim.Adam(list(params), lr=settings.learning_rate),
     )
+
+
+@dataclass
+class StageCost:
+    """What one stage's time is made of, measured on this machine (``stage_cost``)."""
+
+    step_s: float  # one training step as a run takes it: the network's step and a pair drawn from the image
+    forward_s_px: float  # one inference pass of the network, per output pixel (tests, final passes)
+
+
+# Per stage: Lightning's Trainer set-up and teardown.
+STAGE_OVERHEAD_S = 2.0
+
+
+def stage_cost(choice: SpeedChoice, settings: ZSSRSettings, scale: int, device: torch.device,
+               size: tuple[int, int]) -> StageCost:
+    """Measured costs of a stage on a ``size`` (w, h) input: the step time of this run's calibration
+    (else a step timed now), a few pair draws from an image of that size (the official augmentation warps
+    every crop: tens of ms on a CPU), and a timed inference pass at the crop size (on a CPU a pass
+    is far cheaper per pixel than a third of a training step: oneDNN's backward kernels are slow)."""
+    from sr_experiments.speed import training_step_maker
+
+    crop = settings.crop_size
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = ZSSRNet(scale, settings.depth, settings.width, settings.init_variance).to(device)
+        image = torch.rand(3, size[1], size[0])
+        pairs = FatherSonPairs(image, scale, crop_size=crop, batch_size=settings.batch_size, flips=settings.flips,
+                               augment=settings.augment, min_scale=settings.min_father_scale, seed=0)
+        g, rng = torch.Generator().manual_seed(0), __import__("numpy").random.default_rng(0)
+        start = time.perf_counter()
+        for _ in range(3):
+            pairs.sample(g, rng)
+        draw_s = (time.perf_counter() - start) / 3
+        # A calibration of this run is fresh; a cached one may date from a busier (or quieter) hour.
+        step_s = 0.0 if choice.cached else choice.step_ms.get(choice.mode.name, 0.0) / 1000
+        if not step_s:
+            make = training_step_maker(net, device, settings.batch_size, max(crop // scale, 1), scale, F.l1_loss,
+                                       lambda p: torch.optim.Adam(list(p)))
+            step = make(choice.mode)
+            step()  # (kernels are built at the first step)
+            start = time.perf_counter()
+            step()
+            step_s = time.perf_counter() - start
+        x = torch.rand(1, 3, max(crop // scale, 1), max(crop // scale, 1), device=device)
+        dtype = choice.mode.autocast_dtype
+        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            net.eval()(x)
+            start = time.perf_counter()
+            out = net(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            forward_s = time.perf_counter() - start
+    return StageCost(step_s + draw_s, forward_s / (out.shape[-2] * out.shape[-1]))
+
+
+def earliest_stop(settings: ZSSRSettings) -> int:
+    """The fewest steps the learning-rate policy can stop after: each tenfold drop of the rate from
+    ``learning_rate`` to below ``min_learning_rate`` comes more than ``min_steps`` after the last,
+    at a check (every ``lr_check_every``)."""
+    drops = max(1, math.ceil(math.log10(settings.learning_rate / settings.min_learning_rate) + 1e-9))
+    gap = math.ceil((settings.min_steps + 1) / settings.lr_check_every) * settings.lr_check_every
+    return min(settings.max_steps, drops * gap)
 
 
 def _policy(s: ZSSRSettings) -> LRPolicy:
@@ -253,10 +325,10 @@ def train_stage(
 
 def apply_stage(
     module: ZSSRModule, lr: torch.Tensor, settings: ZSSRSettings, kernel: torch.Tensor | None = None,
-    back_projection_iters: int | None = None,
+    back_projection_iters: int | None = None, *, progress: bool = False, name: str = "",
 ) -> torch.Tensor:
     """The trained network on ``lr``: x8 ensemble + back-projection (or one pass), tiled on large
-    inputs (integer factors; a fractional stage runs whole)."""
+    inputs (integer factors; a fractional stage runs whole); ``progress`` counts the passes."""
     device, scale, dtype = module.device, module.scale, module.autocast_dtype
     tile = settings.test_tile
     iters = settings.bp_iters() if back_projection_iters is None else back_projection_iters
@@ -272,8 +344,14 @@ def apply_stage(
         lr = lr.to(device).float()
         if not settings.ensemble:
             return net(lr).clamp(0, 1)
-        return ensemble_upscale(net, lr, scale, flips=settings.flips,
-                                back_projection_iters=iters, kernel=kernel).clamp(0, 1)
+        sy, sx = factor_pair(scale)
+        passes = ProgressCounter((8 if sy == sx else 4) if settings.flips else 1, f"{name or 'zssr'} final passes",
+                                 "pass", enabled=progress)
+        try:
+            return ensemble_upscale(net, lr, scale, flips=settings.flips, back_projection_iters=iters, kernel=kernel,
+                                    progress=passes.update).clamp(0, 1)
+        finally:
+            passes.close()
 
 
 def zssr_upscale(
@@ -303,7 +381,7 @@ def zssr_upscale(
         label = name + (f" x{s} stage {i + 1}/{len(stages)}" if len(stages) > 1 else "")
         module = train_stage(x, s, settings, device, kernel=kernel, speed=speed(s) if speed else None,
                              logger=logger, progress=progress, name=label)
-        x = apply_stage(module, x, settings, kernel).cpu()
+        x = apply_stage(module, x, settings, kernel, progress=progress, name=label).cpu()
         result.steps.append(module.steps_run)
         result.stopped_by.append(module.stopped_by)
     result.sr, result.seconds = x, time.perf_counter() - start
@@ -329,7 +407,8 @@ def _progressive(
                              net=net, sources=sources, base_scales=base_scales[:len(sources)],
                              max_scale=base_scales[len(sources) - 1], seed_offset=i)
         net = module.net
-        out = apply_stage(module, x, settings, back_projection_iters=settings.bp_iters(i)).cpu()
+        out = apply_stage(module, x, settings, back_projection_iters=settings.bp_iters(i), progress=progress,
+                          name=label).cpu()
         sources.append(out[0])
         result.steps.append(module.steps_run)
         result.stopped_by.append(module.stopped_by)

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from sr_experiments import CONF_DIR
+from sr_experiments.console import progress
 from sr_experiments.hardware import resolve_device
 from sr_experiments.inference.image_files import (
     FORMATS,
@@ -31,10 +32,14 @@ from sr_experiments.models.registry import check_scale
 from sr_experiments.outputs import WriteError, check_writable_folder
 from sr_experiments.speed import SpeedChoice
 from sr_experiments.zssr.method import (
+    STAGE_OVERHEAD_S,
+    StageCost,
     ZSSRSettings,
+    earliest_stop,
     factor_pair,
     load_kernel,
     speed_choice,
+    stage_cost,
     zssr_upscale,
 )
 
@@ -54,47 +59,29 @@ class Summary:
         return f"{PROG}: {self.images} images in {self.seconds:.1f} s ({per:.1f} s/image{steps}), {len(self.failures)} failed"
 
 
-def step_seconds(choice: SpeedChoice, settings: ZSSRSettings, scale: int, device: torch.device) -> float:
-    """Seconds per training step: the calibration's figure for the chosen mode, else a few timed steps."""
-    ms = choice.step_ms.get(choice.mode.name)
-    if ms:
-        return ms / 1000
-    from sr_experiments.models.zssr import ZSSRNet
-    from sr_experiments.speed import training_step_maker
-
-    with torch.random.fork_rng():
-        net = ZSSRNet(scale, settings.depth, settings.width, settings.init_variance)
-    make = training_step_maker(net, device, settings.batch_size, max(settings.crop_size // scale, 1), scale,
-                               torch.nn.functional.l1_loss, lambda p: torch.optim.Adam(list(p)))
-    step = make(choice.mode)
-    step()  # warm-up
-    start = time.perf_counter()
-    for _ in range(3):
-        step()
-    return (time.perf_counter() - start) / 3
-
-
-def estimate_seconds(size: tuple[int, int], scale: int, settings: ZSSRSettings, step_s: dict[int, float]) -> float:
-    """Upper bound on one image's time: every stage to the step cap, its reconstruction tests and
-    the final passes (a forward is about a third of a training step, per crop-sized area)."""
+def estimate_seconds(size: tuple[int, int], scale: int, settings: ZSSRSettings, costs: dict[int, StageCost],
+                     steps: int) -> float:
+    """One image's time at ``steps`` training steps per stage, from costs measured here: the steps,
+    the reconstruction test every ``test_every`` steps, the final passes (x8 ensemble) and each
+    stage's set-up. Back-projection (bicubic resizes) is small beside the passes and left out."""
     w, h = size
-    total, crop_px = 0.0, settings.crop_size ** 2
+    total = 0.0
     progressive = settings.progressive(scale)
     if progressive is not None:  # one network through every factor of the same input
+        c = costs[scale]
         for f in progressive:
             sy, sx = factor_pair(f)
-            train = settings.max_steps * step_s[scale]
             test_px = min(h, settings.test_max_side) * sy * min(w, settings.test_max_side) * sx
-            tests = settings.max_steps / settings.test_every * test_px / crop_px * step_s[scale] / 3
-            passes = (8 if settings.flips and sy == sx else 4 if settings.flips else 1) * h * sy * w * sx / crop_px
-            total += train + tests + passes * step_s[scale] / 3
+            passes = (8 if settings.flips and sy == sx else 4 if settings.flips else 1) * h * sy * w * sx
+            total += steps * c.step_s + (steps // settings.test_every + 1) * test_px * c.forward_s_px
+            total += passes * c.forward_s_px + STAGE_OVERHEAD_S
         return total
     for s in settings.stages(scale):
-        train = settings.max_steps * step_s[s]
+        c = costs[s]
         test_px = min(h * s, settings.test_max_side * s) * min(w * s, settings.test_max_side * s)
-        tests = settings.max_steps / settings.test_every * test_px / crop_px * step_s[s] / 3
-        passes = (8 if settings.ensemble and settings.flips else 1) * (h * s * w * s) / crop_px * step_s[s] / 3
-        total += train + tests + passes
+        passes = (8 if settings.ensemble and settings.flips else 1) * (h * s * w * s)
+        total += steps * c.step_s + (steps // settings.test_every + 1) * test_px * c.forward_s_px
+        total += passes * c.forward_s_px + STAGE_OVERHEAD_S
         h, w = h * s, w * s
     return total
 
@@ -105,8 +92,6 @@ def _minutes(seconds: float) -> str:
 
 def run_zssr(cfg: DictConfig) -> Summary:
     """Super-resolve every input; failures are reported one line each and counted, never raised."""
-    from tqdm import tqdm
-
     fmt = str(cfg.format).lower()
     if fmt not in FORMATS:
         raise ValueError(f"format={cfg.format} is not one of {', '.join(FORMATS)}")
@@ -124,7 +109,6 @@ def run_zssr(cfg: DictConfig) -> Summary:
     check_writable_folder(out_dir)
     device = resolve_device(str(cfg.device))
     speeds = {s: speed_choice(settings, s, device) for s in set(stages)}
-    step_s = {s: step_seconds(c, settings, s, device) for s, c in speeds.items()}
     choice = speeds[stages[0]]
     progressive = settings.progressive(scale)
     plan = (" as " + " x ".join(f"x{s}" for s in stages) if len(stages) > 1 else
@@ -133,16 +117,23 @@ def run_zssr(cfg: DictConfig) -> Summary:
           f"precision {choice.precision.precision}{', channels_last' if choice.mode.channels_last else ''} "
           f"({choice.reason})", file=sys.stderr, flush=True)
     sizes = image_sizes(inputs, int(cfg.max_pixels))
-    budget = sum(estimate_seconds(sz, scale, settings, step_s) for sz in sizes.values())
-    print(f"{PROG}: {len(inputs)} image(s); each trains its own network for at most {settings.max_steps} steps "
-          f"per stage at {1000 * step_s[stages[0]]:.0f} ms/step (measured here): at most ~{_minutes(budget)} in all "
-          "(the learning-rate policy often stops sooner; zssr.max_steps=N caps it)", file=sys.stderr, flush=True)
+    first = next(iter(sizes.values()), (64, 64))
+    costs = {s: stage_cost(c, settings, s, device, first) for s, c in speeds.items()}
+    low, high = (sum(estimate_seconds(sz, scale, settings, costs, n) for sz in sizes.values())
+                 for n in (earliest_stop(settings), settings.max_steps))
+    span = f"~{_minutes(high)}" if low == high else f"~{_minutes(low)} to ~{_minutes(high)}"
+    steps = (f"{settings.max_steps}" if earliest_stop(settings) == settings.max_steps
+             else f"{earliest_stop(settings)} to {settings.max_steps}")
+    print(f"{PROG}: {len(inputs)} image(s); each trains its own network for {steps} steps per stage (the "
+          f"learning-rate policy decides; zssr.max_steps=N caps it) at "
+          f"{1000 * costs[stages[0]].step_s:.0f} ms/step (measured here), then its final passes: {span} in all",
+          file=sys.stderr, flush=True)
 
     loggers = list(cfg.logger.values()) if cfg.get("logger") else []
     min_side = scale if progressive else stages[0]  # the first stage's sons must be 1 px at least
     summary, start = Summary(), time.perf_counter()
     show = bool(cfg.progress)
-    for path in tqdm(inputs, desc="images", unit="img", disable=not show or len(inputs) < 2, file=sys.stderr):
+    for path in progress(inputs, desc="images", unit="img", enabled=show and len(inputs) > 1):
         try:
             read = read_picture(path, int(cfg.max_pixels))
             if isinstance(read, Animation):
