@@ -236,9 +236,12 @@ class _RequeueOnSignal:
 def check_same_network(ckpt_path: str, state: dict[str, Any], module: SRLitModule) -> None:
     """Resuming needs the checkpoint's network: say which settings differ, not 76 KB of keys."""
     saved = (state.get("hyper_parameters") or {}).get("network")
-    if not isinstance(saved, dict) or saved == module.hparams.network:
+    if not isinstance(saved, dict):
         return
-    current = module.hparams.network
+    # The label is a name (model=shallow against model=edsr model.depth=4 model.width=32), not the network.
+    saved, current = ({k: v for k, v in spec.items() if k != "label"} for spec in (saved, module.hparams.network))
+    if saved == current:
+        return
     diff = [f"{k}={saved.get(k)!r} (this run: {current.get(k)!r})" for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
     overrides = Path(ckpt_path).resolve().parent.parent / ".hydra" / "overrides.yaml"
     hint = f" repeat that run's overrides ({overrides})" if overrides.is_file() else " repeat that run's model settings"
