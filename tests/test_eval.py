@@ -69,9 +69,21 @@ def test_missing_sets_are_reported_and_b100_is_bsd100(tmp_path: Path, data_dir: 
     results = run_eval(cfg)
     out = capsys.readouterr().out
     assert [(r.set, r.scale) for r in results] == [("Set5", 4)]
-    assert "B100: not found" in out and "NoSuchSet: not found" in out and "make data" in out
+    (line,) = [ln for ln in out.splitlines() if "skipped" in ln]  # one line for every missing set
+    assert line.startswith(f"not under {data_dir} (skipped): B100: `make data DATA={data_dir}` downloads it; ")
+    assert "NoSuchSet: put it there as <set>/HR/*.png" in line
     (tmp_path / "d" / "B100" / "HR").mkdir(parents=True)
     assert locate_set("BSD100", tmp_path / "d") == ("BSD100", str(tmp_path / "d" / "B100"))
+
+
+def test_manga109_is_requested_from_its_authors_and_the_downloaded_sets_match_the_downloader() -> None:
+    from sr_experiments.evaluation.protocol import DOWNLOADED_SETS, ways_to_get
+    from sr_experiments.tools.download import ARCHIVES, MANUAL
+
+    assert set(DOWNLOADED_SETS) == {n for a in ARCHIVES.values() for n in a.sets} and "Manga109" in MANUAL
+    line = ways_to_get(["BSD100", "Urban100", "Manga109"], "data")
+    assert line == ("BSD100, Urban100: `make data` downloads them; Manga109: request it from its authors at "
+                    "http://www.manga109.org/en/ and put it in data/Manga109/HR")
 
 
 def test_no_set_at_all_is_a_clear_error(tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from sr_experiments.evaluation.protocol import (
-    HOW_TO_GET,
     InferenceOptions,
     SetResult,
     SetsFailed,
@@ -22,6 +21,7 @@ from sr_experiments.evaluation.protocol import (
     evaluate_set,
     format_table,
     methods_table,
+    ways_to_get,
     locate_set,
     resolve_eval_sources,
     write_results,
@@ -198,12 +198,11 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
                 failed.append(f"{display} x{s}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
     elapsed = time.perf_counter() - start
 
-    for name in missing:
-        print(f"{name}: not found under {cfg.paths.data_dir} — {HOW_TO_GET}")
+    if missing and (results or failed):  # one line for them all, with the way to get each
+        print(f"not under {cfg.paths.data_dir} (skipped): {ways_to_get(missing, cfg.paths.data_dir)}", flush=True)
     if not results and not failed:
-        raise FileNotFoundError(
-            f"none of eval.sets={list(ev.sets)} is under paths.data_dir={cfg.paths.data_dir}; {HOW_TO_GET}"
-        )
+        raise FileNotFoundError(f"none of eval.sets={list(ev.sets)} is under paths.data_dir={cfg.paths.data_dir}: "
+                                f"{ways_to_get(missing, cfg.paths.data_dir)}")
     if results:
         # One checkpoint: its table with bicubic and the gain; several: methods x sets, best in bold.
         table = format_table(results, label) if len(labels) == 1 else methods_table(results, "md")
