@@ -1,7 +1,7 @@
 """The GAN demonstration on CPU: a PSNR stage, a GAN stage from it, and an LR | PSNR model |
 GAN model | HR panel of the validation photos with their PSNR / SSIM.
 
-    python -m sr_experiments.training.gan_demo [--psnr-steps 800] [--gan-steps 100] [--out DIR] [override ...]
+    python -m sr_experiments.training.gan_demo [--psnr-steps 1000] [--gan-steps 100] [--out DIR] [override ...]
 
 Both stages are ``experiment=gan_cpu_demo`` (``conf/experiment/gan_cpu_demo.yaml``): the PSNR stage
 without its adversarial parts (``~losses ~discriminator``, L1, lr 1e-3, cosine, no EMA), the GAN stage from
@@ -118,7 +118,7 @@ def compare(psnr_ckpt: Path, gan_ckpt: Path, cfg: Any) -> tuple[dict[str, Any], 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--psnr-steps", type=int, default=800)
+    parser.add_argument("--psnr-steps", type=int, default=1000)
     parser.add_argument("--gan-steps", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("outputs/gan_demo") / time.strftime("%Y-%m-%d_%H-%M-%S"))
     args, overrides = parser.parse_known_args(argv)
