@@ -72,3 +72,16 @@ def test_validation_panels_carry_psnr_and_step() -> None:
     assert expected[1] > expected[0]
     plain, at_7, at_8 = (panel_row(lr, bic, sr, hr, 48, step=s) for s in (None, 7, 8))
     assert at_7.shape == plain.shape and not np.array_equal(at_7, plain) and not np.array_equal(at_7, at_8)
+
+
+def test_gan_demo_colour_error_is_the_mean_colour_shift_per_channel() -> None:
+    import torch
+
+    from sr_experiments.training.gan_demo import colour_error, panel
+
+    hr = torch.rand(3, 64, 64)
+    cast = hr.clone()
+    cast[1] -= 10 / 255  # green down by 10 levels, as a magenta cast
+    assert colour_error(cast, hr) == [0.0, -10.0, 0.0] and colour_error(hr, hr) == [0.0, 0.0, 0.0]
+    img = panel(torch.rand(3, 16, 16), cast.clamp(0, 1), hr, hr, crop=64)
+    assert img.shape[1] == 4 * 64 + 3 * 4

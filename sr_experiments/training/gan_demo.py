@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"gan_demo: {out} is not empty; pass another --out")
     # lr 1e-3 and no EMA for the short PSNR stage: over 400 steps an EMA (even at 0.99) lags the raw
     # weights by 1.5 dB (27.2 against 28.7 dB at lr 1e-3, BENCHMARKS.md), and lr 2e-4 gave 27.0.
+    # 1000 steps, not 400: RRDBNet has no skip from the input and learns colour from scratch; at 400
+    # steps its outputs were still up to 10/255 off HR per channel (a magenta cast; BENCHMARKS.md).
     psnr_overrides = ["experiment=gan_cpu_demo", "~losses", "~discriminator", "lr=1e-3", "model.ema_decay=0", "scheduler=cosine",
                       f"trainer.max_steps={args.psnr_steps}", *overrides]
     gan_overrides = ["experiment=gan_cpu_demo", f"trainer.max_steps={args.gan_steps}", *overrides]
