@@ -17,7 +17,7 @@ DATA_ARG := $(if $(DATA),paths.data_dir=$(DATA))
 # make compare SWEEP=outputs/train/multiruns/<date_time> (several: SWEEP="dir1 dir2")
 SWEEP  ?=
 
-.PHONY: install train test test-fast eval upscale export data bench bench-parity compare clean
+.PHONY: install train test test-fast eval upscale export data bench bench-parity compare clean completion
 
 install: $(STAMP)
 
@@ -32,6 +32,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 train: $(STAMP)
 	$(PY) train.py $(ARGS)
+
+# Tab completion of keys and values for `.venv/bin/python train.py ...` (and python, python3): prints
+# the line to run, or to add to ~/.bashrc (sr_experiments/completion.py)
+completion:
+	@echo 'eval "$$($(abspath $(PY)) -m sr_experiments.completion bash)"'
 
 test: $(STAMP)
 	$(PY) -m pytest

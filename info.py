@@ -24,7 +24,7 @@ def main(cfg: DictConfig) -> None:
         spec = OmegaConf.to_container(cfg.model, resolve=True)
         info = network_info(spec)
     print(format_info(info, spec))
-    print(json.dumps({k: info[k] for k in ("model", "scale", "params", "macs_720p")}))
+    print(json.dumps({k: info[k] for k in ("model", "network", "scale", "params", "macs_720p")}))
 
 
 def _writing_nothing(argv: list[str]) -> list[str]:

@@ -24,7 +24,8 @@ def check_command_line(prog: str, argv: list[str]) -> None:
     """Exit with one line for command lines Hydra would answer with a traceback.
 
     ``--shell-completion`` alone (Hydra needs ``install=SHELL``), and a launcher or sweeper whose
-    optional package is not installed (the message names the extra).
+    optional package is not installed (the message names the extra). ``-sc install=bash|zsh``
+    prints this framework's completion script (any python command word) instead of Hydra's.
     """
     if any(a in ("--shell-completion", "-sc") for a in argv) and not any(
         a.split("=", 1)[0] in _COMPLETION_VERBS for a in argv
@@ -33,6 +34,14 @@ def check_command_line(prog: str, argv: list[str]) -> None:
             f"{prog}: --shell-completion needs install=bash (or zsh, fish), e.g. "
             f'eval "$(python {prog} -sc install=bash)"'
         )
+    if any(a in ("--shell-completion", "-sc") for a in argv):
+        from sr_experiments.completion import install_script
+
+        shells = [a.split("=", 1)[1] for a in argv if a.startswith("install=")]
+        script = install_script(shells[0]) if shells else None
+        if script is not None:  # ours: also completes `.venv/bin/python train.py` (sr_experiments/completion.py)
+            print(script)
+            sys.exit(0)
     problem = missing_plugin(argv)
     if problem:
         _usage_error(f"{prog}: {problem}")

@@ -82,20 +82,7 @@ FAST = [
 # 20M parameters (test_networks.py took a minute longer with them on 2 CPU cores). These take the same
 # code paths, and spandrel detects each of their hyperparameters back from their state dicts (DAT
 # and RGT need 32 channels: their position-bias MLPs have embed_dim // 32 channels).
-SMALL = {
-    "hat": dict(embed_dim=12, depths=[2], num_heads=[2], window_size=4, squeeze_factor=4, num_feat=16),
-    "dat": dict(embed_dim=32, depth=[2], num_heads=[2], split_size=[2, 4], expansion_factor=2.0),
-    "atd": dict(
-        embed_dim=12, depths=[2], num_heads=[2], window_size=4, num_tokens=8, reducted_dim=4, convffn_kernel_size=3
-    ),
-    "omnisr": dict(num_feat=16, res_num=1),
-    "span": dict(feature_channels=8),
-    "compact": dict(num_feat=8, num_conv=2),
-    "plksr": dict(dim=16, n_blocks=2, kernel_size=7),
-    "realplksr": dict(dim=16, n_blocks=2, kernel_size=7),
-    "drct": dict(embed_dim=12, depths=[6], num_heads=[2], window_size=4, gc=8),
-    "rgt": dict(embed_dim=32, depth=[2], num_heads=[2], split_size=[2, 4]),
-}
+from sr_experiments.tools.chainner import COMMUNITY_SMALL as SMALL  # noqa: E402
 
 
 def assert_one_training_step(net, x) -> None:

@@ -69,9 +69,21 @@ def test_missing_sets_are_reported_and_b100_is_bsd100(tmp_path: Path, data_dir: 
     results = run_eval(cfg)
     out = capsys.readouterr().out
     assert [(r.set, r.scale) for r in results] == [("Set5", 4)]
-    assert "B100: not found" in out and "NoSuchSet: not found" in out and "make data" in out
+    (line,) = [ln for ln in out.splitlines() if "skipped" in ln]  # one line for every missing set
+    assert line.startswith(f"not under {data_dir} (skipped): B100: `make data DATA={data_dir}` downloads it; ")
+    assert "NoSuchSet: put it there as <set>/HR/*.png" in line
     (tmp_path / "d" / "B100" / "HR").mkdir(parents=True)
     assert locate_set("BSD100", tmp_path / "d") == ("BSD100", str(tmp_path / "d" / "B100"))
+
+
+def test_manga109_is_requested_from_its_authors_and_the_downloaded_sets_match_the_downloader() -> None:
+    from sr_experiments.evaluation.protocol import DOWNLOADED_SETS, ways_to_get
+    from sr_experiments.tools.download import ARCHIVES, MANUAL
+
+    assert set(DOWNLOADED_SETS) == {n for a in ARCHIVES.values() for n in a.sets} and "Manga109" in MANUAL
+    line = ways_to_get(["BSD100", "Urban100", "Manga109"], "data")
+    assert line == ("BSD100, Urban100: `make data` downloads them; Manga109: request it from its authors at "
+                    "http://www.manga109.org/en/ and put it in data/Manga109/HR")
 
 
 def test_no_set_at_all_is_a_clear_error(tmp_path: Path) -> None:
@@ -92,8 +104,8 @@ def test_checkpoint_evaluates_to_the_psnr_training_reported(trained_run: Path, t
     ckpt = trained_run / "checkpoints" / "best.ckpt"
     cfg = compose_eval([f"ckpt_path={ckpt}", "eval.sets=[sample:val]"], tmp_path)
     results = {r.model: r for r in run_eval(cfg)}
-    assert results["edsr"].psnr == pytest.approx(reported["best"]["psnr"], abs=1e-4)
-    assert results["edsr"].ssim == pytest.approx(reported["best"]["ssim"], abs=1e-6)
+    assert results["shallow"].psnr == pytest.approx(reported["best"]["psnr"], abs=1e-4)
+    assert results["shallow"].ssim == pytest.approx(reported["best"]["ssim"], abs=1e-6)
     assert results["bicubic"].psnr == pytest.approx(reported["bicubic"]["psnr"], abs=1e-4)
     assert "gain" in (tmp_path / "results.md").read_text()
     # Both files name the same checkpoint file, by absolute path and content hash.
@@ -103,7 +115,7 @@ def test_checkpoint_evaluates_to_the_psnr_training_reported(trained_run: Path, t
     assert trained["params"] == reported["params"] and trained["device"] == "cpu"
     assert trained["protocol"]["border_crop"] == {"x2": 2} and trained["protocol"]["lr_source"] == "generate"
     (model, bicubic) = json.loads((tmp_path / "results.json").read_text())["models"]
-    assert model == {"label": "edsr", "checkpoint": str(ckpt.resolve()), "checkpoint_sha256": sha,
+    assert model == {"label": "shallow", "checkpoint": str(ckpt.resolve()), "checkpoint_sha256": sha,
                      "params": reported["params"]}
     assert bicubic["label"] == "bicubic" and bicubic["checkpoint"] is None
 
@@ -118,9 +130,9 @@ def test_several_checkpoints_make_a_methods_table_with_the_best_in_bold(trained_
                 "hyper_parameters": {"network": spec}}, other_dir / "best.ckpt")
     cfg = compose_eval([f"ckpt_path=[{ckpt},{other_dir / 'best.ckpt'}]", "eval.sets=[sample:val]"], tmp_path / "out")
     results = run_eval(cfg)
-    assert [r.model for r in results] == ["edsr", "espcn", "bicubic"]
+    assert [r.model for r in results] == ["shallow", "espcn", "bicubic"]
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert [m["label"] for m in saved["models"]] == ["edsr", "espcn", "bicubic"]
+    assert [m["label"] for m in saved["models"]] == ["shallow", "espcn", "bicubic"]
     assert saved["models"][1]["checkpoint_sha256"] == hashlib.sha256((other_dir / "best.ckpt").read_bytes()).hexdigest()
     assert saved["models"][1]["params"] == sum(p.numel() for p in build_network(spec).parameters())
     md = (tmp_path / "out" / "results.md").read_text()

@@ -41,7 +41,19 @@ def test_cli_prints_json_last_line(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     last = json.loads(proc.stdout.strip().splitlines()[-1])
     assert last["model"] == "fsrcnn" and last["scale"] == 3 and last["params"] == 24_683
-    assert last["macs_720p"] > 0 and set(last) == {"model", "scale", "params", "macs_720p"}
+    assert last["macs_720p"] > 0 and set(last) == {"model", "network", "scale", "params", "macs_720p"}
+
+
+def test_cli_names_the_preset_and_its_network(tmp_path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "info.py", "model=shallow", "scale=2", f"hydra.run.dir={tmp_path}", "hydra.output_subdir=null"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    first = proc.stdout.splitlines()[0]
+    assert first.startswith("network     shallow (edsr) x2 (") and "depth=4, width=32" in first and "label" not in first
+    last = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (last["model"], last["network"]) == ("shallow", "edsr")
 
 
 CASES = [(name, scale) for name in list_networks() for scale in (2, 3, 4) if supports_scale(name, scale)]

@@ -207,10 +207,15 @@ def test_checkpoint_onnx_and_compare_end_to_end(tmp_path: Path, photo_pair) -> N
     ref8 = (ref * 255 + 0.5).floor().byte().permute(1, 2, 0).numpy().astype(int)
     assert pt.shape == (128, 192, 3) and np.abs(pt - ref8).max() <= 1 and np.abs(ox - pt).max() <= 1
     with Image.open(tmp_path / "pt" / "photo_compare.png") as im:
-        strip = im.size[1] - 128  # the labels "bicubic" and "SR (edsr)" above the two images
-        assert im.size[0] == 2 * 192 + 8 and 10 <= strip <= 30
         picture = np.asarray(im).astype(int)
-    assert np.array_equal(picture[strip:, 192 + 8 :], pt)
+    # labels, the frames (the detail's square outlined in red), labels, the detail enlarged
+    from sr_experiments.annotate import font_size, label_strip
+
+    strip = label_strip(8, [], font_size(192)).shape[0]
+    assert picture.shape[1] == 2 * 192 + 8 and 10 <= strip <= 30 and picture.shape[0] > 2 * strip + 128
+    frame = picture[strip : strip + 128, 200:]
+    red = (frame == [255, 0, 0]).all(-1)
+    assert red.any() and np.array_equal(frame[~red], pt[~red])
     for half in (picture[:strip, :192], picture[:strip, 200:]):
         assert half.min() < 100 and (half == 255).mean() > 0.5  # dark text on white
 

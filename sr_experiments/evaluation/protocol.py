@@ -34,10 +34,25 @@ from sr_experiments.outputs import write_text
 log = logging.getLogger(__name__)
 
 ALIASES = {"B100": "BSD100", "BSD100": "B100"}  # folder names both spellings are found under
-HOW_TO_GET = (
-    "run `make data` (downloads the public benchmark sets into paths.data_dir) or put it there in the "
-    "standard layout <data_dir>/<Set>/HR/*.png [+ LR_bicubic/X<s>/<name>x<s>.png]"
-)
+# The sets `make data` downloads (sr_experiments/tools/download.py ARCHIVES; a test keeps the two equal),
+# and those it cannot: Manga109 is licensed per user by its authors.
+DOWNLOADED_SETS = ("Set5", "Set14", "BSD100", "Urban100")
+REQUESTED_SETS = {"Manga109": "http://www.manga109.org/en/"}
+
+
+def ways_to_get(missing: list[str], data_dir: str | Path) -> str:
+    """How to get each of the ``missing`` sets into ``data_dir``, grouped, on one line."""
+    fetched = [n for n in missing if (ALIASES.get(n) in DOWNLOADED_SETS or n in DOWNLOADED_SETS)]
+    requested = [n for n in missing if n in REQUESTED_SETS]
+    own = [n for n in missing if n not in fetched and n not in requested]
+    data = "" if str(data_dir) == "data" else f" DATA={data_dir}"
+    ways = [f"{', '.join(fetched)}: `make data{data}` downloads {'it' if len(fetched) == 1 else 'them'}"] if fetched else []
+    ways += [f"{n}: request it from its authors at {REQUESTED_SETS[n]} and put it in {Path(data_dir) / n}/HR"
+             for n in requested]
+    if own:
+        ways.append(f"{', '.join(own)}: put {'it' if len(own) == 1 else 'them'} there as <set>/HR/*.png "
+                    "[+ LR_bicubic/X<s>/<name>x<s>.png]")
+    return "; ".join(ways)
 
 
 class SetsFailed(RuntimeError):

@@ -13,7 +13,6 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from sr_experiments.evaluation.protocol import (
-    HOW_TO_GET,
     InferenceOptions,
     SetResult,
     SetsFailed,
@@ -22,6 +21,7 @@ from sr_experiments.evaluation.protocol import (
     evaluate_set,
     format_table,
     methods_table,
+    ways_to_get,
     locate_set,
     resolve_eval_sources,
     write_results,
@@ -30,7 +30,7 @@ from sr_experiments.evaluation.perceptual import PerceptualScorer, perceptual_na
 from sr_experiments.extras import require_logger_packages
 from sr_experiments.hardware import resolve_device
 from sr_experiments.inference.engines import torch_engine
-from sr_experiments.models import build_network
+from sr_experiments.models import build_network, model_label
 from sr_experiments.models.bicubic import Bicubic
 from sr_experiments.models.loading import find_latest_checkpoint, load_network
 from sr_experiments.outputs import check_owner, record_owner
@@ -54,19 +54,45 @@ def checkpoint_paths(value: Any, runs_dir: str) -> list[str]:
 
 
 def method_labels(specs: list[dict[str, Any]], paths: list[str]) -> list[str]:
-    """Network names; where two checkpoints share one, the run folder (or file name) tells them apart."""
-    names = [str(s["name"]) for s in specs]
+    """Each checkpoint's label (the preset it was trained as, ``shallow``; files without one: the
+    network's name). Where two share one, the settings that differ tell them apart (a sweep's
+    ``shallow (depth=8)``), else the run folder (or file name)."""
+    names = [model_label(s) for s in specs]
     labels = []
-    for name, path in zip(names, paths):
+    for name, spec, path in zip(names, specs, paths):
         if names.count(name) > 1:
-            p = Path(path).resolve()
-            where = p.parent.parent.name if p.parent.name == "checkpoints" else p.stem
+            others = [s for n, s in zip(names, specs) if n == name]
+            where = _differing_settings(spec, others)
+            if not where or sum(_differing_settings(s, others) == where for s in others) > 1:
+                p = Path(path).resolve()
+                where = p.parent.parent.name if p.parent.name == "checkpoints" else p.stem
             name = f"{name} ({where})"
         labels.append(name)
     named = list(labels)
     for i, label in enumerate(named):  # still equal (same run folder name): number them
         if named.count(label) > 1:
             labels[i] = f"{label} #{named[:i].count(label) + 1}"
+    return labels
+
+
+def _differing_settings(spec: dict[str, Any], others: list[dict[str, Any]]) -> str:
+    """``depth=8, width=64``: the network settings of ``spec`` that not all of ``others`` share."""
+    keys = sorted({k for s in others for k in s} - {"name", "label", "pretrained", "pretrained_key"})
+    return ", ".join(f"{k}={spec.get(k)}" for k in keys if len({repr(s.get(k)) for s in others}) > 1)
+
+
+def given_labels(value: Any, count: int, baseline: bool) -> list[str] | None:
+    """``eval.labels=[a,b]``: the names of the ``count`` evaluated methods (ckpt_path's checkpoints
+    in order, or the one model=) in every table, or None: their own labels."""
+    if value is None or isinstance(value, (list, tuple, ListConfig)) and not value:
+        return None
+    labels = [str(v) for v in (value if isinstance(value, (list, tuple, ListConfig)) else [value])]
+    if len(labels) != count:
+        raise ValueError(f"eval.labels names {len(labels)} method(s) ({', '.join(labels)}) but {count} are evaluated "
+                         f"(ckpt_path's checkpoints, or one model=): give one label each, in ckpt_path's order")
+    if len(set(labels)) != len(labels) or (baseline and "bicubic" in labels):
+        raise ValueError(f"eval.labels={labels}: labels must differ from each other"
+                         + (" and from 'bicubic' (the baseline's row; or eval.baseline=false)" if baseline else ""))
     return labels
 
 
@@ -91,6 +117,7 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
     # model.pretrained=FILE is another way to name the weights (any file spandrel reads, or ours).
     ckpt_paths = checkpoint_paths(cfg.get("ckpt_path") or cfg.model.get("pretrained"), cfg.paths.get("runs_dir", "outputs"))
     models: list[dict[str, Any]] = []  # label, checkpoint, hash, parameters: results.json's "models"
+    baseline = bool(ev.baseline)  # bicubic beside the model(s) on the same LR
     if ckpt_paths:
         model_spec = {**OmegaConf.to_container(cfg.model, resolve=True), "scale": int(cfg.scale)}
         loaded = [load_network(p, model=model_spec) for p in ckpt_paths]
@@ -103,7 +130,8 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
         bad = [s for s in scales if s != model_scale]
         if bad:
             raise ValueError(f"the checkpoint's network is x{model_scale}; it cannot evaluate eval.scales={bad}")
-        labels = method_labels([spec for _, spec in loaded], ckpt_paths)
+        labels = (given_labels(ev.get("labels"), len(ckpt_paths), baseline)
+                  or method_labels([spec for _, spec in loaded], ckpt_paths))
         nets = {}
         for lb, (net, spec) in zip(labels, loaded):
             # Layout (and precision, when eval.precision is not 32) measured on this machine, cached.
@@ -122,7 +150,8 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
             raise ValueError("model=zssr has its own x8 ensemble with back-projection: set model.zssr.ensemble, "
                              "not eval.self_ensemble")
         settings = ZSSRSettings.from_config(cfg.model.zssr, "model.zssr")
-        label, labels = "zssr", ["zssr"]
+        label = (given_labels(ev.get("labels"), 1, baseline) or ["zssr"])[0]
+        labels = [label]
         scales = [int(s) for s in ev.scales] if ev.scales else [int(cfg.scale)]
         make_nets = lambda s: {label: PerImageZSSR(settings, s, device)}  # noqa: E731
         params = count_params(build_network({**settings.spec(2)}))
@@ -130,7 +159,8 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
                    "zssr": OmegaConf.to_container(cfg.model.zssr, resolve=True)}]
     else:
         spec = OmegaConf.to_container(cfg.model, resolve=True)
-        label = spec["name"]
+        baseline = baseline and spec["name"] != "bicubic"  # model=bicubic is its own baseline
+        label = (given_labels(ev.get("labels"), 1, baseline) or [model_label(spec)])[0]
         labels = [label]
         probe = build_network({**spec, "scale": 2})
         if any(True for _ in probe.parameters()):
@@ -138,7 +168,7 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
         scales = [int(s) for s in ev.scales] if ev.scales else [int(cfg.scale)]
         make_nets = lambda s: {label: build_network({**spec, "scale": s}).to(device)}  # noqa: E731
         models = [{"label": label, **checkpoint_info(None), "params": 0}]
-    if ev.baseline and label != "bicubic":
+    if baseline:
         models.append({"label": "bicubic", **checkpoint_info(None), "params": 0})
 
     options = InferenceOptions(device, bool(ev.self_ensemble), ev.tile, int(ev.tile_overlap), int(ev.tile_batch))
@@ -160,7 +190,7 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
         cache = _HRCache()
         for s in scales:
             nets = make_nets(s)
-            if ev.baseline and label != "bicubic":
+            if baseline:
                 nets["bicubic"] = Bicubic(s).to(device)
             save_dir = out_dir / "images" if ev.save_images else None
             try:
@@ -172,12 +202,11 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
                 failed.append(f"{display} x{s}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
     elapsed = time.perf_counter() - start
 
-    for name in missing:
-        print(f"{name}: not found under {cfg.paths.data_dir} — {HOW_TO_GET}")
+    if missing and (results or failed):  # one line for them all, with the way to get each
+        print(f"not under {cfg.paths.data_dir} (skipped): {ways_to_get(missing, cfg.paths.data_dir)}", flush=True)
     if not results and not failed:
-        raise FileNotFoundError(
-            f"none of eval.sets={list(ev.sets)} is under paths.data_dir={cfg.paths.data_dir}; {HOW_TO_GET}"
-        )
+        raise FileNotFoundError(f"none of eval.sets={list(ev.sets)} is under paths.data_dir={cfg.paths.data_dir}: "
+                                f"{ways_to_get(missing, cfg.paths.data_dir)}")
     if results:
         # One checkpoint: its table with bicubic and the gain; several: methods x sets, best in bold.
         table = format_table(results, label) if len(labels) == 1 else methods_table(results, "md")
@@ -190,8 +219,10 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
             meta["perceptual"] = perceptual.describe()
         write_results(results, out_dir, table, meta, methods_table(results, "tex"))
         name = label if len(labels) == 1 else ", ".join(labels)
-        print(f"\n{table}\n\n{name}: {len(results)} rows in {elapsed:.1f} s; results in {out_dir}/results.json",
-              flush=True)
+        shown = len(table.splitlines()) - 2  # the rows the table above has (below its header and rule)
+        pairs, methods = len({(r.set, r.scale) for r in results}), len({r.model for r in results})
+        print(f"\n{table}\n\n{name}: {shown} table rows ({pairs} set x scale, {methods} method(s)) in {elapsed:.1f} s; "
+              f"results in {out_dir}/results.json", flush=True)
         _log_to_loggers(cfg, results)
     for line in failed:
         print(f"{line} (failed)", flush=True)

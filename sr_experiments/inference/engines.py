@@ -18,6 +18,7 @@ from torch import nn
 
 from sr_experiments.extras import require
 from sr_experiments.hardware import PrecisionChoice
+from sr_experiments.models.registry import model_label
 from sr_experiments.speed import Measure, SpeedChoice, choose_inference
 
 MB = 1 << 20
@@ -61,7 +62,7 @@ def torch_engine(net: nn.Module, spec: Mapping[str, Any], device: torch.device, 
     if speed.mode.channels_last:
         net = net.to(memory_format=torch.channels_last)
     elem = 2 if speed.mode.autocast_dtype is not None else 4
-    return Engine(net, int(spec["scale"]), str(spec["name"]), device, speed.precision, speed.mode.channels_last,
+    return Engine(net, int(spec["scale"]), model_label(spec), device, speed.precision, speed.mode.channels_last,
                   PEAK_FACTOR * elem * _largest_activation_per_pixel(net, device), speed)
 
 
@@ -107,7 +108,7 @@ def onnx_engine(path: str | Path, device: torch.device) -> Engine:
         return torch.from_numpy(y)
 
     width = int(spec.get("width", 64))
-    return Engine(forward, int(meta["scale"]), f"{spec.get('name', 'onnx')} (onnx)", torch.device("cpu"),
+    return Engine(forward, int(meta["scale"]), f"{model_label({'name': 'onnx', **spec})} (onnx)", torch.device("cpu"),
                   PrecisionChoice("32", "ONNX runs in fp32 (onnxruntime)"), False, PEAK_FACTOR * 4 * 4 * width)
 
 

@@ -130,17 +130,30 @@ def upscale_picture(
 
 def compare_image(pic: Picture, sr: Picture, scale: int, model_label: str = "SR") -> Picture:
     """bicubic | model, side by side under their names, 8-bit RGB (alpha composited over white, as
-    viewers show it)."""
+    viewers show it); below them the square where the two differ most (outlined in red above),
+    enlarged with nearest neighbour to the frames' width: whole frames hide what SR changes."""
+    from sr_experiments.annotate import detail_box, outline
+
     with torch.inference_mode():
         bic = _to_array(Bicubic(scale)(_to_tensor(pic.rgb, torch.device("cpu"))))
     panels = []
     for rgb, alpha in ((bic, sr.alpha), (sr.rgb, sr.alpha)):
         panels.append(rgb if alpha is None else rgb * alpha[..., None] + (1 - alpha[..., None]))
     h, w = sr.rgb.shape[:2]
+    box = detail_box(panels[0], panels[1], max(16, min(h, w) // 4))
+    y, x, side = box
+    zoom = max(1, w // side)
+    crops = [np.repeat(np.repeat(p[y : y + side, x : x + side], zoom, 0), zoom, 1) for p in panels]
+    crops = [np.pad(c, ((0, 0), (0, w - c.shape[1]), (0, 0)), constant_values=1.0) for c in crops]
     gap = np.ones((h, 8, 3), np.float32)
-    strip = label_strip(2 * w + 8, [(0, w, "bicubic"), (w + 8, 2 * w + 8, model_label)], font_size(w))
-    body = np.concatenate([panels[0], gap, panels[1]], axis=1)
-    return Picture(np.concatenate([strip.astype(np.float32) / 255, body], axis=0), None, False, 8, sr.icc_profile, "RGB")
+    size = font_size(w)
+    strip = label_strip(2 * w + 8, [(0, w, "bicubic"), (w + 8, 2 * w + 8, model_label)], size)
+    detail = label_strip(2 * w + 8, [(0, w, f"bicubic, detail x{zoom}"), (w + 8, 2 * w + 8, f"{model_label}, detail x{zoom}")], size)
+    red = (1.0, 0.0, 0.0)
+    body = np.concatenate([outline(panels[0], box, red), gap, outline(panels[1], box, red)], axis=1)
+    zoomed = np.concatenate([crops[0], np.ones((crops[0].shape[0], 8, 3), np.float32), crops[1]], axis=1)
+    rows = [strip.astype(np.float32) / 255, body, detail.astype(np.float32) / 255, zoomed]
+    return Picture(np.concatenate(rows, axis=0).astype(np.float32), None, False, 8, sr.icc_profile, "RGB")
 
 
 def _tile_setting(cfg: DictConfig, engine: Engine) -> tuple[int | None, str]:

@@ -11,6 +11,7 @@ from sr_experiments.models.registry import (
     check_scale,
     count_parameters,
     list_networks,
+    model_label,
     register,
     supports_scale,
 )

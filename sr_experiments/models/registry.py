@@ -14,15 +14,16 @@ from torch import nn
 
 __all__ = [
     "NETWORKS", "SCALES", "register", "list_networks", "supports_scale", "build_network", "count_parameters",
-    "check_scale",
+    "check_scale", "model_label",
 ]  # fmt: skip
 
 NETWORKS: dict[str, type[nn.Module]] = {}
 # The upscaling factors each network supports, declared once at registration; None: any integer >= 2.
 SCALES: dict[str, tuple[int, ...] | None] = {}
-# Keys of the ``model`` node that choose how the network runs, not how it is built (``zssr``: the
-# settings of a network trained on each test image, model=zssr).
-RUNTIME_KEYS = ("compile", "channels_last", "ema_decay", "zssr")
+# Keys of the ``model`` node that choose how the network runs or what it is called, not how it is
+# built (``zssr``: the settings of a network trained on each test image, model=zssr; ``label``: the
+# name results show, model=shallow for an ``edsr``).
+RUNTIME_KEYS = ("compile", "channels_last", "ema_decay", "zssr", "label")
 
 _T = TypeVar("_T", bound=type)
 
@@ -121,6 +122,14 @@ def build_network(spec: Mapping[str, Any]) -> nn.Module:
 
         load_pretrained(net, pretrained, pretrained_key)
     return net
+
+
+def model_label(spec: Mapping[str, Any]) -> str:
+    """The name results, tables and panels give a network spec: its ``label`` (the preset,
+    ``shallow``; conf/model/*.yaml set it), else the network's ``name`` (files written before
+    labels existed, bare weights)."""
+    label = spec.get("label")
+    return str(label) if label not in (None, "") else str(spec.get("name", "?"))
 
 
 def count_parameters(module: nn.Module) -> int:

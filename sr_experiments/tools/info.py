@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from sr_experiments.models import build_network, count_parameters
+from sr_experiments.models import build_network, count_parameters, model_label
 
 OUTPUT_720P = (720, 1280)  # (height, width) of the output MACs are reported for
 
@@ -41,7 +41,8 @@ def lr_size_720p(scale: int) -> tuple[int, int]:
 
 
 def network_info(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"model", "scale", "params", "macs_720p", "lr_size_720p"}`` for a network spec.
+    """``{"model", "network", "scale", "params", "macs_720p", "lr_size_720p"}`` for a network spec
+    (``model``: its label, ``shallow``; ``network``: the registered architecture, ``edsr``).
 
     The LR input is ``ceil(720 / s) x ceil(1280 / s)``: exactly 1280x720 out at x2 and x4,
     1281x720 at x3 (1280 is not a multiple of 3).
@@ -51,15 +52,17 @@ def network_info(spec: Mapping[str, Any]) -> dict[str, Any]:
     with torch.device("meta"):
         net = build_network(spec).eval()
         params, macs = count_parameters(net), _macs(net, lr_size)
-    return {"model": spec["name"], "scale": scale, "params": params, "macs_720p": macs, "lr_size_720p": list(lr_size)}
+    return {"model": model_label(spec), "network": spec["name"], "scale": scale, "params": params,
+            "macs_720p": macs, "lr_size_720p": list(lr_size)}
 
 
 def format_info(info: dict[str, Any], spec: Mapping[str, Any]) -> str:
-    args = ", ".join(f"{k}={v}" for k, v in spec.items() if k not in ("name", "scale"))
+    args = ", ".join(f"{k}={v}" for k, v in spec.items() if k not in ("name", "scale", "label"))
     h, w = info["lr_size_720p"]
+    network = info["model"] if info["model"] == info["network"] else f"{info['model']} ({info['network']})"
     return "\n".join(
         [
-            f"network     {info['model']} x{info['scale']}" + (f" ({args})" if args else ""),
+            f"network     {network} x{info['scale']}" + (f" ({args})" if args else ""),
             f"parameters  {info['params']:,} ({info['params'] / 1e6:.3f} M)",
             f"MACs        {info['macs_720p'] / 1e9:,.2f} G for a {w * info['scale']}x{h * info['scale']} output "
             f"(LR {w}x{h}; FlopCounterMode, conv/linear/matmul)",

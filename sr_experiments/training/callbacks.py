@@ -53,9 +53,10 @@ GAP = 4  # white pixels between tiles
 
 
 def panel_row(lq: torch.Tensor, bicubic: torch.Tensor, sr: torch.Tensor, gt: torch.Tensor, crop: int,
-              labels: bool = True) -> np.ndarray:
+              labels: bool = True, step: int | None = None, gray: bool = False) -> np.ndarray:
     """Centre crops (HR side ``crop``) of LR (nearest-upscaled), bicubic, SR and HR side by side, uint8 HWC,
-    under a strip naming each tile (``labels``)."""
+    under a strip naming each tile (``labels``); with ``step``, bicubic and SR carry their PSNR on
+    the whole image (the paper protocol, as val/psnr) and HR the training step."""
     scale = gt.shape[-1] // lq.shape[-1]
     crop = min(crop, gt.shape[-2], gt.shape[-1]) // scale * scale
     y = (gt.shape[-2] - crop) // 2 // scale * scale
@@ -67,7 +68,20 @@ def panel_row(lq: torch.Tensor, bicubic: torch.Tensor, sr: torch.Tensor, gt: tor
     img = (row.clamp(0, 1) * 255 + 0.5).floor().byte().permute(1, 2, 0).cpu().numpy()
     if not labels:
         return img
-    return with_labels(img, [(i * (crop + GAP), i * (crop + GAP) + crop, t) for i, t in enumerate(PANEL_LABELS)])
+    names = panel_labels(bicubic, sr, gt, scale, step, gray) if step is not None else list(PANEL_LABELS)
+    return with_labels(img, [(i * (crop + GAP), i * (crop + GAP) + crop, t) for i, t in enumerate(names)])
+
+
+def panel_labels(bicubic: torch.Tensor, sr: torch.Tensor, gt: torch.Tensor, scale: int, step: int,
+                 gray: bool = False) -> list[str]:
+    """``LR``, ``bicubic 26.10 dB``, ``SR 27.31 dB``, ``HR, step 400``: PSNR of each whole (3, H, W)
+    image under the paper protocol (Y, border ``scale``; as val/psnr)."""
+    from sr_experiments.evaluation.metrics import sr_psnr_ssim
+
+    flags = torch.tensor([gray], device=gt.device)
+    psnr = [float(sr_psnr_ssim(out[None].float().clamp(0, 1), gt[None].float(), scale, flags)[0][0]) for out in (bicubic, sr)]
+    return [PANEL_LABELS[0], f"{PANEL_LABELS[1]} {psnr[0]:.2f} dB", f"{PANEL_LABELS[2]} {psnr[1]:.2f} dB",
+            f"{PANEL_LABELS[3]}, step {step}"]
 
 
 class ImagePanel(L.Callback):
@@ -89,7 +103,9 @@ class ImagePanel(L.Callback):
         lq, gt, sr = batch["lq"][0], batch["gt"][0], outputs["sr"][0]
         with torch.no_grad():
             bic = pl_module.bicubic(lq[None])[0]
-        self._rows.append((str(batch["name"][0]), panel_row(lq, bic, sr, gt, self.crop)))
+        gray = bool(batch["gray"][0]) if "gray" in batch else False
+        self._rows.append((str(batch["name"][0]), panel_row(lq, bic, sr, gt, self.crop, step=int(trainer.global_step),
+                                                            gray=gray)))
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         rows, self._rows = self._rows, []

@@ -22,7 +22,7 @@ from sr_experiments.training.losses import build_losses
 from sr_experiments.evaluation.metrics import SRMetrics
 from sr_experiments.evaluation.perceptual import PerceptualMeans, PerceptualScorer, perceptual_names
 from sr_experiments.models.interop import FROM_FILE, resolve_from_file
-from sr_experiments.models import build_network, count_parameters
+from sr_experiments.models import build_network, count_parameters, model_label
 from sr_experiments.models.bicubic import Bicubic
 from sr_experiments.data.degradations import build_degradation
 from sr_experiments.data.sampler import derived_seed
@@ -346,7 +346,8 @@ class SRLitModule(L.LightningModule):
         best = max(self.history, key=lambda h: h["psnr"]) if self.history else None
         final = self.history[-1] if self.history else None
         return {
-            "model": self.hparams.network["name"],
+            "model": model_label(self.hparams.network),  # the preset (shallow, deep), as tables show it
+            "network": self.hparams.network["name"],
             "scale": self.hparams.scale,
             "params": self.num_params,
             "ema_decay": self.ema_decay,

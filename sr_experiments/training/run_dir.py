@@ -116,7 +116,11 @@ def network_spec(cfg: DictConfig) -> dict[str, Any] | None:
 def check_same_network(ckpt_path: str, state: dict[str, Any], network: dict[str, Any]) -> None:
     """Resuming needs the checkpoint's network: say which settings differ, not 76 KB of keys."""
     saved = (state.get("hyper_parameters") or {}).get("network")
-    if not isinstance(saved, dict) or saved == network:
+    if not isinstance(saved, dict):
+        return
+    # The label is a name (model=shallow against model=edsr model.depth=4 model.width=32), not the network.
+    saved, network = ({k: v for k, v in spec.items() if k != "label"} for spec in (saved, network))
+    if saved == network:
         return
     diff = [f"{k}={saved.get(k)!r} (this run: {network.get(k)!r})" for k in sorted(set(saved) | set(network))
             if saved.get(k) != network.get(k)]

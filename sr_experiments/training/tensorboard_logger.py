@@ -17,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from sr_experiments.tools.compare import parse_overrides
 
 # Settings shown for every run (dotted paths into the resolved config), plus every override.
-HPARAM_KEYS = ("model.name", "model.depth", "model.width", "scale", "lr", "loss", "optimizer._target_",
+HPARAM_KEYS = ("model.label", "model.name", "model.depth", "model.width", "scale", "lr", "loss", "optimizer._target_",
                "scheduler.name", "data.batch_size", "data.patch_size", "trainer.max_steps", "seed")
 
 

@@ -6,7 +6,7 @@
 plain HR, so with ``degradation.usm_gt=false`` the LR written is the LR evaluated (the default,
 as in training, degrades the USM-sharpened HR). With ``verbose``, beside
 each ``NAME.png``: ``NAME_params.json`` (every parameter drawn), ``NAME_kernels.npz`` (the kernels
-applied, float64) and ``NAME_kernels.png`` (them side by side, each scaled to its peak).
+applied, float64) and ``NAME_kernels.png`` (them side by side, each scaled to its peak, named above).
 Exit status: 0 all written, 1 some inputs failed (each named), 2 nothing could start.
 """
 
@@ -42,14 +42,25 @@ VERBOSE_FILES = ("_params.json", "_kernels.npz", "_kernels.png")  # beside <stem
 
 
 def kernel_panel(kernels: dict[str, torch.Tensor], index: int, zoom: int = 8) -> Image.Image:
-    """The kernels of image ``index`` side by side (nearest-neighbour zoom, each scaled to its peak)."""
-    tiles = []
-    for k in kernels.values():
+    """The kernels of image ``index`` side by side (nearest-neighbour zoom, each scaled to its peak),
+    each under its name, size and peak value (``kernel1 21x21, peak 0.083``)."""
+    from sr_experiments.annotate import with_labels
+
+    tiles, labels, x = [], [], 0
+    height = max((int(k[index].shape[-2]) for k in kernels.values()), default=1) * zoom
+    for name, k in kernels.items():
         a = k[index].abs().numpy()
-        a = a / a.max() if a.max() > 0 else a
+        peak = float(a.max())
+        a = a / peak if peak > 0 else a
         tile = np.kron((a * 255).round().astype(np.uint8), np.ones((zoom, zoom), np.uint8))
-        tiles += [tile, np.full((tile.shape[0], zoom), 128, np.uint8)]
-    return Image.fromarray(np.concatenate(tiles[:-1], axis=1) if tiles else np.zeros((8, 8), np.uint8))
+        tile = np.pad(tile, ((0, height - tile.shape[0]), (0, 0)), constant_values=128)
+        labels.append((x, x + tile.shape[1], f"{name} {a.shape[-2]}x{a.shape[-1]}, peak {peak:.3f}"))
+        tiles += [tile, np.full((height, zoom), 128, np.uint8)]
+        x += tile.shape[1] + zoom
+    if not tiles:
+        return Image.fromarray(np.zeros((8, 8), np.uint8))
+    gray = np.concatenate(tiles[:-1], axis=1)
+    return Image.fromarray(with_labels(np.repeat(gray[..., None], 3, axis=-1), labels))
 
 
 def check_degrade_scale(scale: object) -> int:
