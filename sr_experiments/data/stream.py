@@ -69,16 +69,18 @@ class SubImageStream(StreamingDataset):
         where = f"{self.where}: sub-image {name}"
         return ImagePair(name, to_chw(decode_png(item[key], where)), to_chw(decode_png(item["gt"], where)), False)
 
-    def __getitem__(self, index: Any) -> dict:
-        number = int(index.index if hasattr(index, "index") else index)
+    def stored(self, index: Any) -> dict[str, Any]:
+        """Item ``index`` as stored (PNG bytes), or one line naming the folder if it cannot be read."""
         try:
-            item = super().__getitem__(index)
-        except PreparedDataError:
-            raise
+            return super().__getitem__(index)
         except Exception as e:  # litdata reading a damaged chunk fails in many ways; say where
+            number = int(index.index if hasattr(index, "index") else index)
             raise PreparedDataError(f"data.train_dir: '{self.where}': sub-image {number} cannot be read "
                                     f"({type(e).__name__}: {e}); is a chunk corrupt? prepare the data again") from None
-        pair = self.decode(item)
+
+    def __getitem__(self, index: Any) -> dict:
+        number = int(index.index if hasattr(index, "index") else index)
+        pair = self.decode(self.stored(index))
         seed = derived_seed(self.patch_seed, 2, self.current_epoch, number)
         return sample_patch(pair, self.patch_size, self.scale, self.augment, seed)
 
@@ -175,7 +177,7 @@ class StreamDataModule(SRDataModule):
             uri = str(folder)
         self.train_set = SubImageStream(uri, self.scale, self.patch_size, self.augment, self.seed, self.cache_dir,
                                         self.max_cache_size)
-        self.train_set.decode(self.train_set[0])  # a wrong scale or an unreadable first chunk: refused now
+        self.train_set.decode(self.train_set.stored(0))  # a wrong scale or an unreadable first chunk: refused now
         log.info("data: streaming %s sub-images from %s, %d validation images, x%d, LR patch %d, batch %d",
                  count if count is not None else len(self.train_set), uri, len(self.val_pairs), self.scale,
                  self.patch_size, self.batch_size)
