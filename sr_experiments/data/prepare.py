@@ -35,6 +35,7 @@ from sr_experiments.data.pairs import mod_crop
 from sr_experiments.data.prepared import (FORMAT, FORMAT_VERSION, MANIFEST, PreparedDataError, encode_png,
                                           scales_lcm, subimage_boxes)
 from sr_experiments.evaluation.imresize import imresize
+from sr_experiments.extras import require
 from sr_experiments.outputs import check_owner, check_targets, read_owner, record_owner, write_text
 
 log = logging.getLogger(__name__)
@@ -236,7 +237,7 @@ def _merge_parts(parts: list[Path], output: Path) -> int:
 
 def run_prepare(cfg: DictConfig) -> Path:
     """Prepare ``cfg.input`` into ``cfg.output`` (see the module docstring); returns the output folder."""
-    import litdata
+    litdata = require("litdata", "prepare.py")
 
     p = plan(cfg)
     output = Path(str(cfg.output)).expanduser().resolve()

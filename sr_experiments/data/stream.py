@@ -23,7 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from litdata import StreamingDataLoader, StreamingDataset
+from sr_experiments.extras import require
+
+require("litdata", "data=stream (streaming a prepared dataset)")
+from litdata import StreamingDataLoader, StreamingDataset  # noqa: E402
 
 from sr_experiments.data.datamodule import SRDataModule
 from sr_experiments.data.datasets import sample_patch
