@@ -101,14 +101,24 @@ class StreamLoader(StreamingDataLoader):
         super().__init__(dataset, **kwargs)
         self.consumed_batches = consumed_batches
 
+    def _done_in_epoch(self) -> int:
+        """Batches of litdata's current epoch (numbered from 1) that training has consumed."""
+        epoch = max(1, self.current_epoch)
+        return min(max(0, self.consumed_batches() - (epoch - 1) * len(self)), len(self))
+
+    def __iter__(self) -> Any:
+        # Lightning ends an epoch at its last batch without asking litdata's iterator for more, so a
+        # resumed epoch never tells litdata it is over, and litdata would replay its end in the next.
+        if self.restore and self._done_in_epoch() >= len(self):
+            self.restore = False
+        yield from super().__iter__()
+
     def state_dict(self) -> dict[str, Any]:
-        per_epoch = len(self)
-        epoch = max(1, self.current_epoch)  # litdata numbers epochs from 1
-        done = min(max(0, self.consumed_batches() - (epoch - 1) * per_epoch), per_epoch)
+        done = self._done_in_epoch()
         saved = self._num_samples_yielded_streaming, self._latest_worker_idx, self.current_epoch
         self._num_samples_yielded_streaming = done * self.batch_size
         self._latest_worker_idx = (done - 1) % max(1, self.num_workers) if done else 0
-        self.current_epoch = epoch
+        self.current_epoch = max(1, self.current_epoch)
         try:
             return super().state_dict()
         finally:
