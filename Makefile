@@ -14,10 +14,11 @@ OUT    ?= outputs/upscaled
 CKPT   ?= latest
 DATA   ?=
 DATA_ARG := $(if $(DATA),paths.data_dir=$(DATA))
+# make prepare IN=DIV2K/DIV2K_train_HR OUT=data/div2k_sub (ARGS="scale=[4] lr_dirs=[...]")
 # make compare SWEEP=outputs/train/multiruns/<date_time> (several: SWEEP="dir1 dir2")
 SWEEP  ?=
 
-.PHONY: install train test test-fast eval upscale export data bench bench-parity compare clean completion
+.PHONY: install train test test-fast eval upscale export data prepare bench bench-parity compare clean completion
 
 install: $(STAMP)
 
@@ -55,6 +56,11 @@ export: $(STAMP)
 
 data: $(STAMP)
 	$(PY) -m sr_experiments.tools.download --dest $(or $(DATA),$(SR_DATA),data)
+
+# Sub-images + LR in litdata chunks for data=stream (resumable: run it again after an interruption).
+prepare: $(STAMP)
+	$(if $(and $(IN),$(filter-out outputs/upscaled,$(OUT))),,$(error set IN=<HR folder> OUT=<new folder>, e.g. make prepare IN=DIV2K/DIV2K_train_HR OUT=data/div2k_sub))
+	$(PY) prepare.py input=$(IN) output=$(OUT) $(ARGS)
 
 bench: $(STAMP)
 	$(PY) bench/train_overhead.py

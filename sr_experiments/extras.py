@@ -26,6 +26,7 @@ EXTRAS = {
     "onnx": "deploy",
     "onnxruntime": "deploy",
     "tensorboard": "tensorboard",
+    "litdata": "stream",
 }
 
 

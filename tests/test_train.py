@@ -63,6 +63,8 @@ def test_every_data_preset_composes(tmp_path: Path, preset: str) -> None:
     overrides = [f"data={preset}", "paths.data_dir=/data/sr"]
     if preset == "folder":
         overrides += ["data.train_dir=/my/train", "data.val_dir=/my/val"]
+    if preset == "stream":  # a prepared folder (prepare.py): no default
+        overrides += ["data.train_dir=/my/prepared"]
     cfg = compose_train(overrides, tmp_path)
     dirs = cfg.data.train_dir if isinstance(cfg.data.train_dir, str) else list(cfg.data.train_dir)
     assert dirs  # resolved without missing values

@@ -134,22 +134,26 @@ class SRDataModule(L.LightningDataModule):
         if self.val_pairs is None:
             self.val_pairs = self._load(self.val_dirs, "data.val_dir")
             self.val_set = PairedImageDataset(self.val_pairs)
-        if stage in (None, "fit") and self.train_pairs is None:
+        if stage in (None, "fit") and self.train_set is None:
             if not self.train_dirs:
                 raise ValueError("data.train_dir is empty: training needs at least one folder of images")
-            self.train_pairs = self._load(self.train_dirs, "data.train_dir", skip_tiny=True)
-            self.train_set = PairedPatchDataset(
-                self.train_pairs, self.scale, self.patch_size, self.epoch_length, self.augment, seed=self.seed
+            self._setup_train()
+
+    def _setup_train(self) -> None:
+        """Build ``train_set`` (the hook another backend replaces: stream.py)."""
+        self.train_pairs = self._load(self.train_dirs, "data.train_dir", skip_tiny=True)
+        self.train_set = PairedPatchDataset(
+            self.train_pairs, self.scale, self.patch_size, self.epoch_length, self.augment, seed=self.seed
+        )
+        if self.train_set.skipped:
+            log.warning(
+                "%d training images are smaller than the %dx%d LR patch and are skipped: %s",
+                len(self.train_set.skipped), self.patch_size, self.patch_size, ", ".join(self.train_set.skipped[:10]),
             )
-            if self.train_set.skipped:
-                log.warning(
-                    "%d training images are smaller than the %dx%d LR patch and are skipped: %s",
-                    len(self.train_set.skipped), self.patch_size, self.patch_size, ", ".join(self.train_set.skipped[:10]),
-                )
-            log.info(
-                "data: %d training images, %d validation images, x%d, LR patch %d, batch %d",
-                len(self.train_set.pairs), len(self.val_pairs), self.scale, self.patch_size, self.batch_size,
-            )
+        log.info(
+            "data: %d training images, %d validation images, x%d, LR patch %d, batch %d",
+            len(self.train_set.pairs), len(self.val_pairs), self.scale, self.patch_size, self.batch_size,
+        )
 
     @property
     def epoch_length(self) -> int:

@@ -31,6 +31,17 @@ def augment(lq: torch.Tensor, gt: torch.Tensor, generator: torch.Generator | Non
     return lq, gt
 
 
+def sample_patch(pair: ImagePair, patch_size: int, scale: int, augment_: bool, seed: int) -> dict[str, torch.Tensor]:
+    """The training patch of ``pair`` drawn by ``seed``: an aligned random crop, then (with
+    ``augment_``) random flips and transpose. The one patch sampler of every data backend
+    (in memory here, streamed in stream.py), so all backends train on the same kind of patches."""
+    g = torch.Generator().manual_seed(seed)
+    lq, gt, _ = random_crop(pair, patch_size, scale, generator=g)
+    if augment_:
+        lq, gt = augment(lq, gt, generator=g)
+    return {"lq": lq.contiguous(), "gt": gt.contiguous()}
+
+
 class PairedPatchDataset(Dataset):
     """Random aligned (LR, HR) patches; an epoch is ``length`` patches, not a pass over images.
 
@@ -60,11 +71,7 @@ class PairedPatchDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         pair = self.pairs[i % len(self.pairs)]
-        g = torch.Generator().manual_seed(derived_seed(self.seed, 0, i))
-        lq, gt, _ = random_crop(pair, self.patch_size, self.scale, generator=g)
-        if self.augment:
-            lq, gt = augment(lq, gt, generator=g)
-        return {"lq": lq.contiguous(), "gt": gt.contiguous()}
+        return sample_patch(pair, self.patch_size, self.scale, self.augment, derived_seed(self.seed, 0, i))
 
 
 class PairedImageDataset(Dataset):

@@ -30,7 +30,7 @@ class _Open(BaseModel):
 class DataSchema(_Open):
     batch_size: int = Field(ge=1)
     patch_size: int = Field(ge=1)
-    patches_per_epoch: int = Field(ge=1)
+    patches_per_epoch: int | None = Field(default=None, ge=1)  # None: data=stream (an epoch is a pass)
     num_workers: Literal["auto"] | int = "auto"
     lr_source: Literal["auto", "folder", "generate"] = "auto"
     augment: bool = True

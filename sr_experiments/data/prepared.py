@@ -1,0 +1,95 @@
+"""The prepared-dataset format: HR sub-images and their LR, in litdata chunks.
+
+A prepared folder (``prepare.py``) holds litdata's ``index.json`` and ``chunk-*.bin`` files and
+``sr_manifest.json`` (what it was made from and how). Each item is one sub-image:
+
+- ``name``: ``<image stem>_s<NNN>`` (BasicSR's ``extract_subimages.py`` names, NNN from 001, row-major),
+- ``gt``: the HR sub-image, PNG bytes (lossless, 8-bit RGB),
+- ``lq_x<s>``: its LR at scale ``s``, PNG bytes, for every scale the folder was prepared for.
+
+Any other source of sub-images (an LMDB reader, say) plugs into ``SubImageStream`` by yielding the
+same ``{"name", "gt", "lq_x<s>"}`` dicts of PNG bytes, or by giving decoded ``ImagePair``s to
+``sample_patch`` (datasets.py). PNG rather than raw arrays: 2-3x smaller chunks for ~4 ms of
+decoding per 480x480 sub-image (bench/data_scale.py measures what that costs per worker).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+MANIFEST = "sr_manifest.json"
+FORMAT = "sr-experiments/subimages"
+FORMAT_VERSION = 1
+
+
+class PreparedDataError(ValueError):
+    """A prepared folder that cannot be used as asked; the message is one line naming it."""
+
+
+def tile_starts(size: int, crop: int, step: int, thresh_size: int = 0) -> list[int]:
+    """Start offsets of the crops along one side, BasicSR's rule (extract_subimages.py): every
+    ``step`` from 0 while a whole crop fits, plus one crop flush with the far border when more than
+    ``thresh_size`` pixels would be left over. A side shorter than ``crop`` gets no crop."""
+    if size < crop:
+        return []
+    starts = list(range(0, size - crop + 1, step))
+    if size - (starts[-1] + crop) > thresh_size:
+        starts.append(size - crop)
+    return starts
+
+
+def subimage_boxes(height: int, width: int, crop: int, step: int, thresh_size: int = 0) -> list[tuple[int, int]]:
+    """Top-left corners ``(y, x)`` of the sub-images, row by row (BasicSR's numbering order)."""
+    return [(y, x) for y in tile_starts(height, crop, step, thresh_size)
+            for x in tile_starts(width, crop, step, thresh_size)]
+
+
+def scales_lcm(scales: list[int]) -> int:
+    """Crops, steps and the HR mod-crop are multiples of this, so every LR crop is aligned."""
+    return math.lcm(*scales)
+
+
+def encode_png(rgb: np.ndarray, level: int = 1) -> bytes:
+    """Lossless PNG bytes of an (H, W, 3) uint8 RGB array (level 1: BasicSR's LMDB choice, fast)."""
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, int(level)])
+    if not ok:
+        raise ValueError(f"PNG encoding failed for an array of shape {rgb.shape}")
+    return buf.tobytes()
+
+
+def decode_png(data: bytes, where: str) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from PNG bytes; ``where`` names the item for the error."""
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    if img is None:
+        raise PreparedDataError(f"{where}: the stored image cannot be decoded (a corrupt chunk?); run prepare.py "
+                                "again into a new folder")
+    return img[..., ::-1]
+
+
+def read_manifest(folder: str | Path, key: str = "data.train_dir") -> dict[str, Any]:
+    """The manifest of a prepared folder (local), refusing anything that is not a complete one."""
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not folder.is_dir():
+        raise PreparedDataError(f"{key}: folder '{folder}' does not exist; make it with prepare.py input=... "
+                                f"output={folder}")
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        hint = "its preparation did not finish: run the same prepare.py again to complete it" if (
+            folder / ".parts").is_dir() else "make it with prepare.py (data=stream reads prepared folders only)"
+        raise PreparedDataError(f"{key}: '{folder}' is not a prepared dataset (no {MANIFEST}): {hint}") from None
+    except (OSError, ValueError) as e:
+        raise PreparedDataError(f"{key}: '{path}' is unreadable ({e}); prepare the data again") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise PreparedDataError(f"{key}: '{path}' is not an sr-experiments manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise PreparedDataError(f"{key}: '{folder}' has format version {manifest.get('format_version')}, this "
+                                f"version reads {FORMAT_VERSION}; prepare it again")
+    return manifest
