@@ -13,6 +13,9 @@ OUT    ?= outputs/upscaled
 # make eval / make data: CKPT=path (default: newest best.ckpt under outputs/), DATA=paths.data_dir
 CKPT   ?= latest
 DATA   ?=
+# make data: which sets (also DF2K = DIV2K + Flickr2K, ~20 GB more) and LR scales (README: Training on large datasets)
+SETS   ?= Set5 Set14 BSD100 Urban100 Manga109 DIV2K DIV2K_valid
+SCALES ?= 2 3 4
 DATA_ARG := $(if $(DATA),paths.data_dir=$(DATA))
 # make compare SWEEP=outputs/train/multiruns/<date_time> (several: SWEEP="dir1 dir2")
 SWEEP  ?=
@@ -49,7 +52,7 @@ export: $(STAMP)
 	$(PY) export.py ckpt_path=$(CKPT) $(ARGS)
 
 data: $(STAMP)
-	$(PY) -m sr_experiments.tools.download --dest $(or $(DATA),$(SR_DATA),data)
+	$(PY) -m sr_experiments.tools.download --dest $(or $(DATA),$(SR_DATA),data) --sets $(SETS) --scales $(SCALES)
 
 bench: $(STAMP)
 	$(PY) bench/train_overhead.py
