@@ -34,20 +34,23 @@ class LmdbDataModule(SRDataModule):
         super().__init__(train_dir, val_dir, **kwargs)
         self.lr_dirs = _as_list(lr_dir)
 
+    def _setup_train(self) -> None:
+        """Training pairs from the LMDBs, decoded per patch (the parent's hook for another backend)."""
+        if not self.train_dirs:
+            raise ValueError("data.train_dir is empty: name the HR *.lmdb folder(s) to train on")
+        pairs = LmdbPairs(self.train_dirs, self.lr_dirs, self.scale)
+        self.train_set = LmdbPatchDataset(pairs, self.scale, self.patch_size, self.epoch_length, self.augment,
+                                          seed=self.seed)
+        self.train_pairs = self.train_set.pairs  # lazy
+        if self.train_set.skipped:
+            log.warning("%d LMDB images are smaller than the %dx%d LR patch and are skipped: %s",
+                        len(self.train_set.skipped), self.patch_size, self.patch_size,
+                        ", ".join(self.train_set.skipped[:10]))
+        log.info("data: %d training images in %d LMDB(s) (read per patch), x%d, LR patch %d, batch %d",
+                 len(self.train_set.pairs), len(self.train_dirs), self.scale, self.patch_size, self.batch_size)
+
     def setup(self, stage: str | None = None) -> None:
-        if stage in (None, "fit") and self.train_pairs is None:
-            if not self.train_dirs:
-                raise ValueError("data.train_dir is empty: name the HR *.lmdb folder(s) to train on")
-            pairs = LmdbPairs(self.train_dirs, self.lr_dirs, self.scale)
-            self.train_set = LmdbPatchDataset(
-                pairs, self.scale, self.patch_size, self.epoch_length, self.augment, seed=self.seed
-            )
-            # Lazy pairs: the parent sees training as set up and loads only the validation images.
-            self.train_pairs = self.train_set.pairs
-            if self.train_set.skipped:
-                log.warning("%d LMDB images are smaller than the %dx%d LR patch and are skipped: %s",
-                            len(self.train_set.skipped), self.patch_size, self.patch_size,
-                            ", ".join(self.train_set.skipped[:10]))
-            log.info("data: %d training images in %d LMDB(s) (read per patch), x%d, LR patch %d, batch %d",
-                     len(self.train_set.pairs), len(self.train_dirs), self.scale, self.patch_size, self.batch_size)
+        # Training set first: the parent then sees it built and loads only the validation images.
+        if stage in (None, "fit") and self.train_set is None:
+            self._setup_train()
         super().setup(stage)
