@@ -20,7 +20,7 @@ DATA_ARG := $(if $(DATA),paths.data_dir=$(DATA))
 # make compare SWEEP=outputs/train/multiruns/<date_time> (several: SWEEP="dir1 dir2")
 SWEEP  ?=
 
-.PHONY: install train test test-fast eval upscale export data bench bench-parity compare clean
+.PHONY: install train test test-fast eval upscale export data bench bench-parity gpu-check compare clean
 
 install: $(STAMP)
 
@@ -65,6 +65,10 @@ bench: $(STAMP)
 # Quality parity of the fast defaults with fp32 (two CPU-recipe trainings: tens of minutes).
 bench-parity: $(STAMP)
 	$(PY) bench/precision_parity.py $(DATA_ARG) $(ARGS)
+
+# On a machine with a GPU (under 8 minutes): appends a "GPU check" section to BENCHMARKS.md.
+gpu-check: $(STAMP)
+	$(PY) bench/gpu_check.py $(ARGS)
 
 compare: $(STAMP)
 	$(if $(SWEEP),,$(error set SWEEP=<sweep directory>, e.g. make compare SWEEP=outputs/train/multiruns/<date_time>))
