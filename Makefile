@@ -20,7 +20,7 @@ DATA_ARG := $(if $(DATA),paths.data_dir=$(DATA))
 # make compare SWEEP=outputs/train/multiruns/<date_time> (several: SWEEP="dir1 dir2")
 SWEEP  ?=
 
-.PHONY: install train test test-fast eval upscale export data bench bench-parity gpu-check compare clean
+.PHONY: install train test test-fast eval upscale export data bench bench-parity compare clean
 
 install: $(STAMP)
 
@@ -67,6 +67,7 @@ bench-parity: $(STAMP)
 	$(PY) bench/precision_parity.py $(DATA_ARG) $(ARGS)
 
 # On a machine with a GPU (under 8 minutes): appends a "GPU check" section to BENCHMARKS.md.
+.PHONY: gpu-check
 gpu-check: $(STAMP)
 	$(PY) bench/gpu_check.py $(ARGS)
 
