@@ -125,7 +125,8 @@ class Check:
                 os.killpg(proc.pid, signal.SIGKILL)  # DDP ranks and Ray workers too
                 proc.wait()
                 rc = None
-        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        lines = [line for line in log.read_text(errors="replace").splitlines()
+                 if line.strip() and not line.startswith("Set the environment variable HYDRA_FULL_ERROR")]
         return rc, (lines[-1][:300] if lines else ""), time.monotonic() - start
 
     def step(self, part: str, cmd: list[str], limit: float) -> tuple[bool, float]:
@@ -246,7 +247,7 @@ def stream_parts(check: Check, images: Path, steps: int) -> None:
     for model in check.args.models:
         # An epoch is one pass over the sub-images: validation off, so it does not run every few steps.
         train_part(check, f"train_{model}_stream", model, ["data=stream", f"data.train_dir={prepared}",
-                                                          "trainer.limit_val_batches=0"], 120, steps)
+                                                          "+trainer.limit_val_batches=0"], 120, steps)
 
 
 def ddp_part(check: Check, images: Path, steps: int) -> None:
