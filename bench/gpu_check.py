@@ -283,9 +283,17 @@ def sweep_part(check: Check, images: Path, steps: int) -> None:
                  f"{'in parallel' if overlap else 'one after the other'}", seconds)
 
 
+def guarded(check: Check, part: str, fn: Any, *args: Any) -> None:
+    """``fn(check, *args)``; an error in reading a part's results is that part's line, not the end."""
+    try:
+        fn(check, *args)
+    except Exception as e:  # noqa: BLE001 - every part must leave a line, whatever went wrong
+        check.record(part, "failed", f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
+
+
 def commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10, check=False)
         return out.stdout.strip() or os.environ.get("SR_COMMIT", "unknown")
     except (OSError, subprocess.SubprocessError):
         return os.environ.get("SR_COMMIT", "unknown")
@@ -296,13 +304,12 @@ def section(check: Check, device_name: str, total_s: float) -> str:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     gpus = torch.cuda.device_count() if check.gpu else 0
     dry = " (dry run on the CPU: plumbing only, no GPU figures)" if not check.gpu else ""
-    lines = [f"## GPU check: {device_name}{dry}", "",
-             f"{now}, commit {commit()}; `python bench/gpu_check.py` (`make gpu-check`), {total_s:.0f} s in all. "
+    intro = (f"{now}, commit {commit()}; `python bench/gpu_check.py` (`make gpu-check`), {total_s:.0f} s in all. "
              f"torch {torch.__version__}, CUDA {torch.version.cuda}, {gpus} GPU(s), {os.cpu_count()} CPU cores. "
              "Training: x4, batch 16, LR patch 48, 200 steps, precision=auto, on 10 DIV2K-size images; patches/s "
              f"over the steps after the {WARMUP_STEPS}th; data wait: the share of each step between the end of one "
-             "step (CUDA synced) and the start of the next (batch fetch, host-to-device copy).", "",
-             "| part | status | result | s |", "|---|---|---|---:|"]
+             "step (CUDA synced) and the start of the next (batch fetch, host-to-device copy).")
+    lines = [f"## GPU check: {device_name}{dry}", "", intro, "", "| part | status | result | s |", "|---|---|---|---:|"]
     lines += [f"| {r['part']} | {r['status']} | {r['detail'].replace('|', '/')} | {r['seconds']:.0f} |" for r in check.rows]
     return "\n".join(lines) + "\n"
 
@@ -343,15 +350,15 @@ def main(argv: list[str] | None = None) -> int:
     memory = ["data=folder", f"data.train_dir={images}"] + ([] if check.gpu else ["data.patches_per_epoch=16"])
     if "memory" in args.parts:
         for model in args.models:
-            train_part(check, f"train_{model}_memory", model, memory, 120, steps)
+            guarded(check, f"train_{model}_memory", train_part, f"train_{model}_memory", model, memory, 120, steps)
     if "eval" in args.parts:
-        eval_part(check, args.out / f"train_{args.models[0]}_memory" / "checkpoints" / "best.ckpt")
+        guarded(check, "eval", eval_part, args.out / f"train_{args.models[0]}_memory" / "checkpoints" / "best.ckpt")
     if "stream" in args.parts:
-        stream_parts(check, images, steps)
+        guarded(check, "stream", stream_parts, images, steps)
     if "ddp" in args.parts:
-        ddp_part(check, images, steps)
+        guarded(check, "ddp", ddp_part, images, steps)
     if "sweep" in args.parts:
-        sweep_part(check, images, 30 if check.gpu else 2)
+        guarded(check, "sweep", sweep_part, images, 30 if check.gpu else 2)
     device_name = torch.cuda.get_device_name(0) if check.gpu else "cpu"
     text = section(check, device_name, time.monotonic() - start)
     write_text(args.out / "section.md", text)

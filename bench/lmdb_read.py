@@ -27,10 +27,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sr_experiments.data.datasets import PairedPatchDataset  # noqa: E402
-from sr_experiments.data.lmdb_source import LmdbPairs, LmdbPatchDataset  # noqa: E402
-from sr_experiments.data.sources import resolve_sources  # noqa: E402
-from sr_experiments.evaluation.imresize import imresize  # noqa: E402
+from sr_experiments.data.datasets import PairedPatchDataset
+from sr_experiments.data.lmdb_source import LmdbPairs, LmdbPatchDataset
+from sr_experiments.data.sources import resolve_sources
+from sr_experiments.evaluation.imresize import imresize
 
 CROP, STEP = 480, 240
 

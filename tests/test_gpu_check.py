@@ -15,14 +15,14 @@ import torch
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
-import gpu_check  # noqa: E402
+import gpu_check
 
 SCRIPT = ROOT / "bench" / "gpu_check.py"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_without_cuda_exits_2_with_one_line(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "out")], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "out")], capture_output=True, text=True, check=False,
                           timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "no CUDA device" in proc.stderr
@@ -94,7 +94,7 @@ def test_dry_run_records_a_section_in_benchmarks(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--device", "cpu", "--dry-run", "--parts", "memory,eval", "--models", "edsr",
          "--out", str(tmp_path / "out"), "--benchmarks", str(bench)],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        capture_output=True, text=True, timeout=600, cwd=ROOT, check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = bench.read_text()
@@ -103,3 +103,13 @@ def test_dry_run_records_a_section_in_benchmarks(tmp_path: Path) -> None:
     assert "| eval | ok | Set5 x4:" in text or "| eval | ok | SampleVal x4:" in text
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [r["part"] for r in results["parts"]] == ["train_edsr_memory", "eval"]
+
+
+def test_an_error_reading_a_part_is_its_line(tmp_path: Path) -> None:
+    check = _check(tmp_path)
+
+    def broken(check: gpu_check.Check) -> None:
+        raise FileNotFoundError("metrics.json: no such file\nmore")
+
+    gpu_check.guarded(check, "train_edsr_memory", broken)
+    assert check.rows[0]["status"] == "failed" and check.rows[0]["detail"] == "FileNotFoundError: metrics.json: no such file"
