@@ -24,7 +24,7 @@ from sr_experiments.data.lmdb_source import (
     LmdbPatchDataset,
 )
 from sr_experiments.data.pairs import load_pair
-from sr_experiments.data.sources import ImageSource
+from sr_experiments.data.sources import ImageSource, resolve_sources
 from sr_experiments.evaluation.imresize import imresize
 from sr_experiments.training.run import train
 
@@ -193,3 +193,9 @@ def test_cli_refuses_mismatched_scale_in_one_line(lmdbs, sub_images, tmp_path: P
     assert proc.returncode == 1, proc.stderr[-2000:]  # train.py: 1 for bad input data, 2 for usage
     last = proc.stderr.strip().splitlines()[-1]
     assert "Traceback" not in proc.stderr and last.startswith("train.py: data.lr_dir: ") and f"is not x4 of '{lmdbs[0]}'" in last
+
+
+def test_an_lmdb_given_to_the_folder_backend_points_at_data_lmdb(lmdbs) -> None:
+    with pytest.raises(ValueError, match=r"is an LMDB, not an image folder: train from it with data=lmdb") as e:
+        resolve_sources(str(lmdbs[0]), SCALE, key="data.train_dir")
+    assert str(lmdbs[0]) in str(e.value) and "\n" not in str(e.value)
