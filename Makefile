@@ -13,6 +13,9 @@ OUT    ?= outputs/upscaled
 # make eval / make data: CKPT=path (default: newest best.ckpt under outputs/), DATA=paths.data_dir
 CKPT   ?= latest
 DATA   ?=
+# make data: which sets (also DF2K = DIV2K + Flickr2K, ~20 GB more) and LR scales (README: Training on large datasets)
+SETS   ?= Set5 Set14 BSD100 Urban100 Manga109 DIV2K DIV2K_valid
+SCALES ?= 2 3 4
 DATA_ARG := $(if $(DATA),paths.data_dir=$(DATA))
 # make prepare IN=DIV2K/DIV2K_train_HR OUT=data/div2k_sub (ARGS="scale=[4] lr_dirs=[...]")
 # make compare SWEEP=outputs/train/multiruns/<date_time> (several: SWEEP="dir1 dir2")
@@ -55,7 +58,7 @@ export: $(STAMP)
 	$(PY) export.py ckpt_path=$(CKPT) $(ARGS)
 
 data: $(STAMP)
-	$(PY) -m sr_experiments.tools.download --dest $(or $(DATA),$(SR_DATA),data)
+	$(PY) -m sr_experiments.tools.download --dest $(or $(DATA),$(SR_DATA),data) --sets $(SETS) --scales $(SCALES)
 
 # Sub-images + LR in litdata chunks for data=stream (resumable: run it again after an interruption).
 prepare: $(STAMP)
@@ -73,6 +76,11 @@ bench: $(STAMP)
 # Quality parity of the fast defaults with fp32 (two CPU-recipe trainings: tens of minutes).
 bench-parity: $(STAMP)
 	$(PY) bench/precision_parity.py $(DATA_ARG) $(ARGS)
+
+# On a machine with a GPU (under 8 minutes): appends a "GPU check" section to BENCHMARKS.md.
+.PHONY: gpu-check
+gpu-check: $(STAMP)
+	$(PY) bench/gpu_check.py $(ARGS)
 
 compare: $(STAMP)
 	$(if $(SWEEP),,$(error set SWEEP=<sweep directory>, e.g. make compare SWEEP=outputs/train/multiruns/<date_time>))

@@ -70,6 +70,9 @@ def resolve_sources(spec: str, scale: int, lr_source: str = "auto", key: str = "
             f"{key}: folder '{root}' does not exist. Point paths.data_dir (or the SR_DATA environment "
             f"variable) at the folder that holds the data sets, or set {key} to an image folder."
         )
+    if (root / "data.mdb").is_file():
+        raise ValueError(f"{key}: '{root}' is an LMDB, not an image folder: train from it with data=lmdb "
+                         f"data.train_dir={root} (README: BasicSR LMDBs)")
     hr_dir = root / "HR" if (root / "HR").is_dir() else root
     hr_files = list_images(hr_dir)
     if not hr_files:
