@@ -156,7 +156,7 @@ def test_synthetic_clips_motion_is_the_true_flow():
 
 def test_datamodule_synthetic_batches():
     dm = ClipDataModule({"layout": "synthetic", "split": "val"}, {"layout": "synthetic", "split": "val"},
-                        scale=4, num_frame=3, patch_size=16, batch_size=2, clips_per_epoch=4, num_workers=0, seed=1)
+                        scale=4, num_frame=3, patch_size=16, batch_size=2, patches_per_epoch=4, num_workers=0, seed=1)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["lq"].shape == (2, 3, 3, 16, 16) and batch["gt"].shape == (2, 3, 3, 64, 64)

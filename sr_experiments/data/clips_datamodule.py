@@ -96,7 +96,7 @@ class ClipDataModule(L.LightningDataModule):
         num_frame: frames per training clip (T).
         patch_size: LR patch side; the HR patch is ``patch_size * scale``.
         batch_size: clips per step.
-        clips_per_epoch: epoch length in clip patches (validation runs once per epoch).
+        patches_per_epoch: epoch length in clip patches (validation runs once per epoch).
         degradation: ``BI`` (MATLAB bicubic) or ``BD`` (Gaussian sigma 1.6, every s-th pixel) for
             LR made here; LR files of that degradation are used where present.
         lr_source: ``auto`` (LR files where present), ``folder`` (required) or ``generate``.
@@ -107,7 +107,7 @@ class ClipDataModule(L.LightningDataModule):
     """
 
     def __init__(self, train: Mapping[str, Any], val: Mapping[str, Any], scale: int = 4, num_frame: int = 5,
-                 patch_size: int = 32, batch_size: int = 4, clips_per_epoch: int = 800, degradation: str = "BI",
+                 patch_size: int = 32, batch_size: int = 4, patches_per_epoch: int = 800, degradation: str = "BI",
                  lr_source: str = "auto", augment: bool = True, reverse: bool = True,
                  val_max_frames: int | None = None, num_workers: int | str = "auto", seed: int | None = None) -> None:
         super().__init__()
@@ -115,11 +115,11 @@ class ClipDataModule(L.LightningDataModule):
             raise ValueError(f"scale must be an integer >= 2 (4 for the video benchmarks), got {scale!r}")
         if int(num_frame) < 2:
             raise ValueError(f"data.num_frame must be at least 2 (a clip), got {num_frame}")
-        if int(batch_size) < 1 or int(clips_per_epoch) < int(batch_size):
-            raise ValueError(f"data.clips_per_epoch ({clips_per_epoch}) must be at least data.batch_size ({batch_size}) >= 1")
+        if int(batch_size) < 1 or int(patches_per_epoch) < int(batch_size):
+            raise ValueError(f"data.patches_per_epoch ({patches_per_epoch}) must be at least data.batch_size ({batch_size}) >= 1")
         self.train_spec, self.val_spec = dict(train or {}), dict(val or {})
         self.scale, self.num_frame, self.patch_size = int(scale), int(num_frame), int(patch_size)
-        self.batch_size, self.clips_per_epoch = int(batch_size), int(clips_per_epoch)
+        self.batch_size, self.patches_per_epoch = int(batch_size), int(patches_per_epoch)
         self.degradation, self.lr_source = str(degradation).upper(), lr_source
         self.augment, self.reverse = bool(augment), bool(reverse)
         self.val_max_frames = int(val_max_frames) if val_max_frames else None
@@ -140,7 +140,7 @@ class ClipDataModule(L.LightningDataModule):
 
     @property
     def epoch_length(self) -> int:
-        return self.clips_per_epoch // self.batch_size * self.batch_size
+        return self.patches_per_epoch // self.batch_size * self.batch_size
 
     def setup(self, stage: str | None = None) -> None:
         if self.val_set is None:
