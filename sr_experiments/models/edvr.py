@@ -116,7 +116,7 @@ class TSAFusion(nn.Module):
         attn = self.lrelu(self.spatial_attn2(self._pool_pair(attn)))
         level = self.lrelu(self.spatial_attn_l1(attn))
         level = self.lrelu(self.spatial_attn_l3(self.lrelu(self.spatial_attn_l2(self._pool_pair(level)))))
-        up = dict(scale_factor=2, mode="bilinear", align_corners=False)
+        up = {"scale_factor": 2, "mode": "bilinear", "align_corners": False}
         attn = self.lrelu(self.spatial_attn3(attn)) + F.interpolate(level, **up)
         attn = self.spatial_attn5(F.interpolate(self.lrelu(self.spatial_attn4(attn)), **up))
         attn_add = self.spatial_attn_add2(self.lrelu(self.spatial_attn_add1(attn)))

@@ -13,6 +13,7 @@ clips' true flow, when no pretrained file is at hand).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import re
@@ -27,8 +28,14 @@ from torch.nn import functional as F
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "SpyNet", "flow_warp", "load_spynet", "build_spynet", "pretrain_spynet", "spynet_pretrain_recipe", "clip_flow_pairs",
+    "SpyNet",
+    "build_spynet",
+    "clip_flow_pairs",
     "endpoint_error",
+    "flow_warp",
+    "load_spynet",
+    "pretrain_spynet",
+    "spynet_pretrain_recipe",
 ]
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -41,7 +48,7 @@ def flow_warp(x: torch.Tensor, flow: torch.Tensor, padding_mode: str = "zeros") 
     As BasicSR's ``flow_warp`` (bilinear, ``align_corners=True``), but the flow is channels-first,
     the layout every caller here holds it in.
     """
-    n, _, h, w = x.shape
+    h, w = x.shape[-2:]
     ys, xs = torch.meshgrid(torch.arange(h, dtype=x.dtype, device=x.device),
                             torch.arange(w, dtype=x.dtype, device=x.device), indexing="ij")
     gx = 2.0 * (xs + flow[:, 0]) / max(w - 1, 1) - 1.0
@@ -58,7 +65,7 @@ class BasicModule(nn.Module):
         super().__init__()
         chans = (8, 32, 64, 32, 16, 2)
         layers: list[nn.Module] = []
-        for i, (cin, cout) in enumerate(zip(chans[:-1], chans[1:])):
+        for i, (cin, cout) in enumerate(itertools.pairwise(chans)):
             layers.append(nn.Conv2d(cin, cout, 7, 1, 3))
             if i < len(chans) - 2:
                 layers.append(nn.ReLU(inplace=False))
@@ -113,7 +120,9 @@ def from_mmagic_keys(state: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def load_spynet(spynet: SpyNet, path: str | Path) -> None:
     """Load a SpyNet weights file (BasicSR's ``spynet_sintel_final-3d2a1287.pth``: a ``params`` dict,
     or a bare state dict; mmagic's layout too) strictly; the file is read with ``weights_only``."""
-    from sr_experiments.models.loading import load_checkpoint_file  # the project's one weights reader
+    from sr_experiments.models.loading import (
+        load_checkpoint_file,  # the project's one weights reader
+    )
 
     obj = load_checkpoint_file(path)
     state = obj.get("params", obj.get("state_dict", obj)) if isinstance(obj, dict) else obj
@@ -165,7 +174,7 @@ def pretrain_spynet(spynet: SpyNet, clips_with_flow: Iterable[tuple[torch.Tensor
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        history.append(float(loss))
+        history.append(float(loss.detach()))
     spynet.train(was_training)
     log.info("SpyNet: pre-trained for %d steps on known motion (EPE %.3f -> %.3f px)", steps, history[0], history[-1])
     return history
