@@ -231,3 +231,17 @@ def test_info_counts_deformable_convs_and_reports_per_frame() -> None:
     assert counted[0] == counted[1] > 0
     info = network_info({"name": "edvr_m", "scale": 4})
     assert info["params"] == PAPER_COUNTS["edvr_m"] and info["macs_720p"] > 0 and info["macs_per"] == "output frame"
+
+
+def test_checkpoint_rebuild_does_not_reread_the_spynet_file(tmp_path: Path) -> None:
+    from sr_experiments.models.loading import load_network
+
+    spynet_file = tmp_path / "spynet.pth"
+    torch.save({"params": {k: v for k, v in SpyNet().state_dict().items() if k not in ("mean", "std")}}, spynet_file)
+    spec = {"name": "basicvsr", "scale": 4, "num_feat": 8, "num_block": 1, "spynet_pretrained": str(spynet_file)}
+    trained = build_network(spec)
+    path = tmp_path / "run.ckpt"  # as train.py writes it: the spec beside the "net."-prefixed weights
+    torch.save({"hyper_parameters": {"network": spec}, "state_dict": {f"net.{k}": v for k, v in trained.state_dict().items()}}, path)
+    spynet_file.unlink()  # gone (another machine): the checkpoint alone must do
+    net, _ = load_network(path)
+    assert torch.equal(net.conv_last.weight, trained.conv_last.weight)
