@@ -116,6 +116,12 @@ def test_shape_and_training_step(name: str, frames: int) -> None:
     assert_one_training_step(net, x)
 
 
+@pytest.mark.parametrize("name", ["basicvsr", "basicvsrpp"])
+def test_recurrent_networks_take_a_single_frame(name: str) -> None:
+    with torch.no_grad():  # the last chunk of a video may hold one frame: no flow, no alignment
+        assert tuple(_tiny(name, 1)(_clip(1, 16)).shape) == (1, 1, 3, 64, 64)
+
+
 def test_bad_inputs_are_refused_in_one_line() -> None:
     with pytest.raises(ValueError, match=r"\(B, T, 3, H, W\).*\(1, 3, 32, 32\)"):
         _tiny("basicvsr", 3)(torch.rand(1, 3, 32, 32))

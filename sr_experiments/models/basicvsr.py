@@ -60,11 +60,10 @@ class VideoUpsampler(nn.Module):
         return out + F.interpolate(lr, scale_factor=4, mode="bilinear", align_corners=False)
 
 
-def check_clip(net: nn.Module, x: torch.Tensor, min_frames: int = 2) -> None:
-    """Refuse anything but a (B, T, 3, H, W) clip of at least ``min_frames`` frames, in one line."""
-    if x.dim() != 5 or x.shape[2] != 3 or x.shape[1] < min_frames:
-        raise ValueError(f"{type(net).__name__} takes (B, T, 3, H, W) clips with T >= {min_frames}, "
-                         f"got shape {tuple(x.shape)}")
+def check_clip(net: nn.Module, x: torch.Tensor) -> None:
+    """Refuse anything but a (B, T, 3, H, W) clip, in one line."""
+    if x.dim() != 5 or x.shape[2] != 3 or x.shape[1] < 1:
+        raise ValueError(f"{type(net).__name__} takes (B, T, 3, H, W) clips, got shape {tuple(x.shape)}")
 
 
 @register("basicvsr", scales=(4,))
@@ -107,6 +106,8 @@ class BasicVSR(VideoUpsampler):
         """(forward, backward) flows, each (B, T-1, 2, H, W): forward[i] aligns frame i to i+1,
         backward[i] aligns frame i+1 to i (as BasicSR's ``get_flow``)."""
         b, t, c, h, w = x.shape
+        if t == 1:  # a single frame (e.g. the last chunk of a video): nothing to align
+            return x.new_zeros(b, 0, 2, h, w), x.new_zeros(b, 0, 2, h, w)
         x_1, x_2 = x[:, :-1].reshape(-1, c, h, w), x[:, 1:].reshape(-1, c, h, w)
         backward = self.spynet(x_1, x_2).view(b, t - 1, 2, h, w)
         forward = self.spynet(x_2, x_1).view(b, t - 1, 2, h, w)

@@ -115,6 +115,8 @@ class BasicVSRPlusPlus(nn.Module):
         """(forward, backward) flows (B, T-1, 2, H, W); backward[i] aligns frame i+1 to frame i,
         forward[i] frame i to i+1."""
         b, t, c, h, w = x.shape
+        if t == 1:  # a single frame (e.g. the last chunk of a video): nothing to align
+            return x.new_zeros(b, 0, 2, h, w), x.new_zeros(b, 0, 2, h, w)
         x_1, x_2 = x[:, :-1].reshape(-1, c, h, w), x[:, 1:].reshape(-1, c, h, w)
         backward = self.spynet(x_1, x_2).view(b, t - 1, 2, h, w)
         forward = self.spynet(x_2, x_1).view(b, t - 1, 2, h, w)

@@ -174,7 +174,7 @@ class EDVR(nn.Module):
         return [f.view(b, t, *f.shape[1:]) for f in (l1, l2, l3)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_clip(self, x, min_frames=1)
+        check_clip(self, x)
         b, t, _, h, w = x.shape
         if t != self.num_frame or h % 4 or w % 4:
             raise ValueError(f"edvr_m takes windows of {self.num_frame} frames with H and W multiples of 4, "
