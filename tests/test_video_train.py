@@ -136,3 +136,13 @@ def test_resume_is_exact(tmp_path: Path):
     a = torch.load(tmp_path / "a" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_video_cpu_experiment_runs_basicvsr_tiny(tmp_path: Path):
+    """experiment=video_cpu on a fresh machine: the real small BasicVSR, two steps."""
+    cfg = compose_train(["experiment=video_cpu", "trainer.max_steps=2", "data.patches_per_epoch=4",
+                         "data.patch_size=16", "data.val_max_frames=2", "logger=none"], tmp_path)
+    assert cfg.model.name == "basicvsr" and cfg.module._target_.endswith("VideoSRLitModule")
+    summary = train(cfg)
+    assert summary["steps"] == 2 and summary["final"]["psnr"] > 10
