@@ -16,6 +16,7 @@ Conventions of the papers' own test configs (``VIDEO_SETS``):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -136,3 +137,31 @@ class ClipMetrics(Metric):
             raise RuntimeError("ClipMetrics.compute() called before any update()")
         _, p, s = self.per_clip()
         return {"psnr": p.mean(), "ssim": s.mean(), "images": torch.tensor(len(p))}
+
+
+def evaluate_video_set(nets: dict[str, nn.Module], name: str, data_dir: str | Path, scale: int, device: str = "cpu",
+                       degradation: str = "BI", lr_source: str = "auto") -> list:
+    """``SetResult`` rows (one per network, per-clip rows inside) of the video set ``name``
+    (a key of ``VIDEO_SETS``) under ``<data_dir>/<folder>``, by that set's published protocol."""
+    from sr_experiments.data.clips import load_clip, resolve_clip_sources
+    from sr_experiments.evaluation.protocol import ImageResult, SetResult
+
+    proto = VIDEO_SETS[name]
+    spec = {"layout": proto.layout, "root": str(Path(data_dir) / proto.folder), "split": proto.split}
+    sources = resolve_clip_sources(spec, scale, lr_source, degradation, key=f"eval.sets.{name}")
+    metrics = {label: ClipMetrics(proto.channel, proto.border, proto.center_only) for label in nets}
+    for i, source in enumerate(sources):
+        clip = load_clip(source, scale, degradation)
+        lq, gt = clip.lq.to(device).float() / 255, clip.gt.to(device).float() / 255
+        for label, net in nets.items():
+            net = net if isinstance(net, nn.Module) else net.forward  # an inference Engine: its module
+            sr = run_clip(net.eval(), lq, proto.center_only).float().clamp(0, 1)
+            metrics[label].update(sr, gt, i)
+    results = []
+    lr_from = "files" if sources and sources[0].lq is not None else f"made here ({degradation})"
+    for label, m in metrics.items():
+        idx, p, s = m.per_clip()
+        clips = [ImageResult(name, scale, label, sources[int(j)].name, float(a), float(b)) for j, a, b in zip(idx, p, s)]
+        results.append(SetResult(f"{name}-{degradation}", scale, label, float(p.mean()), float(s.mean()), len(clips),
+                                 lr_from, clips))
+    return results
