@@ -58,3 +58,21 @@ def test_bicubic_through_the_video_protocol_equals_direct(tmp_path: Path):
     expect = float(frame_psnr_ssim(vimeo_direct, vimeo[3:4].float() / 255, "y", 0)[0].mean())
     assert abs(results["Vimeo90K-T-BI"].psnr - expect) < 1e-9
     assert json.loads((tmp_path / "out" / "results.json").read_text())
+
+
+def test_trained_video_checkpoint_through_the_protocol(tmp_path: Path):
+    from conftest import compose_train
+
+    from sr_experiments.training.run import train
+
+    cfg = compose_train(["experiment=video_cpu", "trainer.max_steps=1", "data.patches_per_epoch=2",
+                         "data.patch_size=16", "data.val_max_frames=2", "logger=none"], tmp_path / "run")
+    train(cfg)
+    _clip(tmp_path / "Vid4" / "GT" / "walk", [f"{i:03d}.png" for i in range(3)], 5)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        ev = compose(config_name="eval", overrides=[f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}",
+                                                     "eval.sets=[Vid4]", f"paths.data_dir={tmp_path}", "eval.device=cpu"])
+    with open_dict(ev):
+        ev.paths.output_dir = str(tmp_path / "out")
+    rows = {r.model: r for r in run_eval(ev)}
+    assert set(rows) == {"basicvsr", "bicubic"} and rows["basicvsr"].images == 1 and rows["basicvsr"].psnr > 5

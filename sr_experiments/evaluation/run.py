@@ -103,6 +103,10 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
         labels = method_labels([spec for _, spec in loaded], ckpt_paths)
         nets = {}
         for lb, (net, spec) in zip(labels, loaded):
+            if getattr(net, "multi_frame", False):  # a video network: fp32, whole clips (evaluation/video.py)
+                nets[lb] = net.eval().to(device)
+                print(f"{lb}: a video network, fp32 on whole clips", flush=True)
+                continue
             # Layout (and precision, when eval.precision is not 32) measured on this machine, cached.
             engine = torch_engine(net, spec, torch.device(device), str(ev.get("precision", 32)), ev.get("channels_last", "auto"))
             print(f"{lb}: precision {engine.precision.precision}{', channels_last' if engine.channels_last else ''} "
