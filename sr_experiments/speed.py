@@ -499,12 +499,14 @@ def training_step_maker(
     scale: int,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
+    frames: int = 0,
 ) -> Callable[[Mode], Callable[[], None]]:
     """A training step of a copy of ``net`` per mode, as ``SRLitModule`` runs it under Lightning:
-    autocast forward, fp32 loss, backward, optimizer step (fp16: with a gradient scaler)."""
+    autocast forward, fp32 loss, backward, optimizer step (fp16: with a gradient scaler).
+    ``frames`` > 0: a video network, on (batch, frames, 3, patch, patch) clips."""
     g = torch.Generator().manual_seed(0)
-    lq = torch.rand(batch, 3, patch, patch, generator=g).to(device)
-    gt = torch.rand(batch, 3, patch * scale, patch * scale, generator=g).to(device)
+    lq = torch.rand(batch, *([frames] if frames else []), 3, patch, patch, generator=g).to(device)
+    gt = None if frames else torch.rand(batch, 3, patch * scale, patch * scale, generator=g).to(device)
 
     def make(mode: Mode) -> Callable[[], None]:
         copy_ = _layout_copy(net, mode, device).train()
@@ -514,10 +516,10 @@ def training_step_maker(
 
         def step() -> None:
             _tf32(mode)
-            x = lq.contiguous(memory_format=torch.channels_last) if mode.channels_last else lq
+            x = lq.contiguous(memory_format=torch.channels_last) if mode.channels_last and lq.dim() == 4 else lq
             with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
                 sr = copy_(x)
-            loss = loss_fn(sr.float(), gt)
+            loss = loss_fn(sr.float(), gt if gt is not None else sr.detach().float() * 0.5)
             opt.zero_grad(set_to_none=True)
             if scaler is None:
                 loss.backward()
@@ -586,6 +588,7 @@ def choose_training(
     rank: int = 0,
     measure: Measure | None = None,
     run_steps: int | None = None,
+    frames: int = 0,
 ) -> SpeedChoice:
     """Training mode for ``trainer.precision`` / ``model.channels_last``: measured where ``auto``
     and the run's ``run_steps`` (None: unknown) can pay for it.
@@ -596,8 +599,9 @@ def choose_training(
     kind = device_type(device)
     dev = torch.device(kind)
     if measure is None:
-        measure = _measuring(training_step_maker(net, dev, batch, patch, scale, loss_fn, optimizer), dev)
-    return choose("train", kind, spec, {"batch": batch, "patch": patch, "scale": scale}, precision, channels_last,
+        measure = _measuring(training_step_maker(net, dev, batch, patch, scale, loss_fn, optimizer, frames), dev)
+    shape = {"batch": batch, "patch": patch, "scale": scale, **({"frames": frames} if frames else {})}
+    return choose("train", kind, spec, shape, precision, channels_last,
                   measure, rank=rank, run_steps=run_steps)
 
 

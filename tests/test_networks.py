@@ -10,12 +10,14 @@ from conftest import SMALL, assert_one_training_step
 from omegaconf import OmegaConf
 
 from sr_experiments.evaluation.imresize import imresize
-from sr_experiments.models import EDSR, build_network, count_parameters, list_networks, supports_scale
+from sr_experiments.models import EDSR, build_network, count_parameters, is_multi_frame, list_networks, supports_scale
 from sr_experiments.models.registry import register
 
 SCALES = (2, 3, 4)  # the benchmark scales
 # Each at the scales its registration declares (RRDBNet: x2, x4), and refused at the others.
-CASES = [(name, scale) for name in list_networks() for scale in SCALES if supports_scale(name, scale)]
+# Image networks only: the video networks (is_multi_frame) take clips, tested in test_video_networks.py.
+CASES = [(name, scale) for name in list_networks() for scale in SCALES
+         if supports_scale(name, scale) and not is_multi_frame(name)]
 UNSUPPORTED = [(name, scale) for name in list_networks() for scale in SCALES if not supports_scale(name, scale)]
 IDS = [f"{name}-x{scale}" for name, scale in CASES]
 

@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from sr_experiments.models.loading import CheckpointLoadError, load_checkpoint_file
-from sr_experiments.models import build_network, list_networks
+from sr_experiments.models import build_network, is_multi_frame, list_networks
 from sr_experiments.training.run import train
 
 # model=from_file is the network a weights file holds: built from a file in tests/test_interop.py.
@@ -54,6 +54,11 @@ def test_every_model_config_builds(tmp_path: Path, model: str) -> None:
     cfg = compose_train([f"model={model}", "scale=4"], tmp_path)
     assert cfg.model.name in list_networks()
     net = build_network(cfg.model)
+    if is_multi_frame(net):  # a clip in: all its frames out, or the window's centre (EDVR)
+        frames = net.num_frame or 3
+        expected = (2, frames, 3, 48, 48) if net.frames_out == "all" else (2, 3, 48, 48)
+        assert net(torch.rand(2, frames, 3, 12, 12)).shape == expected
+        return
     # Two images: DAT's channel interaction has a BatchNorm, which needs 2+ in training mode (as officially).
     assert net(torch.rand(2, 3, 12, 12)).shape == (2, 3, 48, 48)
 
@@ -66,6 +71,9 @@ def test_every_data_preset_composes(tmp_path: Path, preset: str) -> None:
     if preset == "stream":  # a prepared folder (prepare.py): no default
         overrides += ["data.train_dir=/my/prepared"]
     cfg = compose_train(overrides, tmp_path)
+    if "train_dir" not in cfg.data:  # a clip preset (video): layouts instead of folders
+        assert cfg.data.train.layout and cfg.data.val.layout
+        return
     dirs = cfg.data.train_dir if isinstance(cfg.data.train_dir, str) else list(cfg.data.train_dir)
     assert dirs  # resolved without missing values
     if preset.startswith(("t91", "bsd")):
@@ -200,7 +208,9 @@ def _network_of(config: str) -> str:
 # The networks on spandrel's code train at their small sizes (conftest.SMALL), and once each: their
 # presets (hat_s, dat_light, ...) differ only in hyperparameters, built at full size above. At
 # paper size each took minutes on 2 CPU cores here.
-TRAINED_CONFIGS = [m for m in MODEL_CONFIGS if m != "bicubic" and (m in SMALL or _network_of(m) not in SMALL)]
+# Image networks on image folders; the video networks train on clips (test_video_networks.py and the clip tests).
+TRAINED_CONFIGS = [m for m in MODEL_CONFIGS if m != "bicubic" and (m in SMALL or _network_of(m) not in SMALL)
+                   and not is_multi_frame(_network_of(m))]
 
 
 @pytest.mark.slow
@@ -233,6 +243,9 @@ def test_every_experiment_composes_and_builds(tmp_path: Path, experiment: str) -
         assert build_network(cfg.model) is not None
     assert module.hparams.scale == cfg.scale and cfg.trainer.max_steps > 0
     # Paper recipes validate on Set5 under paths.data_dir; CPU demonstrations on the bundled photos.
+    if experiment == "video_cpu":  # clips synthesised from the bundled photos
+        assert cfg.data.val.layout == "synthetic"
+        return
     assert str(cfg.data.val_dir) == ("sample:val" if experiment == "gan_cpu_demo" else "/data/sr/Set5")
 
 

@@ -27,6 +27,7 @@ from sr_experiments.evaluation.protocol import (
     write_results,
 )
 from sr_experiments.evaluation.perceptual import PerceptualScorer, perceptual_names
+from sr_experiments.evaluation.video import VIDEO_SETS, evaluate_video_set
 from sr_experiments.extras import require_logger_packages
 from sr_experiments.hardware import resolve_device
 from sr_experiments.inference.engines import torch_engine
@@ -134,6 +135,10 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
                   or method_labels([spec for _, spec in loaded], ckpt_paths))
         nets = {}
         for lb, (net, spec) in zip(labels, loaded):
+            if getattr(net, "multi_frame", False):  # a video network: fp32, whole clips (evaluation/video.py)
+                nets[lb] = net.eval().to(device)
+                print(f"{lb}: a video network, fp32 on whole clips", flush=True)
+                continue
             # Layout (and precision, when eval.precision is not 32) measured on this machine, cached.
             engine = torch_engine(net, spec, torch.device(device), str(ev.get("precision", 32)), ev.get("channels_last", "auto"))
             print(f"{lb}: precision {engine.precision.precision}{', channels_last' if engine.channels_last else ''} "
@@ -182,6 +187,15 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
     failed: list[str] = []  # "Set x2: reason": one bad set must not lose the others' results
     start = time.perf_counter()
     for name in ev.sets:
+        if str(name) in VIDEO_SETS:  # REDS4, Vid4, Vimeo90K-T: clips, by their papers' protocol (evaluation/video.py)
+            for s in scales:
+                nets = {**make_nets(s), **({"bicubic": Bicubic(s).to(device)} if ev.baseline and label != "bicubic" else {})}
+                try:
+                    results += evaluate_video_set(nets, str(name), cfg.paths.data_dir, s, device,
+                                                  str(ev.get("video_degradation", "BI")), str(ev.lr_source))
+                except (ValueError, OSError, RuntimeError) as e:
+                    failed.append(f"{name} x{s}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            continue
         found = locate_set(str(name), cfg.paths.data_dir)
         if found is None:
             missing.append(str(name))

@@ -10,20 +10,25 @@ from sr_experiments.models.registry import (
     build_network,
     check_scale,
     count_parameters,
+    is_multi_frame,
     list_networks,
     model_label,
     register,
     supports_scale,
 )
 
-# The imports register the networks (one module per registry name; plksr.py holds plksr and realplksr).
+# The imports register the networks (one module per registry name; plksr.py holds plksr and realplksr;
+# basicvsr, basicvsrpp and edvr_m are video networks: ``is_multi_frame``).
 from sr_experiments.models.atd import ATD
+from sr_experiments.models.basicvsr import BasicVSR
+from sr_experiments.models.basicvsrpp import BasicVSRPlusPlus
 from sr_experiments.models.bicubic import Bicubic
 from sr_experiments.models.compact import Compact
 from sr_experiments.models.dat import DAT
 from sr_experiments.models.drct import DRCT
 from sr_experiments.models.edsr import EDSR
 from sr_experiments.models.edsr_large import EDSRLarge
+from sr_experiments.models.edvr import EDVR
 from sr_experiments.models.espcn import ESPCN
 from sr_experiments.models.fsrcnn import FSRCNN
 from sr_experiments.models.hat import HAT
@@ -44,12 +49,15 @@ from sr_experiments.models.zssr import ZSSRNet
 __all__ = [
     *registry.__all__,
     "ATD",
+    "BasicVSR",
+    "BasicVSRPlusPlus",
     "Bicubic",
     "Compact",
     "DAT",
     "DRCT",
     "EDSR",
     "EDSRLarge",
+    "EDVR",
     "ESPCN",
     "FSRCNN",
     "HAT",

@@ -188,7 +188,9 @@ def load_network(ckpt_path: str | Path, model: Mapping[str, Any] | None = None, 
         return build_spandrel(spec, ckpt).eval(), spec
     else:
         try:
-            net = build_network(dict(spec))
+            # The file holds every weight: a SpyNet initialisation file named at training time
+            # (video networks' model.spynet_pretrained) is neither needed nor read again.
+            net = build_network({k: v for k, v in spec.items() if k != "spynet_pretrained"})
         except (ValueError, TypeError) as e:
             raise ValueError(f"'{ckpt_path}': its saved network spec {spec!r} cannot be built ({e}); "
                              "it was written by another version or is damaged") from None

@@ -14,7 +14,7 @@ from torch import nn
 
 __all__ = [
     "NETWORKS", "SCALES", "register", "list_networks", "supports_scale", "build_network", "count_parameters",
-    "check_scale", "model_label",
+    "check_scale", "model_label", "is_multi_frame",
 ]  # fmt: skip
 
 NETWORKS: dict[str, type[nn.Module]] = {}
@@ -53,6 +53,15 @@ def list_networks() -> list[str]:
 def supports_scale(name: str, scale: int) -> bool:
     """Whether the registered network ``name`` supports the integer factor ``scale``."""
     return scale >= 2 and (SCALES[name] is None or scale in SCALES[name])
+
+
+def is_multi_frame(network: str | nn.Module | type) -> bool:
+    """Whether ``network`` (a registered name, a class or an instance) is a video network: it takes
+    (B, T, C, H, W) clips and declares ``frames_out`` ("all": every frame back, (B, T, C, sH, sW);
+    "center": the window's centre, (B, C, sH, sW)) and ``num_frame`` (the window it needs, or None).
+    Image networks have no ``multi_frame`` class attribute."""
+    cls = NETWORKS[network] if isinstance(network, str) else network if isinstance(network, type) else type(network)
+    return bool(getattr(cls, "multi_frame", False))
 
 
 def _registered_name(cls: type) -> str:

@@ -293,8 +293,12 @@ class SRLitModule(L.LightningModule):
         )
         self.log("val/psnr_gain", psnr - self.bicubic_result["psnr"], prog_bar=True)
 
+    def parameter_groups(self) -> list[Any]:
+        """What the optimizer updates: the trainable parameters (a subclass: groups with their own lr)."""
+        return [p for p in self.net.parameters() if p.requires_grad]
+
     def configure_optimizers(self) -> dict[str, Any]:
-        params = [p for p in self.net.parameters() if p.requires_grad]
+        params = self.parameter_groups()
         if not params:
             raise ValueError(
                 f"model={self.hparams.network['name']} has no trainable parameters; there is nothing to train "

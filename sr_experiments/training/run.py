@@ -286,6 +286,7 @@ def choose_speed(cfg: DictConfig, module: SRLitModule, datamodule: L.LightningDa
         optimizer=lambda params: instantiate(module.hparams.optimizer)(params=list(params)),
         rank=launch_rank(),
         run_steps=planned_steps(cfg),
+        frames=int(getattr(datamodule, "num_frame", 0)) if getattr(module.net, "multi_frame", False) else 0,
     )
     module.set_channels_last(choice.mode.channels_last, choice.channels_last_reason)
     choice.apply_tf32()

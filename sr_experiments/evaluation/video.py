@@ -1,0 +1,167 @@
+"""The video SR protocol: per-frame PSNR/SSIM on RGB or Y, a network run over a whole clip, and
+clip-averaged metrics (mean over a clip's frames, then over clips), as BasicSR's
+``VideoBaseModel._log_validation_metric_values`` and mmagic's test loops average.
+
+Conventions of the papers' own test configs (``VIDEO_SETS``):
+
+- REDS4: RGB, crop_border 0, all 100 frames (BasicSR ``options/test/BasicVSR/test_BasicVSR_REDS.yml``:
+  ``crop_border: 0, test_y_channel: false``; mmagic ``configs/_base_/datasets/basicvsr_test_config.py``
+  ``REDS4-BIx4-RGB``);
+- Vid4: Y, crop_border 0, all frames (BasicSR ``test_BasicVSR_Vimeo90K_BIx4.yml``/``BDx4``:
+  ``test_y_channel: true, crop_border: 0``; mmagic ``VID4-BIx4-Y``);
+- Vimeo-90K-T: Y, crop_border 0, centre frame (im4) only (BasicSR ``center_frame_only: true``,
+  ``flip_seq: true`` for recurrent networks; mmagic ``gt=['im4.png']``, ``MirrorSequence``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
+
+from sr_experiments.evaluation.metrics import protocol_luma, psnr_y, quantize, shave, ssim_y
+
+
+@dataclass(frozen=True)
+class VideoProtocol:
+    """How a video set is measured: ``channel`` rgb | y, ``border`` shaved, ``center_only``
+    (the centre frame of each clip, Vimeo-90K-T), and the default layout/split of the set."""
+
+    channel: str
+    border: int
+    center_only: bool
+    layout: str
+    split: str
+    folder: str
+
+
+VIDEO_SETS = {
+    "REDS4": VideoProtocol("rgb", 0, False, "reds", "reds4", "REDS"),
+    "Vid4": VideoProtocol("y", 0, False, "vid4", "all", "Vid4"),
+    "Vimeo90K-T": VideoProtocol("y", 0, True, "vimeo90k", "test", "vimeo90k"),
+}
+
+
+def frame_psnr_ssim(sr: torch.Tensor, gt: torch.Tensor, channel: str = "y", border: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-frame (PSNR, SSIM) of (N, 3, H, W) [0, 1] frames after 8-bit quantisation: on BT.601 Y
+    (``channel=y``), or on RGB (``rgb``: MSE over the three channels; SSIM the mean of the
+    per-channel SSIMs, as BasicSR's ``calculate_ssim`` with ``test_y_channel: false``)."""
+    if sr.shape != gt.shape:
+        raise ValueError(f"SR frames {tuple(sr.shape)} and GT frames {tuple(gt.shape)} differ in shape")
+    if channel == "y":
+        a, b = protocol_luma(sr.detach(), gt)
+        a, b = shave(a, border), shave(b, border)
+        return psnr_y(a, b), ssim_y(a, b)
+    if channel != "rgb":
+        raise ValueError(f"video metric channel must be rgb or y, got {channel!r}")
+    a = shave(quantize(sr.detach()).double(), border)
+    b = shave(quantize(gt).double(), border)
+    n = len(a)
+    psnr = psnr_y(a.reshape(n, -1, a.shape[-1]), b.reshape(n, -1, b.shape[-1]))  # MSE over all channels
+    ssim = ssim_y(a.flatten(0, 1), b.flatten(0, 1)).view(n, 3).mean(1)
+    return psnr, ssim
+
+
+def window_indices(center: int, total: int, num_frame: int) -> list[int]:
+    """Frame indices of the ``num_frame`` window around ``center``, padded at the clip ends by
+    BasicSR's ``reflection_circle`` (``generate_frame_indices``, used by its EDVR REDS4 test)."""
+    half, last = num_frame // 2, total - 1
+    out = []
+    for i in range(center - half, center + half + 1):
+        if i < 0:
+            i = center + half - i
+        elif i > last:
+            i = (center - half) - (i - last)
+        out.append(min(max(i, 0), last))
+    return out
+
+
+@torch.no_grad()
+def run_clip(net: nn.Module, lq: torch.Tensor, center_only: bool = False, mirror: bool = True) -> torch.Tensor:
+    """SR frames (T, 3, sH, sW) of a clip ``lq`` (T, 3, h, w) in [0, 1].
+
+    A network that outputs all frames (BasicVSR, ``frames_out="all"``) takes the whole clip; for
+    ``center_only`` sets it runs on the clip followed by its mirror and averages the two passes
+    (BasicSR ``flip_seq``). A sliding-window network (EDVR, ``frames_out="center"``) runs once per
+    frame on its ``num_frame`` window. An image network (no ``multi_frame``) runs frame by frame.
+    """
+    if not getattr(net, "multi_frame", False):
+        return torch.cat([net(lq[t : t + 1]) for t in range(len(lq))])
+    if getattr(net, "frames_out", "all") == "center":
+        n = int(net.num_frame)
+        return torch.cat([net(lq[window_indices(t, len(lq), n)][None]) for t in range(len(lq))])
+    if center_only and mirror:
+        out = net(torch.cat([lq, lq.flip(0)])[None])[0]
+        return 0.5 * (out[: len(lq)] + out[len(lq) :].flip(0))
+    return net(lq[None])[0]
+
+
+class ClipMetrics(Metric):
+    """Video-set PSNR/SSIM: per-frame values kept with their clip's dataset index; ``compute()``
+    averages each clip's frames, then the clips (``{"psnr", "ssim", "images": clips}``)."""
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, channel: str = "y", border: int = 0, center_only: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.channel, self.border, self.center_only = channel, int(border), bool(center_only)
+        self.add_state("psnr", default=[], dist_reduce_fx="cat")
+        self.add_state("ssim", default=[], dist_reduce_fx="cat")
+        self.add_state("clip", default=[], dist_reduce_fx="cat")
+
+    def update(self, sr: torch.Tensor, gt: torch.Tensor, index: int | torch.Tensor) -> None:
+        """``sr``/``gt``: (T, 3, H, W) frames of clip ``index`` (the centre one alone when center_only)."""
+        if self.center_only:
+            sr, gt = sr[len(sr) // 2 : len(sr) // 2 + 1], gt[len(gt) // 2 : len(gt) // 2 + 1]
+        p, s = frame_psnr_ssim(sr.float(), gt.float(), self.channel, self.border)
+        self.psnr.append(p)
+        self.ssim.append(s)
+        self.clip.append(torch.full_like(p, int(torch.as_tensor(index).reshape(-1)[0]), dtype=torch.long))
+
+    def per_clip(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(clip index, mean PSNR, mean SSIM) of each clip, sorted by index."""
+        clip, p, s = dim_zero_cat(self.clip), dim_zero_cat(self.psnr), dim_zero_cat(self.ssim)
+        uniq, inv = torch.unique(clip, return_inverse=True)
+        count = torch.zeros(len(uniq), dtype=torch.float64, device=p.device).index_add_(0, inv, torch.ones_like(p))
+        mean_p = torch.zeros_like(count).index_add_(0, inv, p.double()) / count
+        mean_s = torch.zeros_like(count).index_add_(0, inv, s.double()) / count
+        return uniq, mean_p, mean_s
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        if len(self.clip) == 0:
+            raise RuntimeError("ClipMetrics.compute() called before any update()")
+        _, p, s = self.per_clip()
+        return {"psnr": p.mean(), "ssim": s.mean(), "images": torch.tensor(len(p))}
+
+
+def evaluate_video_set(nets: dict[str, nn.Module], name: str, data_dir: str | Path, scale: int, device: str = "cpu",
+                       degradation: str = "BI", lr_source: str = "auto") -> list:
+    """``SetResult`` rows (one per network, per-clip rows inside) of the video set ``name``
+    (a key of ``VIDEO_SETS``) under ``<data_dir>/<folder>``, by that set's published protocol."""
+    from sr_experiments.data.clips import load_clip, resolve_clip_sources
+    from sr_experiments.evaluation.protocol import ImageResult, SetResult
+
+    proto = VIDEO_SETS[name]
+    spec = {"layout": proto.layout, "root": str(Path(data_dir) / proto.folder), "split": proto.split}
+    sources = resolve_clip_sources(spec, scale, lr_source, degradation, key=f"eval.sets.{name}")
+    metrics = {label: ClipMetrics(proto.channel, proto.border, proto.center_only) for label in nets}
+    for i, source in enumerate(sources):
+        clip = load_clip(source, scale, degradation)
+        lq, gt = clip.lq.to(device).float() / 255, clip.gt.to(device).float() / 255
+        for label, net in nets.items():
+            net = net if isinstance(net, nn.Module) else net.forward  # an inference Engine: its module
+            sr = run_clip(net.eval(), lq, proto.center_only).float().clamp(0, 1)
+            metrics[label].update(sr, gt, i)
+    results = []
+    lr_from = "files" if sources and sources[0].lq is not None else f"made here ({degradation})"
+    for label, m in metrics.items():
+        idx, p, s = m.per_clip()
+        clips = [ImageResult(name, scale, label, sources[int(j)].name, float(a), float(b)) for j, a, b in zip(idx, p, s)]
+        results.append(SetResult(f"{name}-{degradation}", scale, label, float(p.mean()), float(s.mean()), len(clips),
+                                 lr_from, clips))
+    return results
