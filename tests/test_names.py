@@ -74,7 +74,8 @@ def test_eval_labels_name_the_methods_and_a_wrong_count_is_one_clear_error(shall
                               tmp_path / "b"))
     with pytest.raises(ValueError, match="differ from each other and from 'bicubic'"):
         run_eval(compose_eval([f"ckpt_path={ckpt}", "eval.labels=[bicubic]", "eval.sets=[sample:val]"], tmp_path / "c"))
-    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()  # refused before evaluating
+    # Refused before evaluating: the claimed folders (owner record only) hold no results.
+    assert not list(tmp_path.glob("[bc]/results.*"))
 
 
 def test_checkpoint_without_label_falls_back_to_the_network_name(shallow_run: Path, tmp_path: Path) -> None:
