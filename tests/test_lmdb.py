@@ -190,7 +190,7 @@ def test_cli_refuses_mismatched_scale_in_one_line(lmdbs, sub_images, tmp_path: P
          f"data.val_dir={sub_images[0]}", "scale=4", "trainer.max_steps=1", f"hydra.run.dir={tmp_path / 'run'}"],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
     )
-    assert proc.returncode == 1, proc.stderr[-2000:]  # train.py: 1 for bad input data, 2 for usage
+    assert proc.returncode == 2, proc.stderr[-2000:]  # refused before training (sr_experiments/cli.py): 2
     last = proc.stderr.strip().splitlines()[-1]
     assert "Traceback" not in proc.stderr and last.startswith("train.py: data.lr_dir: ") and f"is not x4 of '{lmdbs[0]}'" in last
 

@@ -18,8 +18,10 @@ import torch
 from conftest import CONF, FAST, ROOT, compose_train
 from hydra import compose, initialize_config_dir
 from PIL import Image
+from omegaconf import OmegaConf
 
 from sr_experiments.models.loading import load_checkpoint_file
+from sr_experiments.models.registry import NETWORKS, is_multi_frame
 from sr_experiments.training.config_schema import ConfigError, validate_train_config
 from sr_experiments.data import ImageLoadError, SRDataModule, load_rgb
 from sr_experiments.training.run_dir import RunDirError, RunDirGuard, claim_unique_dir
@@ -292,7 +294,10 @@ def test_schema_rejects_bad_values_naming_the_key(tmp_path: Path, override: str)
 
 @pytest.mark.parametrize("model", sorted(p.stem for p in (CONF / "model").glob("*.yaml")))
 def test_schema_accepts_every_shipped_model(tmp_path: Path, model: str) -> None:
-    validate_train_config(compose_train([f"model={model}"], tmp_path))
+    # Video networks (x4, clips) train through the video recipe; image networks on the defaults.
+    name = OmegaConf.load(CONF / "model" / f"{model}.yaml").get("name")
+    video = name in NETWORKS and is_multi_frame(name)
+    validate_train_config(compose_train([*(["experiment=video_cpu"] if video else []), f"model={model}"], tmp_path))
 
 
 # --- data and validation edge cases -------------------------------------------------------------

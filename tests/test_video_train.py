@@ -15,7 +15,7 @@ from conftest import compose_train
 from torch import nn
 
 from sr_experiments.evaluation.video import ClipMetrics, run_clip, window_indices
-from sr_experiments.models.registry import NETWORKS, register
+from sr_experiments.models.registry import NETWORKS, SCALES, register
 from sr_experiments.training.run import train
 
 NAME = "test_clip_standin"
@@ -43,8 +43,14 @@ class ClipStandIn(nn.Module):
         return out[:, t // 2] if self.frames_out == "center" else out
 
 
-if NAME not in NETWORKS:
+@pytest.fixture(autouse=True)
+def _standin_registered():
+    """The stand-in is registered only while this file's tests run: other files (the registry's
+    own tests) see exactly the shipped networks."""
     register(NAME)(ClipStandIn)
+    yield
+    NETWORKS.pop(NAME)
+    SCALES.pop(NAME)
 
 # experiment=video_cpu's settings, on the stand-in network and tiny clips.
 FAST = ["data=video_synthetic", "scale=4", "loss=charbonnier", f"model.name={NAME}", "~model.depth", "~model.width",

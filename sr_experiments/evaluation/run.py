@@ -105,7 +105,6 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
     out_dir = Path(cfg.paths.output_dir)
     # The folder is eval.py's (claimed by RunDirGuard under Hydra): never a training run's.
     check_owner(out_dir, "eval", "paths.output_dir")
-    record_owner(out_dir, "eval")
     device = str(resolve_device(str(ev.device)))
     # Perceptual metrics (eval.metrics beyond psnr/ssim): their weights are found (or reported
     # missing, in one line) before any network runs.
@@ -115,6 +114,7 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
         perceptual = PerceptualScorer(names, cfg.paths.get("weights_dir"), str(ev.get("missing_weights", "error")), device)
         for reason in perceptual.skipped.values():
             print(reason, flush=True)
+    record_owner(out_dir, "eval")  # after the checks above: a refused run leaves no folder behind
     # model.pretrained=FILE is another way to name the weights (any file spandrel reads, or ours).
     ckpt_paths = checkpoint_paths(cfg.get("ckpt_path") or cfg.model.get("pretrained"), cfg.paths.get("runs_dir", "outputs"))
     models: list[dict[str, Any]] = []  # label, checkpoint, hash, parameters: results.json's "models"

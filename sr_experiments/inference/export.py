@@ -65,11 +65,22 @@ def run_exported(path: Path, fmt: str, x: torch.Tensor) -> torch.Tensor:
         return torch.jit.load(str(path))(x)
 
 
+def check_input(net: nn.Module, seed: int = 0) -> torch.Tensor:
+    """The random input exports are checked on: a ``CHECK_SIZE`` image, or for a video network a
+    clip of its window (3 frames where it takes any length) at 32x48 (EDVR needs multiples of 4)."""
+    from sr_experiments.models.registry import is_multi_frame
+
+    generator = torch.Generator().manual_seed(seed)
+    if is_multi_frame(net):
+        return torch.rand(1, getattr(net, "num_frame", None) or 3, 3, 32, 48, generator=generator)
+    return torch.rand(1, 3, *CHECK_SIZE, generator=generator)
+
+
 def check_export(net: nn.Module, path: Path, fmt: str, seed: int = 0, name: Path | None = None) -> float:
     """Max |exported - PyTorch| on a random ``CHECK_SIZE`` image; raises ExportError above ``TOLERANCE``
     (``name``: the file to name in the message, where ``path`` is its temporary copy)."""
     name = name or path
-    x = torch.rand(1, 3, *CHECK_SIZE, generator=torch.Generator().manual_seed(seed))
+    x = check_input(net, seed)
     with torch.no_grad():
         ref = net(x)
     got = run_exported(path, fmt, x)
@@ -108,7 +119,7 @@ def export_weights(
     with atomic_write(path, overwrite) as tmp:
         try:
             _save_weights(net, spec, fmt, tmp, raw)
-            x = torch.rand(1, 3, *CHECK_SIZE, generator=torch.Generator().manual_seed(0))
+            x = check_input(net)
             reloaded, _ = load_network(tmp, quiet=True)
             with torch.no_grad():
                 diff = float((reloaded(x.clone()) - net(x.clone())).abs().max())

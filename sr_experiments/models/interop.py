@@ -204,7 +204,8 @@ def resolve_from_file(spec: Mapping[str, Any]) -> dict[str, Any]:
     if scale is not None and int(scale) != detected.scale:
         raise ValueError(f"model.pretrained='{path}' is a x{detected.scale} network ({detected.architecture}) "
                          f"but scale={scale}: pass scale={detected.scale}")
-    extra = {k: v for k, v in spec.items() if k not in ("name", "scale", "pretrained", "pretrained_key")}
+    extra = {k: v for k, v in spec.items() if k not in ("name", "scale", "pretrained", "pretrained_key")
+             and not (k == "label" and v is None)}  # no label: results name the detected architecture
     return {**found, **extra, "pretrained": str(path)}
 
 

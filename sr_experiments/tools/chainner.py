@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from sr_experiments.models import build_network, list_networks, supports_scale
+from sr_experiments.models import build_network, is_multi_frame, list_networks, supports_scale
 
 # Small instances of the networks on spandrel's architecture code (models/community.py); the
 # tests that run every network at every scale use them too (tests/conftest.py). spandrel detects
@@ -45,6 +45,7 @@ SMALL: dict[str, dict] = {
     "edsr_large": dict(depth=2, width=16),
 }
 # Not exported: bicubic has no weights; zssr's networks live only while one image is upscaled.
+# Video networks (is_multi_frame) export, but chaiNNer and ComfyUI run image networks only.
 NOT_EXPORTED = ("bicubic", "zssr")
 SCALES = (2, 3, 4)
 
@@ -71,7 +72,7 @@ def support() -> dict[str, dict[int, str | None]]:
     """``{network: {scale: spandrel architecture or None}}`` for every exportable zoo network."""
     with tempfile.TemporaryDirectory() as tmp:
         return {name: {s: spandrel_reads(name, s, Path(tmp)) for s in SCALES if supports_scale(name, s)}
-                for name in list_networks() if name not in NOT_EXPORTED}
+                for name in list_networks() if name not in NOT_EXPORTED and not is_multi_frame(name)}
 
 
 def markdown(found: dict[str, dict[int, str | None]]) -> str:

@@ -197,6 +197,12 @@ class RunDirGuard(Callback):
         _guarded(self._settle_run, config)
 
     def _settle_run(self, config: DictConfig) -> None:
+        from sr_experiments.training.distributed import launch_rank
+
+        if self.command == "train" and launch_rank() > 0:
+            # A DDP worker that Lightning's launcher started with rank 0's folder (hydra.run.dir=...):
+            # rank 0 has checked and claimed it; refusing it here would kill the run.
+            return
         ckpt, resume = config.get("ckpt_path"), bool(config.get("resume", True))
         named = _set_by_user(config, "hydra.run.dir")
         origin = None
