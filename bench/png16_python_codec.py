@@ -1,4 +1,4 @@
-"""The hand-written 16-bit RGB(A) PNG codec that sr_experiments/inference/png16.py used before OpenCV,
+"""The hand-written 16-bit RGB(A) PNG codec that sr_experiments/imaging/png16.py used before OpenCV,
 kept only as the baseline of bench/png16.py (zlib + the five PNG row filters in numpy, one
 Python-level loop per row and, for Average/Paeth rows, per pixel)."""
 

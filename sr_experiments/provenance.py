@@ -86,7 +86,7 @@ def protocol(scales: int | list[int], lr_source: str | None) -> dict[str, Any]:
         "rounding": "SR clamped to [0, 1] and rounded to uint8 before measuring",
         "psnr_peak": 255,
         "ssim": "11x11 Gaussian window, sigma 1.5, valid filtering",
-        "bicubic": "MATLAB imresize (sr_experiments/evaluation/imresize.py)",
+        "bicubic": "MATLAB imresize (sr_experiments/imaging/imresize.py)",
         "lr_source": lr_source,
     }
 

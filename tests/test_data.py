@@ -9,17 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from sr_experiments.data import (
-    ImageLoadError,
-    PairedPatchDataset,
-    SRDataModule,
-    load_pair,
-    load_rgb,
-    resolve_sources,
-)
+from sr_experiments.data import PairedPatchDataset, SRDataModule, load_pair, resolve_sources
 from sr_experiments.data.datasets import augment, random_crop
 from sr_experiments.data.sources import SAMPLE_SPLITS, ImageSource
-from sr_experiments.evaluation.imresize import imresize
+from sr_experiments.imaging.imresize import imresize
+from sr_experiments.imaging.io import ImageLoadError, load_rgb
 
 KERNEL_MARGIN = 3  # LR pixels whose x1/s kernel reaches outside a crop (4 / 2 taps, +1 for rounding)
 

@@ -177,7 +177,7 @@ def test_save_images_and_gray_files(tmp_path: Path) -> None:
     per = {i.image: i for i in result.per_image}
     g = torch.from_numpy(rgb[..., 1].copy()).float()[None, None].repeat(1, 3, 1, 1) / 255
     lq = (g * 255).round().byte()
-    from sr_experiments.evaluation.imresize import imresize
+    from sr_experiments.imaging.imresize import imresize
 
     sr = imresize(imresize(lq, scale=0.5), scale=2).float() / 255
     direct = 10 * math.log10(255**2 / float(((sr[0, 0] - g[0, 0]) * 255)[2:-2, 2:-2].pow(2).mean()))

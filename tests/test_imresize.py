@@ -7,10 +7,10 @@ import pytest
 import torch
 from conftest import DATA_DIR, needs_data
 
-from sr_experiments.data import load_rgb, mod_crop
-from sr_experiments.data.image_io import list_images
+from sr_experiments.data import mod_crop
+from sr_experiments.imaging.io import list_images, load_rgb
 from sr_experiments.data.pairs import to_chw
-from sr_experiments.evaluation.imresize import imresize, resize_weights
+from sr_experiments.imaging.imresize import imresize, resize_weights
 
 
 @needs_data

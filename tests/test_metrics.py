@@ -10,10 +10,10 @@ import torch
 from conftest import DATA_DIR, needs_data
 from skimage.metrics import structural_similarity
 
-from sr_experiments.data import load_rgb, mod_crop
-from sr_experiments.data.image_io import list_images
+from sr_experiments.data import mod_crop
+from sr_experiments.imaging.io import list_images, load_rgb
 from sr_experiments.data.pairs import to_chw
-from sr_experiments.evaluation.imresize import imresize
+from sr_experiments.imaging.imresize import imresize
 from sr_experiments.evaluation.metrics import SRMetrics, protocol_luma, quantize, rgb_to_y, sr_psnr_ssim
 
 

@@ -9,7 +9,7 @@ import torch
 from conftest import SMALL, assert_one_training_step
 from omegaconf import OmegaConf
 
-from sr_experiments.evaluation.imresize import imresize
+from sr_experiments.imaging.imresize import imresize
 from sr_experiments.models import EDSR, build_network, count_parameters, is_multi_frame, list_networks, supports_scale
 from sr_experiments.models.registry import register
 

@@ -13,7 +13,7 @@ import torch
 from test_eval import compose_eval
 from PIL import Image
 
-from sr_experiments.evaluation.imresize import imresize
+from sr_experiments.imaging.imresize import imresize
 from sr_experiments.evaluation.metrics import quantize
 from sr_experiments.evaluation.perceptual import (
     MissingWeights,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sr_experiments.annotate import detail_box, font_size, label_strip
+from sr_experiments.imaging.annotate import detail_box, font_size, label_strip
 
 
 def test_detail_box_finds_where_two_images_differ_most() -> None:
@@ -17,7 +17,7 @@ def test_detail_box_finds_where_two_images_differ_most() -> None:
 
 
 def test_compare_image_adds_the_enlarged_detail_below_the_frames() -> None:
-    from sr_experiments.inference.image_files import Picture
+    from sr_experiments.imaging.io import Picture
     from sr_experiments.inference.upscale import compare_image
 
     rng = np.random.default_rng(0)

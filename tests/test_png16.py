@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from sr_experiments.inference.png16 import is_png16_color, read_png16, write_png16
+from sr_experiments.imaging.png16 import is_png16_color, read_png16, write_png16
 
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 

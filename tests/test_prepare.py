@@ -16,9 +16,9 @@ from conftest import ROOT
 from PIL import Image
 from stream_data import SMALL, make_images, prepare, stored_items
 
-from sr_experiments.data.image_io import load_rgb
+from sr_experiments.imaging.io import load_rgb
 from sr_experiments.data.prepared import MANIFEST, decode_png, subimage_boxes, tile_starts
-from sr_experiments.evaluation.imresize import imresize
+from sr_experiments.imaging.imresize import imresize
 from sr_experiments.outputs import OutputError
 
 

@@ -23,7 +23,8 @@ from omegaconf import OmegaConf
 from sr_experiments.models.loading import load_checkpoint_file
 from sr_experiments.models.registry import NETWORKS, is_multi_frame
 from sr_experiments.training.config_schema import ConfigError, validate_train_config
-from sr_experiments.data import ImageLoadError, SRDataModule, load_rgb
+from sr_experiments.data import SRDataModule
+from sr_experiments.imaging.io import ImageLoadError, load_rgb
 from sr_experiments.training.run_dir import RunDirError, RunDirGuard, claim_unique_dir
 from sr_experiments.training.run import train
 

@@ -17,12 +17,12 @@ from PIL import Image, ImageCms
 from skimage import data as skdata
 
 from sr_experiments.inference.engines import auto_tile, torch_engine
-from sr_experiments.inference.image_files import read_picture
-from sr_experiments.evaluation.imresize import imresize
+from sr_experiments.imaging.io import read_picture
+from sr_experiments.imaging.imresize import imresize
 from sr_experiments.inference.tiling import count_tiles, fit_tiles, upscale
 from sr_experiments.evaluation.metrics import sr_psnr_ssim
 from sr_experiments.models import build_network
-from sr_experiments.inference.png16 import read_png16, write_png16
+from sr_experiments.imaging.png16 import read_png16, write_png16
 from sr_experiments.inference.upscale import cli, run_upscale
 
 # One torch thread: tiny tensors, and OpenMP spinning across busy cores costs 50x (see the network tests).
@@ -209,7 +209,7 @@ def test_checkpoint_onnx_and_compare_end_to_end(tmp_path: Path, photo_pair) -> N
     with Image.open(tmp_path / "pt" / "photo_compare.png") as im:
         picture = np.asarray(im).astype(int)
     # labels, the frames (the detail's square outlined in red), labels, the detail enlarged
-    from sr_experiments.annotate import font_size, label_strip
+    from sr_experiments.imaging.annotate import font_size, label_strip
 
     strip = label_strip(8, [], font_size(192)).shape[0]
     assert picture.shape[1] == 2 * 192 + 8 and 10 <= strip <= 30 and picture.shape[0] > 2 * strip + 128

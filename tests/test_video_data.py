@@ -14,7 +14,7 @@ from sr_experiments.data.clips import (
 )
 from sr_experiments.data.clips_datamodule import ClipDataModule, ClipPatchDataset
 from sr_experiments.data.clips_synthetic import synthetic_clips
-from sr_experiments.evaluation.imresize import imresize
+from sr_experiments.imaging.imresize import imresize
 
 
 def _save(path: Path, arr: np.ndarray) -> None:

@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import assert_one_training_step, compose_model
 
-from sr_experiments.evaluation.imresize import imresize
+from sr_experiments.imaging.imresize import imresize
 from sr_experiments.models.registry import NETWORKS, build_network, count_parameters, supports_scale
 
 NAMES = ("imdn", "safmn", "vdsr", "edsr_large")

@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 from PIL import Image
 
-from sr_experiments.evaluation.imresize import imresize
+from sr_experiments.imaging.imresize import imresize
 from sr_experiments.models import build_network, list_networks
 from sr_experiments.zssr.ensemble import back_project, ensemble_upscale, lr_consistency
 from sr_experiments.zssr.lr_policy import LRPolicy

@@ -22,7 +22,7 @@ from torch import nn
 from sr_experiments import CONF_DIR
 from sr_experiments.console import progress
 from sr_experiments.data.degradations import Degradation, build_degradation, degrade_image
-from sr_experiments.data.image_io import load_rgb
+from sr_experiments.imaging.io import load_rgb
 from sr_experiments.data.pairs import load_pair
 from sr_experiments.data.sources import SAMPLE_PREFIX, ImageSource, resolve_sources
 from sr_experiments.inference.tiling import upscale

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from sr_experiments import CONF_DIR
-from sr_experiments.annotate import font_size, label_strip
+from sr_experiments.imaging.annotate import font_size, label_strip
 from sr_experiments.cli import first_line
 from sr_experiments.extras import MissingExtra
 from sr_experiments.hardware import resolve_device
@@ -29,7 +29,7 @@ from sr_experiments.inference.engines import (
     onnx_engine,
     torch_engine,
 )
-from sr_experiments.inference.image_files import (
+from sr_experiments.imaging.io import (
     FORMATS,
     Animation,
     Picture,
@@ -132,7 +132,7 @@ def compare_image(pic: Picture, sr: Picture, scale: int, model_label: str = "SR"
     """bicubic | model, side by side under their names, 8-bit RGB (alpha composited over white, as
     viewers show it); below them the square where the two differ most (outlined in red above),
     enlarged with nearest neighbour to the frames' width: whole frames hide what SR changes."""
-    from sr_experiments.annotate import detail_box, outline
+    from sr_experiments.imaging.annotate import detail_box, outline
 
     with torch.inference_mode():
         bic = _to_array(Bicubic(scale)(_to_tensor(pic.rgb, torch.device("cpu"))))

@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import Checkpoint, ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from PIL import Image
 
-from sr_experiments.annotate import with_labels
+from sr_experiments.imaging.annotate import with_labels
 from sr_experiments.outputs import OutputError
 from sr_experiments.console import ProgressLines
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sr_experiments.annotate import with_labels
+from sr_experiments.imaging.annotate import with_labels
 from sr_experiments.evaluation.metrics import SRMetrics
 from sr_experiments.hardware import cpu_model
 from sr_experiments.training.callbacks import GAP

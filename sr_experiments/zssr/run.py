@@ -17,7 +17,7 @@ from PIL import Image
 from sr_experiments import CONF_DIR
 from sr_experiments.console import progress
 from sr_experiments.hardware import resolve_device
-from sr_experiments.inference.image_files import (
+from sr_experiments.imaging.io import (
     FORMATS,
     Animation,
     ImageFileError,

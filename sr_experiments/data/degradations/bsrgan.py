@@ -22,7 +22,7 @@ import torch
 from sr_experiments.data.degradations import kernels as K
 from sr_experiments.data.degradations import ops
 from sr_experiments.data.degradations.base import Degraded, check_prob, check_range, device_generator
-from sr_experiments.evaluation.imresize import imresize
+from sr_experiments.imaging.imresize import imresize
 
 # cv2's INTER_LINEAR, INTER_CUBIC, INTER_AREA (BSRGAN's random.choice([1, 2, 3])).
 CV2_MODES = ("bilinear", "bicubic", "area")

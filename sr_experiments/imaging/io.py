@@ -1,11 +1,15 @@
-"""Mode-preserving image files for ``upscale.py``: what comes in goes out in the same kind.
+"""Image files in and out, the two ways the framework needs them.
 
-Unlike ``data/image_io.load_rgb`` (training/eval: everything becomes 8-bit RGB on white), this
-keeps what the user's file is: grayscale stays grayscale, alpha is kept apart (and upscaled on
-its own), 16-bit stays 16-bit, the ICC profile is carried over, EXIF orientation is applied.
-Palette images come back as RGB (RGBA with transparency): an upscaled image has new colours.
-Multi-frame files (animated GIF/PNG/WebP, multi-page TIFF) are read frame by frame and written
-back as an animation (APNG or animated WebP) with their frame durations and loop count.
+``load_rgb`` (training, evaluation, data preparation): any file becomes the 8-bit RGB array the
+metric protocol works on, deliberately. PIL's ``convert("RGB")`` silently drops alpha, maps
+16-bit images through a clip, and ignores EXIF orientation; each case is handled on purpose.
+
+``read_picture`` / ``write_picture`` (``upscale.py``, ``degrade.py``): what comes in goes out in the
+same kind. Grayscale stays grayscale, alpha is kept apart (and upscaled on its own), 16-bit stays
+16-bit (colour 16-bit PNG through ``png16.py``), the ICC profile is carried over, EXIF orientation
+is applied. Palette images come back as RGB (RGBA with transparency): an upscaled image has new
+colours. Multi-frame files (animated GIF/PNG/WebP, multi-page TIFF) are read frame by frame and
+written back as an animation (APNG or animated WebP) with their frame durations and loop count.
 """
 
 from __future__ import annotations
@@ -18,12 +22,77 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from sr_experiments.data.image_io import IMAGE_SUFFIXES
-from sr_experiments.inference.png16 import is_png16_color, read_png16, write_png16
+from sr_experiments.imaging.png16 import is_png16_color, read_png16, write_png16
 from sr_experiments.outputs import atomic_write, check_output_folder, check_targets
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+INPUT_SUFFIXES = (*IMAGE_SUFFIXES, ".gif")  # what upscale.py and degrade.py take
 FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
-INPUT_SUFFIXES = (*IMAGE_SUFFIXES, ".gif")
+
+
+class ImageLoadError(ValueError):
+    """An input file could not be decoded; the message names the file."""
+
+
+def load_rgb(path: str | Path) -> tuple[np.ndarray, bool]:
+    """Read ``path`` as an ``(H, W, 3)`` uint8 RGB array.
+
+    Returns the array and whether the *file* is single-channel (grayscale), which the metric
+    protocol needs (gray files are measured on their gray values, not on BT.601 Y).
+
+    Conversions: grayscale is replicated to three channels; alpha (RGBA, LA, palette with
+    transparency) is composited over white, the way viewers show such images, so transparent
+    pixels do not leak arbitrary colours into training; 16-bit images are scaled to 8 bits
+    (round(v / 257)); CMYK and other modes go through PIL's colour conversion; EXIF orientation
+    is applied.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            im.load()
+    except FileNotFoundError:
+        raise ImageLoadError(f"{path}: no such file") from None
+    except Image.DecompressionBombError as e:
+        raise ImageLoadError(
+            f"{path}: {e.args[0] if e.args else e} Refused as a possible decompression bomb; "
+            "if the file is trusted, split it into tiles or raise PIL.Image.MAX_IMAGE_PIXELS"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ImageLoadError(f"{path}: not a readable image ({e}); remove it or re-save it as PNG") from None
+    return pil_to_rgb8(im, path)
+
+
+def pil_to_rgb8(im: Image.Image, path: Path) -> tuple[np.ndarray, bool]:
+    """A decoded PIL image as ``load_rgb`` returns it; ``path`` names the source in errors."""
+    mode = im.mode
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(im, dtype=np.float64)
+        peak = 65535.0 if a.max(initial=0) > 255 or mode.startswith("I;16") else 255.0
+        g = np.clip(np.floor(a * (255.0 / peak) + 0.5), 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=2), True
+    if mode in ("1", "L"):
+        g = np.asarray(im.convert("L"), dtype=np.uint8)
+        return np.repeat(g[..., None], 3, axis=2), True
+    if mode in ("LA", "La", "RGBA", "RGBa", "PA"):
+        gray = mode in ("LA", "La")
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.float64)
+        alpha = rgba[..., 3:4] / 255.0
+        rgb = rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)
+        return np.clip(np.floor(rgb + 0.5), 0, 255).astype(np.uint8), gray
+    if mode == "F":
+        raise ImageLoadError(f"{path}: floating-point images (mode F) are not supported; save it as 8- or 16-bit PNG")
+    if mode != "RGB":
+        im = im.convert("RGB")
+    return np.ascontiguousarray(np.asarray(im, dtype=np.uint8)), False
+
+
+def list_images(folder: str | Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[Path]:
+    """Image files directly inside ``folder`` (by their ``suffixes``), sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in suffixes)
 
 
 class ImageFileError(ValueError):
@@ -51,7 +120,7 @@ def find_inputs(spec: str | Path) -> list[Path]:
     """A file, every image directly inside a folder, or the files a glob matches (sorted)."""
     path = Path(spec)
     if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in INPUT_SUFFIXES)
+        return list_images(path, INPUT_SUFFIXES)
     if path.is_file():
         return [path]
     matches = sorted(Path(p) for p in glob.glob(str(spec), recursive=True) if Path(p).is_file())
