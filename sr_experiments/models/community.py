@@ -53,10 +53,10 @@ _SCALE_ARGS = ("upscale", "upscaling_factor", "up_scale")
 _CHANNEL_ARGS = ("in_chans", "num_in_ch", "num_out_ch")
 
 
-def _plain(value: Any) -> Any:
+def _tuples_as_lists(value: Any) -> Any:
     """Tuples as lists (as YAML and OmegaConf configs hold them), recursively."""
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [_tuples_as_lists(v) for v in value]
     return value
 
 
@@ -165,7 +165,7 @@ class SpandrelNetwork:
             if hyper.get(arg, 3) != 3:
                 raise ValueError(f"{cls.SPANDREL_ID} with {arg}={hyper[arg]}: the networks here are RGB to RGB")
         scale = check_scale(cls, hyper[cls._scale_arg])
-        return {"name": name, "scale": scale, **{k: _plain(hyper[k]) for k in cls.HYPERPARAMETERS}}
+        return {"name": name, "scale": scale, **{k: _tuples_as_lists(hyper[k]) for k in cls.HYPERPARAMETERS}}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]

@@ -29,8 +29,9 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 
+from sr_experiments.config_values import plain
 from sr_experiments.models.discriminators import build_discriminator
-from sr_experiments.training.module import SRLitModule, _plain
+from sr_experiments.training.module import SRLitModule
 
 try:  # Lightning's no-op closure; its location is internal
     from lightning.pytorch.core.optimizer import do_nothing_closure
@@ -74,9 +75,9 @@ class SRGANModule(SRLitModule):
             raise ValueError("adversarial training needs a `type: gan` term in losses (e.g. losses=esrgan)")
         if not discriminator:
             raise ValueError("adversarial training needs a discriminator: discriminator=vgg128|unet_sn")
-        spec = dict(_plain(discriminator))
+        spec = dict(plain(discriminator))
         self.net_d = build_discriminator(spec)
-        self.hparams.update(discriminator=spec, optimizer_d=_plain(optimizer_d), scheduler_d=_plain(scheduler_d))
+        self.hparams.update(discriminator=spec, optimizer_d=plain(optimizer_d), scheduler_d=plain(scheduler_d))
         self.gan_name, self.gan_weight, self.gan = self.criterion.adversarial
         self.automatic_optimization = False
 

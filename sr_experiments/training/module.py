@@ -14,8 +14,8 @@ import lightning as L
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
 
+from sr_experiments.config_values import plain
 from sr_experiments.hardware import choose_channels_last
 from sr_experiments.training.ema import ema_update_, ema_state_for_load
 from sr_experiments.training.losses import build_losses
@@ -30,11 +30,6 @@ from sr_experiments.data.sampler import derived_seed
 log = logging.getLogger(__name__)
 
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-4, "betas": [0.9, 0.999]}
-
-
-def _plain(value: Any) -> Any:
-    """DictConfig -> plain containers, so hparams pickle with ``weights_only`` and need no Hydra."""
-    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
 
 
 class SRLitModule(L.LightningModule):
@@ -81,7 +76,7 @@ class SRLitModule(L.LightningModule):
         degradation: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        network = dict(_plain(network))
+        network = dict(plain(network))
         # How the network runs (not part of what a checkpoint rebuilds).
         compile_net = bool(network.pop("compile", False))
         channels_last = network.pop("channels_last", "auto")
@@ -96,7 +91,7 @@ class SRLitModule(L.LightningModule):
             network = resolve_from_file(network)
         # The checkpoint must rebuild the network without the pretrained file it started from.
         saved_spec = {k: v for k, v in network.items() if k not in ("pretrained", "pretrained_key")}
-        degradation = _plain(degradation)
+        degradation = plain(degradation)
         self.degrader = build_degradation(degradation, int(scale))
         # Recorded only where a pipeline runs: bicubic runs keep the hyperparameters they always had.
         extra = {"degradation": dict(degradation)} if self.degrader is not None else {}
@@ -108,10 +103,10 @@ class SRLitModule(L.LightningModule):
                 "network": saved_spec,
                 "scale": int(scale),
                 "loss": str(loss),
-                "optimizer": _plain(optimizer) if optimizer is not None else dict(DEFAULT_OPTIMIZER),
-                "scheduler": _plain(scheduler),
+                "optimizer": plain(optimizer) if optimizer is not None else dict(DEFAULT_OPTIMIZER),
+                "scheduler": plain(scheduler),
                 "charbonnier_eps": float(charbonnier_eps),
-                "losses": _plain(losses) or None,
+                "losses": plain(losses) or None,
                 "ema_decay": ema_decay,
             }
         )
@@ -146,7 +141,7 @@ class SRLitModule(L.LightningModule):
         self.val_metrics = SRMetrics(border=int(scale))
         self.bicubic_metrics = SRMetrics(border=int(scale))
         # Perceptual validation metrics (module.val_metrics): weights found now, before training.
-        names = perceptual_names(_plain(val_metrics), "module.val_metrics")
+        names = perceptual_names(plain(val_metrics), "module.val_metrics")
         self.perceptual_scorer = PerceptualScorer(names, weights_dir, key="module.val_metrics", skip_key=None) if names else None
         self.perceptual_metrics = PerceptualMeans(names) if names else None
         # Run state, kept across resumes through on_save/load_checkpoint.
