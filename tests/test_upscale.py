@@ -19,7 +19,7 @@ from skimage import data as skdata
 from sr_experiments.inference.engines import auto_tile, torch_engine
 from sr_experiments.imaging.io import read_picture
 from sr_experiments.imaging.imresize import imresize
-from sr_experiments.inference.tiling import count_tiles, fit_tiles, upscale
+from sr_experiments.imaging.tiling import count_tiles, fit_tiles, upscale
 from sr_experiments.evaluation.metrics import sr_psnr_ssim
 from sr_experiments.models import build_network
 from sr_experiments.imaging.png16 import read_png16, write_png16

@@ -25,7 +25,7 @@ from sr_experiments.data.degradations import Degradation, build_degradation, deg
 from sr_experiments.imaging.io import load_rgb
 from sr_experiments.data.pairs import load_pair
 from sr_experiments.data.sources import SAMPLE_PREFIX, ImageSource, resolve_sources
-from sr_experiments.inference.tiling import upscale
+from sr_experiments.imaging.tiling import upscale
 from sr_experiments.evaluation.metrics import sr_psnr_ssim
 from sr_experiments.evaluation.perceptual import LABELS, LOWER_IS_BETTER, PerceptualScorer
 from sr_experiments.models.bicubic import Bicubic

@@ -40,7 +40,7 @@ from sr_experiments.imaging.io import (
     write_animation,
     write_picture,
 )
-from sr_experiments.inference.tiling import Tile, count_tiles, fit_tiles, upscale
+from sr_experiments.imaging.tiling import Tile, count_tiles, fit_tiles, upscale
 from sr_experiments.models.bicubic import Bicubic
 from sr_experiments.outputs import WriteError, check_writable_folder
 

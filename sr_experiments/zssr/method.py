@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
 from sr_experiments.console import ProgressCounter, ProgressLines, is_terminal
-from sr_experiments.inference.tiling import tiled_forward
+from sr_experiments.imaging.tiling import tiled_forward
 from sr_experiments.models.zssr import ZSSRNet
 from sr_experiments.speed import SpeedChoice, choose_training
 from sr_experiments.zssr.ensemble import ensemble_upscale

@@ -1,4 +1,5 @@
-"""Whole-image inference: tiling with overlap (bounded memory) and the x8 geometric self-ensemble."""
+"""A network over a whole image: tiling with overlap (bounded memory) and the x8 geometric
+self-ensemble. Only torch: evaluation, ZSSR and inference all run networks through it."""
 
 from __future__ import annotations
 
