@@ -57,6 +57,19 @@ def flow_warp(x: torch.Tensor, flow: torch.Tensor, padding_mode: str = "zeros") 
     return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=True)
 
 
+def clip_flows(spynet: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(forward, backward) flows between neighbouring frames of (B, T, C, H, W) clip ``x``, each
+    (B, T-1, 2, H, W): backward[i] aligns frame i+1 to frame i, forward[i] frame i to i+1 (BasicSR's
+    ``get_flow``, mmagic's ``compute_flow``, for the BasicVSR family)."""
+    b, t, c, h, w = x.shape
+    if t == 1:  # a single frame (e.g. the last chunk of a video): nothing to align
+        return x.new_zeros(b, 0, 2, h, w), x.new_zeros(b, 0, 2, h, w)
+    x_1, x_2 = x[:, :-1].reshape(-1, c, h, w), x[:, 1:].reshape(-1, c, h, w)
+    backward = spynet(x_1, x_2).view(b, t - 1, 2, h, w)
+    forward = spynet(x_2, x_1).view(b, t - 1, 2, h, w)
+    return forward, backward
+
+
 class BasicModule(nn.Module):
     """One pyramid level: five 7x7 convs (8 -> 32 -> 64 -> 32 -> 16 -> 2) predicting a flow residual
     from (reference, warped support, upsampled flow)."""
