@@ -477,6 +477,7 @@ class SwinIR(nn.Module):
         resi_connection: str = "1conv",
         pad_mode: str = "symmetric",
     ) -> None:
+        # A port of the official SwinIR constructor (its argument and module names, which official files need): kept whole.
         super().__init__()
         if pad_mode not in ("symmetric", "reflect"):
             raise ValueError(f"pad_mode must be symmetric or reflect, got {pad_mode!r}")
