@@ -28,7 +28,7 @@ def main(cfg: DictConfig) -> None:
     """Exit status 0 written and checked; 2 refused (bad setting or checkpoint, or an output the
     output policy refuses: one line, nothing written); 1 failed while writing (a full disk)."""
     # Imported here: torch and Lightning take seconds, which --help and completion should not pay.
-    from sr_experiments.models.loading import find_latest_checkpoint
+    from sr_experiments.models.weights import find_latest_checkpoint
 
     ckpt = cfg.ckpt_path or cfg.model.get("pretrained")
     if not ckpt:
@@ -53,8 +53,8 @@ def export(cfg: DictConfig, ckpt: str, out: Path) -> None:
         export_network,
         export_weights,
     )
-    from sr_experiments.models.interop import read_weights
-    from sr_experiments.models.loading import ema_entry, load_network
+    from sr_experiments.models.weights import read_weights
+    from sr_experiments.models.weights import ema_entry, load_network
 
     model = {**OmegaConf.to_container(cfg.model, resolve=True), "scale": int(cfg.scale)}
     overwrite = bool(cfg.get("overwrite", False))

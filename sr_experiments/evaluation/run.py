@@ -31,11 +31,11 @@ from sr_experiments.evaluation.video import VIDEO_SETS, evaluate_video_set
 from sr_experiments.extras import require_logger_packages
 from sr_experiments.hardware import resolve_device
 from sr_experiments.inference.engines import torch_engine
-from sr_experiments.models import build_network, model_label
+from sr_experiments.models import build_network, count_parameters, model_label
 from sr_experiments.models.bicubic import Bicubic
-from sr_experiments.models.loading import find_latest_checkpoint, load_network
+from sr_experiments.models.weights import find_latest_checkpoint, load_network
 from sr_experiments.outputs import check_owner, record_owner
-from sr_experiments.provenance import checkpoint_info, count_params, provenance
+from sr_experiments.provenance import checkpoint_info, provenance
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
             print(f"{lb}: precision {engine.precision.precision}{', channels_last' if engine.channels_last else ''} "
                   f"({engine.speed.reason})", flush=True)
             nets[lb] = engine
-        models = [{"label": lb, **checkpoint_info(p), "params": count_params(net)}
+        models = [{"label": lb, **checkpoint_info(p), "params": count_parameters(net)}
                   for lb, p, (net, _) in zip(labels, ckpt_paths, loaded)]
         label = labels[0]
         make_nets = lambda s: dict(nets)  # noqa: E731
@@ -159,7 +159,7 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
         labels = [label]
         scales = [int(s) for s in ev.scales] if ev.scales else [int(cfg.scale)]
         make_nets = lambda s: {label: PerImageZSSR(settings, s, device)}  # noqa: E731
-        params = count_params(build_network({**settings.spec(2)}))
+        params = count_parameters(build_network({**settings.spec(2)}))
         models = [{"label": label, **checkpoint_info(None), "params": params, "trained_per_image": True,
                    "zssr": OmegaConf.to_container(cfg.model.zssr, resolve=True)}]
     else:

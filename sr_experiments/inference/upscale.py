@@ -62,7 +62,7 @@ def load_engine(cfg: DictConfig) -> Engine:
     """The network from ``ckpt_path`` (its spec travels in the checkpoint, loaded with
     ``weights_only=True``), an ONNX file, or a parameter-free ``model``."""
     from sr_experiments.models import build_network
-    from sr_experiments.models.loading import find_latest_checkpoint, load_network
+    from sr_experiments.models.weights import find_latest_checkpoint, load_network
 
     device = resolve_device(str(cfg.device))
     ckpt = cfg.get("ckpt_path") or cfg.model.get("pretrained")  # any weights file: ours, or one spandrel reads
