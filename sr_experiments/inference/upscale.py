@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from sr_experiments import CONF_DIR
 from sr_experiments.annotate import font_size, label_strip
@@ -26,8 +26,6 @@ from sr_experiments.hardware import resolve_device
 from sr_experiments.inference.engines import (
     Engine,
     auto_tile,
-    onnx_engine,
-    torch_engine,
 )
 from sr_experiments.inference.image_files import (
     FORMATS,
@@ -59,29 +57,20 @@ class Summary:
 
 
 def load_engine(cfg: DictConfig) -> Engine:
-    """The network from ``ckpt_path`` (its spec travels in the checkpoint, loaded with
-    ``weights_only=True``), an ONNX file, or a parameter-free ``model``."""
-    from sr_experiments.models import build_network
-    from sr_experiments.models.weights import find_latest_checkpoint, load_network
+    """The method the config means (``methods.resolve_method``: ``ckpt_path``, an ONNX file, a
+    parameter-free ``model``, or ``model=zssr``) as an engine on ``cfg.device``."""
+    from sr_experiments.methods import resolve_method
 
     device = resolve_device(str(cfg.device))
-    ckpt = cfg.get("ckpt_path") or cfg.model.get("pretrained")  # any weights file: ours, or one spandrel reads
-    if ckpt == "latest":
-        ckpt = find_latest_checkpoint(cfg.paths.get("runs_dir", "outputs"))
-    if ckpt and str(ckpt).endswith(".onnx"):
-        return onnx_engine(ckpt, device)
-    if ckpt:
-        model = {**OmegaConf.to_container(cfg.model, resolve=True), "scale": int(cfg.scale)}
-        net, spec = load_network(ckpt, model=model)
-    else:
-        spec = {**OmegaConf.to_container(cfg.model, resolve=True), "scale": int(cfg.scale)}
-        spec = {k: v for k, v in spec.items() if v is not None}
-        net = build_network(spec)
-        if spec.get("zssr") is not None:  # trained on each input, not loaded
-            raise ValueError("model=zssr trains a network on each image: run zssr.py input=... output=... (or sr-zssr)")
-        if any(True for _ in net.parameters()) and not spec.get("pretrained"):
-            raise ValueError(f"model={spec['name']} has parameters: pass the trained weights with ckpt_path=PATH")
-    return torch_engine(net, spec, device, str(cfg.precision), cfg.get("channels_last", "auto"))
+    method = resolve_method(cfg, device, progress=bool(cfg.progress))
+    if method.whole_image and cfg.ensemble:
+        raise ValueError(f"model={method.label} has its own x8 ensemble: set model.{method.label}.ensemble, not ensemble=true")
+    return method.engine(device, str(cfg.precision), cfg.get("channels_last", "auto"))
+
+
+def _trains_per_image(engine: Engine) -> bool:
+    """ZSSR: the engine trains on each image whole (no tiles; autograd on)."""
+    return bool(getattr(engine.forward, "trains_per_image", False))
 
 
 def _to_tensor(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -116,13 +105,17 @@ def layout(h: int, w: int, tile: int | None, cfg: DictConfig) -> tuple[tuple[int
 
 
 def upscale_picture(
-    engine: Engine, pic: Picture, cfg: DictConfig, tile: Tile | None, bar=None, pad: tuple[int, int] = (0, 0)
+    engine: Engine, pic: Picture, cfg: DictConfig, tile: Tile | None, bar=None, pad: tuple[int, int] = (0, 0),
+    name: str = "",
 ) -> Picture:
     """``pic`` upscaled (``pad``: LR pixels of edge context added, then cut from the output)."""
     (py, px), s = pad, engine.scale
     lq = _to_tensor(np.pad(pic.rgb, ((py, py), (px, px), (0, 0)), mode="edge"), engine.device)
-    sr = upscale(engine, lq, engine.scale, tile, int(cfg.tile_overlap), bool(cfg.ensemble), int(cfg.tile_batch),
-                 progress=bar.update if bar is not None else None)
+    if _trains_per_image(engine):
+        sr = engine.forward(lq.float(), name=name)
+    else:
+        sr = upscale(engine, lq, engine.scale, tile, int(cfg.tile_overlap), bool(cfg.ensemble), int(cfg.tile_batch),
+                     progress=bar.update if bar is not None else None)
     sr = sr[..., py * s : sr.shape[-2] - py * s, px * s : sr.shape[-1] - px * s]
     alpha = upscale_alpha(pic.alpha, engine.scale) if pic.alpha is not None else None
     return Picture(_to_array(sr), alpha, pic.gray, pic.bits, pic.icc_profile, pic.mode)
@@ -157,6 +150,8 @@ def compare_image(pic: Picture, sr: Picture, scale: int, model_label: str = "SR"
 
 
 def _tile_setting(cfg: DictConfig, engine: Engine) -> tuple[int | None, str]:
+    if _trains_per_image(engine):
+        return None, "it trains on each image whole"
     if str(cfg.tile) == "auto":
         return auto_tile(engine, int(cfg.tile_overlap), int(cfg.tile_batch), cfg.get("tile_memory_mb"))
     tile = int(cfg.tile)
@@ -193,9 +188,11 @@ def run_upscale(cfg: DictConfig) -> Summary:
             check_frames(len(frames), fmt)
             w, h = frames[0].size
             pad, fitted, n_tiles = layout(h, w, tile, cfg)
+            if _trains_per_image(engine):  # it learns from the image itself: no border added
+                pad = (0, 0)
             with tqdm(total=n_tiles * len(frames), desc=path.name, unit="tile", leave=False, file=sys.stderr,
                       disable=not show or n_tiles * len(frames) < 4) as bar:
-                srs = (upscale_picture(engine, pic, cfg, fitted, bar, pad) for pic in frames)
+                srs = (upscale_picture(engine, pic, cfg, fitted, bar, pad, path.name) for pic in frames)
                 if isinstance(read, Animation):
                     sr = write_animation(targets[path], srs, read, fmt, int(cfg.quality), overwrite)
                 else:

@@ -28,9 +28,8 @@ from sr_experiments.inference.image_files import (
     write_picture,
 )
 from sr_experiments.inference.upscale import exit_status, upscale_alpha
-from sr_experiments.models.registry import check_scale
+from sr_experiments.methods import resolve_method
 from sr_experiments.outputs import WriteError, check_writable_folder
-from sr_experiments.speed import SpeedChoice
 from sr_experiments.zssr.method import (
     STAGE_OVERHEAD_S,
     StageCost,
@@ -40,7 +39,6 @@ from sr_experiments.zssr.method import (
     load_kernel,
     speed_choice,
     stage_cost,
-    zssr_upscale,
 )
 
 PROG = "zssr"
@@ -95,8 +93,8 @@ def run_zssr(cfg: DictConfig) -> Summary:
     fmt = str(cfg.format).lower()
     if fmt not in FORMATS:
         raise ValueError(f"format={cfg.format} is not one of {', '.join(FORMATS)}")
-    scale = check_scale("zssr", cfg.scale)
-    settings = ZSSRSettings.from_config(cfg.zssr)
+    method = resolve_method(cfg, progress=bool(cfg.progress))  # model=zssr, its settings checked: zssr.*
+    scale, settings = method.scale, method.settings
     stages = settings.stages(scale)
     if settings.kernel:
         load_kernel(settings.kernel)  # a bad kernel file stops the run here, named, before any training
@@ -109,6 +107,8 @@ def run_zssr(cfg: DictConfig) -> Summary:
     check_writable_folder(out_dir)
     device = resolve_device(str(cfg.device))
     speeds = {s: speed_choice(settings, s, device) for s in set(stages)}
+    zssr = method.network(device)  # trains a network on each image it is called on
+    zssr._speed.update(speeds)  # measured once, for the announcement and the training
     choice = speeds[stages[0]]
     progressive = settings.progressive(scale)
     plan = (" as " + " x ".join(f"x{s}" for s in stages) if len(stages) > 1 else
@@ -142,8 +142,8 @@ def run_zssr(cfg: DictConfig) -> Summary:
             check_min_size(pic.size, min_side)
             lr = torch.from_numpy(pic.rgb).permute(2, 0, 1)[None].float()
             logger = _logger(loggers, path.stem)
-            result = zssr_upscale(lr, scale, settings, device, logger=logger, progress=show, name=path.name,
-                                  speed=speeds.__getitem__)
+            zssr(lr, name=path.name, logger=logger)
+            result = zssr.last
             rgb = result.sr[0].float().clamp(0, 1).permute(1, 2, 0).numpy()
             alpha = upscale_alpha(pic.alpha, scale) if pic.alpha is not None else None
             write_picture(targets[path], Picture(rgb, alpha, pic.gray, pic.bits, pic.icc_profile, pic.mode), fmt,
