@@ -21,8 +21,9 @@ NETWORKS: dict[str, type[nn.Module]] = {}
 # The upscaling factors each network supports, declared once at registration; None: any integer >= 2.
 SCALES: dict[str, tuple[int, ...] | None] = {}
 # Keys of the ``model`` node that choose how the network runs or what it is called, not how it is
-# built (``zssr``: the settings of a network trained on each test image, model=zssr; ``label``: the
-# name results show, model=shallow for an ``edsr``).
+# built (``zssr``: the settings of a network trained on each test image, model=zssr, which
+# methods/ reads; it stays here because conf/model/zssr.yaml is also a plain ``zssr`` network spec
+# for info.py and the config checks; ``label``: the name results show, model=shallow for an ``edsr``).
 RUNTIME_KEYS = ("compile", "channels_last", "ema_decay", "zssr", "label")
 # Model names whose architecture a weights file decides (models/weights.py builds them).
 FROM_WEIGHTS = ("from_file", "spandrel")
