@@ -242,20 +242,30 @@ FLAGS = {"--compare": "compare=true", "--ensemble": "ensemble=true", "--no-progr
 def cli(argv: list[str] | None = None) -> int:
     """``sr-upscale key=value ... [--compare] [--ensemble] [--no-progress] [--overwrite]``: the Hydra overrides of
     upscale.py, composed without a Hydra run (nothing is written but the images)."""
+    return command_line("sr-upscale", "upscale", FLAGS, main, argv, cli.__doc__ + "\n\n" + (CONF_DIR / "upscale.yaml").read_text())
+
+
+def command_line(prog: str, config: str, flags: dict[str, str], run: Callable[[DictConfig], int],
+                 argv: list[str] | None, help_text: str) -> int:
+    """A console script over images (sr-upscale, sr-zssr): ``--help``, its ``flags`` as overrides,
+    the config composed without a Hydra run; a bad option or override is one line, exit 2."""
     from hydra import compose, initialize_config_dir
 
     args = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in args):
-        print(cli.__doc__ + "\n\n" + (CONF_DIR / "upscale.yaml").read_text())
+        print(help_text)
         return 0
-    unknown = [a for a in args if a.startswith("--") and a not in FLAGS]
+    unknown = [a for a in args if a.startswith("--") and a not in flags]
     if unknown:
-        print(f"sr-upscale: unknown option {unknown[0]} (options: {', '.join(FLAGS)}, or key=value overrides)", file=sys.stderr)
+        print(f"{prog}: unknown option {unknown[0]} (options: {', '.join(flags)}, or key=value overrides)", file=sys.stderr)
         return 2
-    overrides = [FLAGS.get(a, a) for a in args]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="upscale", overrides=overrides)
-    return main(cfg)
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name=config, overrides=[flags.get(a, a) for a in args])
+    except Exception as e:  # noqa: BLE001  (Hydra's override errors, of several types: one line, not a traceback)
+        print(f"{prog}: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2
+    return run(cfg)
 
 
 if __name__ == "__main__":

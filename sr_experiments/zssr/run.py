@@ -27,7 +27,7 @@ from sr_experiments.inference.image_files import (
     read_picture,
     write_picture,
 )
-from sr_experiments.inference.upscale import exit_status, upscale_alpha
+from sr_experiments.inference.upscale import command_line, exit_status, upscale_alpha
 from sr_experiments.methods import resolve_method
 from sr_experiments.outputs import WriteError, check_writable_folder
 from sr_experiments.zssr.method import (
@@ -211,25 +211,8 @@ FLAGS = {"--no-progress": "progress=false", "--overwrite": "overwrite=true"}
 def cli(argv: list[str] | None = None) -> int:
     """``sr-zssr input=FILE|DIR|GLOB output=DIR [scale=2] [zssr.KEY=VALUE ...] [--no-progress] [--overwrite]``: the
     Hydra overrides of zssr.py, composed without a Hydra run (nothing is written but the images)."""
-    from hydra import compose, initialize_config_dir
-
-    args = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in args):
-        print(cli.__doc__ + "\n\n" + (CONF_DIR / "zssr.yaml").read_text() + "\n# zssr.*\n"
-              + (CONF_DIR / "shared" / "zssr.yaml").read_text())
-        return 0
-    unknown = [a for a in args if a.startswith("--") and a not in FLAGS]
-    if unknown:
-        print(f"sr-zssr: unknown option {unknown[0]} (options: {', '.join(FLAGS)}, or key=value overrides)", file=sys.stderr)
-        return 2
-    overrides = [FLAGS.get(a, a) for a in args]
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name="zssr", overrides=overrides)
-    except Exception as e:  # noqa: BLE001  (Hydra's override errors, of several types: one line, not a traceback)
-        print(f"sr-zssr: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 2
-    return main(cfg)
+    return command_line("sr-zssr", "zssr", FLAGS, main, argv, cli.__doc__ + "\n\n" + (CONF_DIR / "zssr.yaml").read_text()
+                        + "\n# zssr.*\n" + (CONF_DIR / "shared" / "zssr.yaml").read_text())
 
 
 if __name__ == "__main__":
