@@ -102,7 +102,8 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
     record_owner(out_dir, "eval")  # after the checks above: a refused run leaves no folder behind
     methods, baseline, scales = _methods(cfg, device)
     runners = {(m.label, s): _runner(m, s, device, ev) for m in methods if not m.any_scale for s in scales}
-    make_nets = lambda s: {m.label: runners.get((m.label, s)) or m.network(device, s) for m in methods}  # noqa: E731
+    make_nets = lambda s: {m.label: runners[m.label, s] if (m.label, s) in runners else m.network(device, s)  # noqa: E731
+                           for m in methods}
     label = methods[0].label
 
     options = InferenceOptions(device, bool(ev.self_ensemble), ev.tile, int(ev.tile_overlap), int(ev.tile_batch))
