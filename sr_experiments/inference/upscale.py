@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,37 +179,48 @@ def run_upscale(cfg: DictConfig) -> Summary:
           f"({engine.precision.reason}){', channels_last' if engine.channels_last else ''}; "
           f"tile {tile or 'off'} ({why}), overlap {cfg.tile_overlap}", file=sys.stderr, flush=True)
 
-    summary, start = Summary(), time.perf_counter()
-    show = bool(cfg.progress)
-    for path in tqdm(inputs, desc="images", unit="img", disable=not show or len(inputs) < 2, file=sys.stderr):
+    summary, show = Summary(), bool(cfg.progress)
+
+    def one(path: Path) -> None:
+        read = read_picture(path, int(cfg.max_pixels))
+        frames = read.frames if isinstance(read, Animation) else [read]
+        check_frames(len(frames), fmt)
+        w, h = frames[0].size
+        pad, fitted, n_tiles = layout(h, w, tile, cfg)
+        if _trains_per_image(engine):  # it learns from the image itself: no border added
+            pad = (0, 0)
+        with tqdm(total=n_tiles * len(frames), desc=path.name, unit="tile", leave=False, file=sys.stderr,
+                  disable=not show or n_tiles * len(frames) < 4) as bar:
+            srs = (upscale_picture(engine, pic, cfg, fitted, bar, pad, path.name) for pic in frames)
+            if isinstance(read, Animation):
+                sr = write_animation(targets[path], srs, read, fmt, int(cfg.quality), overwrite)
+            else:
+                sr = next(srs)
+                write_picture(targets[path], sr, fmt, int(cfg.quality), overwrite)
+        if cfg.compare:  # the first frame of an animation
+            write_picture(out_dir / f"{path.stem}_compare.png",
+                          compare_image(frames[0], sr, engine.scale, f"SR ({engine.label})"), "png", 95, overwrite)
+        summary.images += 1
+        summary.megapixels += sr.size[0] * sr.size[1] * len(frames) / 1e6
+
+    bars = tqdm(inputs, desc="images", unit="img", disable=not show or len(inputs) < 2, file=sys.stderr)
+    return each_image("upscale", bars, summary, one)
+
+
+def each_image(prog: str, paths: Iterable[Path], summary: Any, process: Callable[[Path], None]) -> Any:
+    """``process`` each input (it counts its successes in ``summary``). An input that fails is named
+    in one line (``prog: path: reason (skipped)``) and counted in ``summary.failures``, and the
+    batch goes on; a failed write (a full disk) stops it. Then ``summary.line()`` is printed."""
+    start = time.perf_counter()
+    for path in paths:
         try:
-            read = read_picture(path, int(cfg.max_pixels))
-            frames = read.frames if isinstance(read, Animation) else [read]
-            check_frames(len(frames), fmt)
-            w, h = frames[0].size
-            pad, fitted, n_tiles = layout(h, w, tile, cfg)
-            if _trains_per_image(engine):  # it learns from the image itself: no border added
-                pad = (0, 0)
-            with tqdm(total=n_tiles * len(frames), desc=path.name, unit="tile", leave=False, file=sys.stderr,
-                      disable=not show or n_tiles * len(frames) < 4) as bar:
-                srs = (upscale_picture(engine, pic, cfg, fitted, bar, pad, path.name) for pic in frames)
-                if isinstance(read, Animation):
-                    sr = write_animation(targets[path], srs, read, fmt, int(cfg.quality), overwrite)
-                else:
-                    sr = next(srs)
-                    write_picture(targets[path], sr, fmt, int(cfg.quality), overwrite)
-            if cfg.compare:  # the first frame of an animation
-                write_picture(out_dir / f"{path.stem}_compare.png",
-                              compare_image(frames[0], sr, engine.scale, f"SR ({engine.label})"), "png", 95, overwrite)
+            process(path)
         except WriteError:  # a full disk fails every later image as well: stop (nothing partial is left)
             raise
         except (ValueError, OSError, RuntimeError) as e:  # ImageFileError is a ValueError
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            print(f"upscale: {path}: {reason} (skipped)", file=sys.stderr, flush=True)
+            print(f"{prog}: {path}: {reason} (skipped)", file=sys.stderr, flush=True)
             summary.failures.append(str(path))
-            continue
-        summary.images += 1
-        summary.megapixels += sr.size[0] * sr.size[1] * len(frames) / 1e6
     summary.seconds = time.perf_counter() - start
     print(summary.line(), flush=True)
     return summary

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import sys
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +26,9 @@ from sr_experiments.inference.image_files import (
     read_picture,
     write_picture,
 )
-from sr_experiments.inference.upscale import command_line, exit_status, upscale_alpha
+from sr_experiments.inference.upscale import command_line, each_image, exit_status, upscale_alpha
 from sr_experiments.methods import resolve_method
-from sr_experiments.outputs import WriteError, check_writable_folder
+from sr_experiments.outputs import check_writable_folder
 from sr_experiments.zssr.method import (
     STAGE_OVERHEAD_S,
     StageCost,
@@ -131,37 +130,27 @@ def run_zssr(cfg: DictConfig) -> Summary:
 
     loggers = list(cfg.logger.values()) if cfg.get("logger") else []
     min_side = scale if progressive else stages[0]  # the first stage's sons must be 1 px at least
-    summary, start = Summary(), time.perf_counter()
-    show = bool(cfg.progress)
-    for path in progress(inputs, desc="images", unit="img", enabled=show and len(inputs) > 1):
-        try:
-            read = read_picture(path, int(cfg.max_pixels))
-            if isinstance(read, Animation):
-                raise ImageFileError(f"{len(read.frames)} frames: ZSSR trains a network per image; extract the frames")
-            pic: Picture = read
-            check_min_size(pic.size, min_side)
-            lr = torch.from_numpy(pic.rgb).permute(2, 0, 1)[None].float()
-            logger = _logger(loggers, path.stem)
-            zssr(lr, name=path.name, logger=logger)
-            result = zssr.last
-            rgb = result.sr[0].float().clamp(0, 1).permute(1, 2, 0).numpy()
-            alpha = upscale_alpha(pic.alpha, scale) if pic.alpha is not None else None
-            write_picture(targets[path], Picture(rgb, alpha, pic.gray, pic.bits, pic.icc_profile, pic.mode), fmt,
-                          int(cfg.quality), overwrite)
-            print(f"{PROG}: {path.name}: {'+'.join(map(str, result.steps))} steps ({', '.join(result.stopped_by)}), "
-                  f"{result.seconds:.1f} s -> {targets[path]}", file=sys.stderr, flush=True)
-        except WriteError:  # a full disk fails every later image as well: stop (nothing partial is left)
-            raise
-        except (ValueError, OSError, RuntimeError) as e:  # ImageFileError is a ValueError
-            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            print(f"{PROG}: {path}: {reason} (skipped)", file=sys.stderr, flush=True)
-            summary.failures.append(str(path))
-            continue
+    summary, show = Summary(), bool(cfg.progress)
+
+    def one(path: Path) -> None:
+        read = read_picture(path, int(cfg.max_pixels))
+        if isinstance(read, Animation):
+            raise ImageFileError(f"{len(read.frames)} frames: ZSSR trains a network per image; extract the frames")
+        pic: Picture = read
+        check_min_size(pic.size, min_side)
+        lr = torch.from_numpy(pic.rgb).permute(2, 0, 1)[None].float()
+        zssr(lr, name=path.name, logger=_logger(loggers, path.stem))
+        result = zssr.last
+        rgb = result.sr[0].float().clamp(0, 1).permute(1, 2, 0).numpy()
+        alpha = upscale_alpha(pic.alpha, scale) if pic.alpha is not None else None
+        write_picture(targets[path], Picture(rgb, alpha, pic.gray, pic.bits, pic.icc_profile, pic.mode), fmt,
+                      int(cfg.quality), overwrite)
+        print(f"{PROG}: {path.name}: {'+'.join(map(str, result.steps))} steps ({', '.join(result.stopped_by)}), "
+              f"{result.seconds:.1f} s -> {targets[path]}", file=sys.stderr, flush=True)
         summary.images += 1
         summary.steps.append(sum(result.steps))
-    summary.seconds = time.perf_counter() - start
-    print(summary.line(), flush=True)
-    return summary
+
+    return each_image(PROG, progress(inputs, desc="images", unit="img", enabled=show and len(inputs) > 1), summary, one)
 
 
 def image_sizes(inputs: list[Path], max_pixels: int) -> dict[Path, tuple[int, int]]:
