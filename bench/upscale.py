@@ -98,7 +98,7 @@ def psnr_cost(ckpt: str, data_dir: str) -> str:
 
     from sr_experiments.inference.engines import torch_engine
     from sr_experiments.evaluation.protocol import InferenceOptions, evaluate_set, resolve_eval_sources
-    from sr_experiments.models.loading import load_network
+    from sr_experiments.models.weights import load_network
 
     net, spec = load_network(ckpt)
     lines = ["| set | fp32 PSNR | bf16 PSNR | bf16 - fp32 (dB) |", "|---|---:|---:|---:|"]

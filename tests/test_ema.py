@@ -17,7 +17,7 @@ from torch import nn
 
 from sr_experiments.inference.export import export_weights
 from sr_experiments.models import build_network
-from sr_experiments.models.loading import ema_entry, load_checkpoint_file, load_network, unwrap_state_dict
+from sr_experiments.models.weights import ema_entry, read_weights, load_network, unwrap_state_dict
 from sr_experiments.training.ema import ema_state_for_load, ema_update_
 from sr_experiments.training.run import train
 
@@ -92,8 +92,8 @@ def test_ema_survives_a_resume_bit_exactly_and_validation_reports_both(tmp_path:
     train(compose_train([*base, "trainer.max_steps=4"], tmp_path / "a"))
     first = tmp_path / "a" / "checkpoints" / "last.ckpt"
     resumed = train(compose_train([*base, "trainer.max_steps=8", f"ckpt_path={first}"], tmp_path / "b"))
-    ref = load_checkpoint_file(tmp_path / "ref" / "checkpoints" / "last.ckpt")["state_dict"]
-    got = load_checkpoint_file(tmp_path / "b" / "checkpoints" / "last.ckpt")["state_dict"]
+    ref = read_weights(tmp_path / "ref" / "checkpoints" / "last.ckpt")["state_dict"]
+    got = read_weights(tmp_path / "b" / "checkpoints" / "last.ckpt")["state_dict"]
     assert any(k.startswith("net_ema.") for k in ref) and any(k.startswith("net.") for k in ref)  # both kept
     assert ref.keys() == got.keys()
     for k in ref:
@@ -109,7 +109,7 @@ def test_the_raw_weights_of_a_run_with_ema_are_those_of_the_run_without(tmp_path
     # What lets one run give "with and without EMA, same steps, same seed" (BENCHMARKS.md): the
     # average never feeds back into training, nor draws from the random streams.
     runs = {d: train(compose_train([*FAST, *EXACT, f"model.ema_decay={d}"], tmp_path / str(d))) for d in (0, 0.9)}
-    off, on = (load_checkpoint_file(tmp_path / str(d) / "checkpoints" / "last.ckpt")["state_dict"] for d in (0, 0.9))
+    off, on = (read_weights(tmp_path / str(d) / "checkpoints" / "last.ckpt")["state_dict"] for d in (0, 0.9))
     raw = {k: v for k, v in on.items() if k.startswith("net.")}
     assert raw.keys() == {k for k in off if k.startswith("net.")} and any(k.startswith("net_ema.") for k in on)
     assert all(torch.equal(raw[k], off[k]) for k in raw)
@@ -132,7 +132,7 @@ def ema_run(tmp_path_factory) -> Path:
 
 
 def test_loaders_use_the_ema_weights_and_say_so(ema_run: Path, capsys: pytest.CaptureFixture) -> None:
-    ckpt = load_checkpoint_file(ema_run)
+    ckpt = read_weights(ema_run)
     assert ema_entry(ckpt) == "net_ema"
     net, spec = load_network(ema_run)  # what eval.py, upscale.py and export.py call
     assert "using its EMA weights" in capsys.readouterr().out

@@ -19,7 +19,7 @@ from omegaconf import open_dict
 from PIL import Image
 
 from sr_experiments.evaluation.protocol import locate_set
-from sr_experiments.models.loading import find_latest_checkpoint, load_network
+from sr_experiments.models.weights import find_latest_checkpoint, load_network
 from sr_experiments.imaging.tiling import _tile_plan, self_ensemble, tiled_forward, upscale
 from sr_experiments.evaluation.metrics import sr_psnr_ssim
 from sr_experiments.models import build_network

@@ -16,7 +16,7 @@ from conftest import ROOT, compose_train
 from hydra.utils import instantiate
 
 from sr_experiments.models.discriminators import UNetDiscriminatorSN, VGGStyleDiscriminator, build_discriminator
-from sr_experiments.models.loading import load_checkpoint_file, load_network
+from sr_experiments.models.weights import read_weights, load_network
 from sr_experiments.training.gan import SRGANModule
 from sr_experiments.training.run import train
 
@@ -138,13 +138,13 @@ def test_gan_checkpoint_holds_the_discriminator_and_resumes_bit_exactly(tmp_path
     ref = train(compose_train([*base, "trainer.max_steps=4"], tmp_path / "ref"))
     train(compose_train([*base, "trainer.max_steps=2"], tmp_path / "a"))
     first = tmp_path / "a" / "checkpoints" / "last.ckpt"
-    saved = load_checkpoint_file(first)
+    saved = read_weights(first)
     assert len(saved["optimizer_states"]) == 2 and len(saved["lr_schedulers"]) == 2
     assert any(k.startswith("net_d.") for k in saved["state_dict"]) and saved["global_step"] == 2
     resumed = train(compose_train([*base, "trainer.max_steps=4", f"ckpt_path={first}"], tmp_path / "b"))
     assert resumed["steps"] == 4 and resumed["history"] == ref["history"]
-    a = load_checkpoint_file(tmp_path / "ref" / "checkpoints" / "last.ckpt")
-    b = load_checkpoint_file(tmp_path / "b" / "checkpoints" / "last.ckpt")
+    a = read_weights(tmp_path / "ref" / "checkpoints" / "last.ckpt")
+    b = read_weights(tmp_path / "b" / "checkpoints" / "last.ckpt")
     for k in a["state_dict"]:
         assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
     for sa, sb in zip(a["optimizer_states"], b["optimizer_states"]):

@@ -17,8 +17,9 @@ from safetensors.torch import save_file
 
 from sr_experiments.inference.export import export_weights
 from sr_experiments.models import NETWORKS, build_network
-from sr_experiments.models.interop import UnrecognisedWeights, detect, official_state_dict
-from sr_experiments.models.loading import CheckpointLoadError, load_network
+from sr_experiments.models.detection import UnrecognisedWeights, detect
+from sr_experiments.models.interop import official_state_dict
+from sr_experiments.models.weights import CheckpointLoadError, load_network
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -164,10 +165,13 @@ def test_rcan_official_layout_round_trip() -> None:
 def test_unknown_weights_are_one_line_naming_the_file(tmp_path: Path) -> None:
     torch.manual_seed(0)
     path = tmp_path / "edsr.pth"
-    torch.save(build_network({"name": "edsr", "scale": 2, "depth": 1, "width": 8}).state_dict(), path)
+    state = build_network({"name": "edsr", "scale": 2, "depth": 1, "width": 8}).state_dict()
+    # A layout of no zoo network (a renamed tail) and no spandrel architecture: refused in one line.
+    torch.save({k.replace("conv_last", "tail"): v for k, v in state.items()}, path)
     with pytest.raises(UnrecognisedWeights, match=r"edsr\.pth.*spandrel does not recognise.*model=NAME"):
         load_network(path)
-    # the same file, named: loads as before
+    # the zoo layout itself is detected by its keys (tests/test_weights.py), and named loads as before
+    torch.save(state, path)
     _, spec = load_network(path, model={"name": "edsr", "scale": 2, "depth": 1, "width": 8})
     assert spec["name"] == "edsr"
 

@@ -20,7 +20,7 @@ from hydra import compose, initialize_config_dir
 from hydra._internal.callbacks import Callbacks
 
 from sr_experiments.cli import errors_as_one_line
-from sr_experiments.models.loading import load_checkpoint_file
+from sr_experiments.models.weights import read_weights
 from sr_experiments.outputs import OWNER_FILE, OutputError, read_owner
 from sr_experiments.training import run_dir as run_dir_module
 from sr_experiments.training.config_schema import ConfigError, validate_eval_config, validate_train_config
@@ -243,7 +243,7 @@ def test_training_on_a_full_disk_ends_in_one_line_with_the_last_checkpoint_intac
     monkeypatch.undo()
     ckpts = run / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir()) == ["best.ckpt", "last.ckpt"]  # no partial, no interrupted.ckpt
-    assert load_checkpoint_file(ckpts / "last.ckpt")["global_step"] == 4
+    assert read_weights(ckpts / "last.ckpt")["global_step"] == 4
 
 
 def test_eval_on_a_full_disk_ends_in_one_line_and_leaves_no_partial_file(

@@ -20,7 +20,7 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 from omegaconf import OmegaConf
 
-from sr_experiments.models.loading import load_checkpoint_file
+from sr_experiments.models.weights import read_weights
 from sr_experiments.models.registry import NETWORKS, is_multi_frame
 from sr_experiments.training.config_schema import ConfigError, validate_train_config
 from sr_experiments.data import SRDataModule
@@ -67,7 +67,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return load_checkpoint_file(run_dir / "checkpoints" / "last.ckpt")["state_dict"]
+    return read_weights(run_dir / "checkpoints" / "last.ckpt")["state_dict"]
 
 
 def _assert_same_weights(a: Path, b: Path) -> None:
@@ -189,7 +189,7 @@ def test_kill_9_then_resume_gives_the_uninterrupted_weights(tmp_path: Path, refe
     _wait_for(run_dir / "checkpoints" / "last.ckpt", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    saved = load_checkpoint_file(run_dir / "checkpoints" / "last.ckpt")
+    saved = read_weights(run_dir / "checkpoints" / "last.ckpt")
     assert 0 < saved["global_step"] < 48
     prior_seconds = saved["sr_run"]["train_seconds"]
 
@@ -217,7 +217,7 @@ def test_sigterm_checkpoints_exits_143_and_resumes_exactly_mid_epoch(tmp_path: P
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 143
     interrupted = run_dir / "checkpoints" / "interrupted.ckpt"
-    step = load_checkpoint_file(interrupted)["global_step"]
+    step = read_weights(interrupted)["global_step"]
     status = _metrics(run_dir)
     assert status["status"] == "interrupted" and status["steps"] == step
     done = _run([*RUN, f"ckpt_path={interrupted}"])
@@ -329,7 +329,7 @@ def test_tiny_training_image_is_skipped_not_fatal(tmp_path: Path, caplog: pytest
 def test_training_without_validation_finishes(tmp_path: Path) -> None:
     summary = train(compose_train([*FAST, "+trainer.limit_val_batches=0"], tmp_path))
     assert summary["steps"] == 4 and summary["best"] is None
-    assert load_checkpoint_file(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 4
+    assert read_weights(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 4
     assert _metrics(tmp_path)["status"] == "finished"
 
 

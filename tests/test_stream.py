@@ -132,7 +132,7 @@ def test_kill_9_then_resume_gives_the_uninterrupted_weights(tmp_path: Path, prep
 
     from test_runs import _assert_same_weights, _run, _start, _wait_for
 
-    from sr_experiments.models.loading import load_checkpoint_file
+    from sr_experiments.models.weights import read_weights
 
     # 20 steps per epoch, a validation (and last.ckpt) every 6: resumes mid-epoch, then crosses an epoch.
     args = [*STREAM, f"data.train_dir={prepared}", f"data.num_workers={workers}", "trainer.max_steps=30",
@@ -144,7 +144,7 @@ def test_kill_9_then_resume_gives_the_uninterrupted_weights(tmp_path: Path, prep
     _wait_for(run_dir / "checkpoints" / "last.ckpt", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert 0 < load_checkpoint_file(run_dir / "checkpoints" / "last.ckpt")["global_step"] < 30
+    assert 0 < read_weights(run_dir / "checkpoints" / "last.ckpt")["global_step"] < 30
     done = _run([f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"])
     assert done.returncode == 0, done.stderr[-3000:]
     _assert_same_weights(tmp_path / "reference", run_dir)

@@ -15,7 +15,7 @@ from conftest import CONF, FAST, ROOT, SMALL, compose_train
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from sr_experiments.models.loading import CheckpointLoadError, load_checkpoint_file
+from sr_experiments.models.weights import CheckpointLoadError, read_weights
 from sr_experiments.models import build_network, is_multi_frame, list_networks
 from sr_experiments.training.run import train
 
@@ -90,7 +90,7 @@ def test_resume_from_last_checkpoint_continues_the_run(tmp_path: Path) -> None:
     last = tmp_path / "a" / "checkpoints" / "last.ckpt"
     assert first["steps"] == 4 and last.is_file() and (tmp_path / "a" / "checkpoints" / "best.ckpt").is_file()
     assert not list((tmp_path / "a" / "checkpoints").glob(".*tmp"))  # atomic writes leave nothing behind
-    ckpt = load_checkpoint_file(last)  # weights_only=True
+    ckpt = read_weights(last)  # weights_only=True
     assert ckpt["global_step"] == 4 and ckpt["hyper_parameters"]["network"]["name"] == "edsr"
 
     overrides = [o for o in FAST if not o.startswith("trainer.max_steps")]
@@ -117,7 +117,7 @@ def test_checkpoint_that_runs_code_is_refused(tmp_path: Path, monkeypatch: pytes
     bad = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "payload": _RunsCode()}, bad, pickle_protocol=pickle.HIGHEST_PROTOCOL)
     with pytest.raises(CheckpointLoadError, match="evil.ckpt"):
-        load_checkpoint_file(bad)
+        read_weights(bad)
     assert not (tmp_path / "pwned").exists()
 
 
@@ -167,7 +167,7 @@ def test_run_shorter_than_an_epoch_still_validates_and_checkpoints_its_last_step
     summary = train(compose_train([*overrides, "trainer.max_steps=6"], tmp_path / "a"))  # epochs of 4 steps
     assert [h["step"] for h in summary["history"]] == [4, 6]
     last = tmp_path / "a" / "checkpoints" / "last.ckpt"
-    assert load_checkpoint_file(last)["global_step"] == 6
+    assert read_weights(last)["global_step"] == 6
     resumed = train(compose_train([*overrides, "trainer.max_steps=10", f"ckpt_path={last}"], tmp_path / "b"))
     assert resumed["steps"] == 10 and resumed["history"][-1]["step"] == 10
 
@@ -264,7 +264,7 @@ def test_crash_mid_epoch_leaves_a_resumable_checkpoint(tmp_path: Path, monkeypat
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(compose_train([*overrides, "trainer.max_steps=12"], tmp_path / "a"))
     saved = tmp_path / "a" / "checkpoints" / "interrupted.ckpt"
-    assert load_checkpoint_file(saved)["global_step"] == 6  # not 4, the last epoch end
+    assert read_weights(saved)["global_step"] == 6  # not 4, the last epoch end
     monkeypatch.setattr(SRLitModule, "training_step", original)
     resumed = train(compose_train([*overrides, "trainer.max_steps=12", f"ckpt_path={saved}"], tmp_path / "b"))
     assert resumed["steps"] == 12

@@ -23,7 +23,7 @@ from torch.nn import functional as F
 from sr_experiments.models import build_network, count_parameters, is_multi_frame
 from sr_experiments.models.basicvsrpp import SecondOrderDeformableAlignment
 from sr_experiments.models.edvr import DCNv2Pack
-from sr_experiments.models.loading import load_pretrained
+from sr_experiments.models.weights import load_pretrained
 from sr_experiments.models.spynet import (
     SpyNet,
     endpoint_error,
@@ -240,7 +240,7 @@ def test_info_counts_deformable_convs_and_reports_per_frame() -> None:
 
 
 def test_checkpoint_rebuild_does_not_reread_the_spynet_file(tmp_path: Path) -> None:
-    from sr_experiments.models.loading import load_network
+    from sr_experiments.models.weights import load_network
 
     spynet_file = tmp_path / "spynet.pth"
     torch.save({"params": {k: v for k, v in SpyNet().state_dict().items() if k not in ("mean", "std")}}, spynet_file)
@@ -258,7 +258,7 @@ def test_checkpoint_rebuild_does_not_reread_the_spynet_file(tmp_path: Path) -> N
 def test_video_network_exports_its_weights_and_reloads_identically(tmp_path: Path, spec: dict) -> None:
     """export.py checks a video network on a clip (an image input raised inside the network before)."""
     from sr_experiments.inference.export import check_input, export_weights
-    from sr_experiments.models.loading import load_network
+    from sr_experiments.models.weights import load_network
 
     torch.manual_seed(0)
     net = build_network(spec).eval()

@@ -18,7 +18,7 @@ from spandrel import ModelLoader
 from sr_experiments.models import NETWORKS, build_network, count_parameters
 from sr_experiments.models.registry import RUNTIME_KEYS
 from sr_experiments.models.community import SpandrelNetwork
-from sr_experiments.models.loading import load_checkpoint_file, unwrap_state_dict
+from sr_experiments.models.weights import build_model, read_weights, unwrap_state_dict
 from sr_experiments.tools.info import network_info
 
 COMMUNITY = sorted(name for name, cls in NETWORKS.items() if issubclass(cls, SpandrelNetwork))
@@ -204,7 +204,7 @@ def test_official_weights_file_loads_through_the_config(tmp_path) -> None:
     src = _small("hat", 2)
     path = tmp_path / "HAT_tiny_SRx2.pth"
     torch.save({"params_ema": src.state_dict()}, path)
-    dst = build_network({"name": "hat", "scale": 2, **SMALL["hat"], "pretrained": str(path)})
+    dst = build_model({"name": "hat", "scale": 2, **SMALL["hat"], "pretrained": str(path)})
     assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values()))
 
 
@@ -292,7 +292,7 @@ def test_train_py_runs_span_and_spandrel_reads_its_checkpoint(tmp_path) -> None:
 
     summary = train(compose_train([*FAST, "model=span", "scale=3"], tmp_path))
     assert summary["steps"] == 4 and summary["final"]["psnr"] > 0
-    state = unwrap_state_dict(load_checkpoint_file(tmp_path / "checkpoints" / "last.ckpt"))
+    state = unwrap_state_dict(read_weights(tmp_path / "checkpoints" / "last.ckpt"))
     descriptor = ModelLoader().load_from_state_dict(state)
     assert descriptor.architecture.id == "SPAN" and descriptor.scale == 3
     detected = NETWORKS["span"].spec_from_spandrel(descriptor.model)

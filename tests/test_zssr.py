@@ -308,12 +308,20 @@ def test_eval_model_zssr_trains_per_image_and_records_its_time(tmp_path: Path) -
     assert all(math.isfinite(float(r["psnr"])) for r in rows)
 
 
-def test_upscale_py_points_model_zssr_to_zssr_py(tmp_path: Path, capsys) -> None:
+def test_upscale_py_runs_model_zssr_like_any_model(tmp_path: Path, capsys) -> None:
     from sr_experiments.inference.upscale import cli as upscale_cli
 
     _write_inputs(tmp_path / "in")
-    assert upscale_cli([f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}", "model=zssr", "--no-progress"]) == 2
-    assert "run zssr.py" in capsys.readouterr().err
+    fast = [o.replace("zssr.", "model.zssr.") for o in FAST_OVERRIDES if o != "progress=false"]
+    status = upscale_cli([f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}", "model=zssr", *fast, "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 1 and "broken.png" in err and "tile off (it trains on each image whole)" in err  # the others written
+    modes = {p.name: Image.open(p) for p in (tmp_path / "out").iterdir()}
+    assert set(modes) == {"rgb.png", "gray.png", "alpha.png"} and all(im.size == (40, 32) for im in modes.values())
+    assert modes["gray.png"].mode == "L" and modes["alpha.png"].mode == "RGBA"
+    # its ensemble is its own: the outside one is refused in one line
+    assert upscale_cli([f"input={tmp_path / 'in'}", f"output={tmp_path / 'o2'}", "model=zssr", "--ensemble"]) == 2
+    assert "model.zssr.ensemble" in capsys.readouterr().err
 
 
 def test_the_time_estimate_counts_steps_tests_final_passes_and_set_up() -> None:

@@ -25,6 +25,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from sr_experiments.models.weights import read_weights
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -133,11 +135,7 @@ def from_mmagic_keys(state: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def load_spynet(spynet: SpyNet, path: str | Path) -> None:
     """Load a SpyNet weights file (BasicSR's ``spynet_sintel_final-3d2a1287.pth``: a ``params`` dict,
     or a bare state dict; mmagic's layout too) strictly; the file is read with ``weights_only``."""
-    from sr_experiments.models.loading import (
-        load_checkpoint_file,  # the project's one weights reader
-    )
-
-    obj = load_checkpoint_file(path)
+    obj = read_weights(path)
     state = obj.get("params", obj.get("state_dict", obj)) if isinstance(obj, dict) else obj
     state = from_mmagic_keys({k.removeprefix("module."): v for k, v in dict(state).items()})
     for name in ("mean", "std"):  # BasicSR's SpyNet file predates the buffers: keep ours

@@ -42,6 +42,7 @@ from torch.utils import checkpoint
 
 from sr_experiments.models.blocks import MeanShift, Upsample, UpsampleOneStep
 from sr_experiments.models.registry import check_scale, register
+from sr_experiments.models.weights import read_weights, unwrap_state_dict
 
 __all__ = ["SwinIR", "SwinIRLight", "load_official", "pad_to_multiple"]
 
@@ -629,10 +630,8 @@ def load_official(
     The derived buffers the files carry are dropped by the blocks' load hooks, so plain
     ``load_state_dict`` works too. Returns ``load_state_dict``'s result.
     """
-    from sr_experiments.models.loading import unwrap_state_dict
-
     if not isinstance(checkpoint, Mapping):
-        checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        checkpoint = read_weights(checkpoint)
     if key is None and "params" in checkpoint:  # the classical releases: "params", as main_test_swinir.py
         key = "params"
     return net.load_state_dict(unwrap_state_dict(checkpoint, key), strict=strict)

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from sr_experiments.models.loading import load_checkpoint_file
+from sr_experiments.models.weights import read_weights
 from sr_experiments.outputs import atomic_write
 
 
@@ -22,4 +22,4 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, tmp)
 
     def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
-        return load_checkpoint_file(path, map_location=map_location or "cpu")
+        return read_weights(path, map_location=map_location or "cpu")

@@ -83,7 +83,7 @@ def compare(psnr_ckpt: Path, gan_ckpt: Path, cfg: Any) -> tuple[dict[str, Any], 
     """PSNR / SSIM (the paper protocol, as val/psnr) of both models on the validation images, and panels."""
     from hydra.utils import instantiate
 
-    from sr_experiments.models.loading import load_network
+    from sr_experiments.models.weights import load_network
 
     nets = {"psnr": load_network(psnr_ckpt)[0], "gan": load_network(gan_ckpt)[0]}  # EMA weights where kept
     scale = int(cfg.scale)

@@ -21,8 +21,8 @@ from sr_experiments.training.ema import ema_update_, ema_state_for_load
 from sr_experiments.training.losses import build_losses
 from sr_experiments.evaluation.metrics import SRMetrics
 from sr_experiments.evaluation.perceptual import PerceptualMeans, PerceptualScorer, perceptual_names
-from sr_experiments.models.interop import FROM_FILE, resolve_from_file
-from sr_experiments.models import build_network, count_parameters, model_label
+from sr_experiments.models.weights import FROM_FILE, build_model, resolve_from_file
+from sr_experiments.models import count_parameters, model_label
 from sr_experiments.models.bicubic import Bicubic
 from sr_experiments.data.degradations import build_degradation
 from sr_experiments.data.sampler import derived_seed
@@ -110,7 +110,7 @@ class SRLitModule(L.LightningModule):
                 "ema_decay": ema_decay,
             }
         )
-        self.net = build_network(network)
+        self.net = build_model(network)
         # train.py measures the layout and calls set_channels_last; this rule serves modules built
         # on their own (a checkpoint loaded for validation, the benchmarks).
         self.set_channels_last(*choose_channels_last(self.net, channels_last))

@@ -27,8 +27,7 @@ from sr_experiments.training.config_schema import validate_train_config
 from sr_experiments.training.distributed import check_ddp_launch, launch_rank
 from sr_experiments.extras import require_logger_packages
 from sr_experiments.training.module import SRLitModule
-from sr_experiments.models.interop import FROM_FILE
-from sr_experiments.models.loading import load_pretrained
+from sr_experiments.models.weights import FROM_FILE, load_pretrained
 from sr_experiments.provenance import checkpoint_info, provenance
 from sr_experiments.outputs import record_owner, write_text
 from sr_experiments.training.csv_logger import ResumableCSVLogger

@@ -138,8 +138,8 @@ def read_start_checkpoint(cfg: DictConfig, ckpt_path: str | None, resume: bool) 
     refused run leaves its folder untouched."""
     if not ckpt_path:
         return None
-    from sr_experiments.models.interop import read_weights  # torch: only once a run starts
-    from sr_experiments.models.loading import CheckpointLoadError
+    from sr_experiments.models.weights import read_weights  # torch: only once a run starts
+    from sr_experiments.models.weights import CheckpointLoadError
 
     try:
         state = read_weights(ckpt_path)

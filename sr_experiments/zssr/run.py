@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import sys
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +26,9 @@ from sr_experiments.imaging.io import (
     read_picture,
     write_picture,
 )
-from sr_experiments.inference.upscale import exit_status, upscale_alpha
-from sr_experiments.models.registry import check_scale
-from sr_experiments.outputs import WriteError, check_writable_folder
-from sr_experiments.speed import SpeedChoice
+from sr_experiments.inference.upscale import command_line, each_image, exit_status, upscale_alpha
+from sr_experiments.methods import resolve_method
+from sr_experiments.outputs import check_writable_folder
 from sr_experiments.zssr.method import (
     STAGE_OVERHEAD_S,
     StageCost,
@@ -40,7 +38,6 @@ from sr_experiments.zssr.method import (
     load_kernel,
     speed_choice,
     stage_cost,
-    zssr_upscale,
 )
 
 PROG = "zssr"
@@ -95,8 +92,8 @@ def run_zssr(cfg: DictConfig) -> Summary:
     fmt = str(cfg.format).lower()
     if fmt not in FORMATS:
         raise ValueError(f"format={cfg.format} is not one of {', '.join(FORMATS)}")
-    scale = check_scale("zssr", cfg.scale)
-    settings = ZSSRSettings.from_config(cfg.zssr)
+    method = resolve_method(cfg, progress=bool(cfg.progress))  # model=zssr, its settings checked: zssr.*
+    scale, settings = method.scale, method.settings
     stages = settings.stages(scale)
     if settings.kernel:
         load_kernel(settings.kernel)  # a bad kernel file stops the run here, named, before any training
@@ -109,6 +106,8 @@ def run_zssr(cfg: DictConfig) -> Summary:
     check_writable_folder(out_dir)
     device = resolve_device(str(cfg.device))
     speeds = {s: speed_choice(settings, s, device) for s in set(stages)}
+    zssr = method.network(device)  # trains a network on each image it is called on
+    zssr._speed.update(speeds)  # measured once, for the announcement and the training
     choice = speeds[stages[0]]
     progressive = settings.progressive(scale)
     plan = (" as " + " x ".join(f"x{s}" for s in stages) if len(stages) > 1 else
@@ -131,37 +130,27 @@ def run_zssr(cfg: DictConfig) -> Summary:
 
     loggers = list(cfg.logger.values()) if cfg.get("logger") else []
     min_side = scale if progressive else stages[0]  # the first stage's sons must be 1 px at least
-    summary, start = Summary(), time.perf_counter()
-    show = bool(cfg.progress)
-    for path in progress(inputs, desc="images", unit="img", enabled=show and len(inputs) > 1):
-        try:
-            read = read_picture(path, int(cfg.max_pixels))
-            if isinstance(read, Animation):
-                raise ImageFileError(f"{len(read.frames)} frames: ZSSR trains a network per image; extract the frames")
-            pic: Picture = read
-            check_min_size(pic.size, min_side)
-            lr = torch.from_numpy(pic.rgb).permute(2, 0, 1)[None].float()
-            logger = _logger(loggers, path.stem)
-            result = zssr_upscale(lr, scale, settings, device, logger=logger, progress=show, name=path.name,
-                                  speed=speeds.__getitem__)
-            rgb = result.sr[0].float().clamp(0, 1).permute(1, 2, 0).numpy()
-            alpha = upscale_alpha(pic.alpha, scale) if pic.alpha is not None else None
-            write_picture(targets[path], Picture(rgb, alpha, pic.gray, pic.bits, pic.icc_profile, pic.mode), fmt,
-                          int(cfg.quality), overwrite)
-            print(f"{PROG}: {path.name}: {'+'.join(map(str, result.steps))} steps ({', '.join(result.stopped_by)}), "
-                  f"{result.seconds:.1f} s -> {targets[path]}", file=sys.stderr, flush=True)
-        except WriteError:  # a full disk fails every later image as well: stop (nothing partial is left)
-            raise
-        except (ValueError, OSError, RuntimeError) as e:  # ImageFileError is a ValueError
-            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            print(f"{PROG}: {path}: {reason} (skipped)", file=sys.stderr, flush=True)
-            summary.failures.append(str(path))
-            continue
+    summary, show = Summary(), bool(cfg.progress)
+
+    def one(path: Path) -> None:
+        read = read_picture(path, int(cfg.max_pixels))
+        if isinstance(read, Animation):
+            raise ImageFileError(f"{len(read.frames)} frames: ZSSR trains a network per image; extract the frames")
+        pic: Picture = read
+        check_min_size(pic.size, min_side)
+        lr = torch.from_numpy(pic.rgb).permute(2, 0, 1)[None].float()
+        zssr(lr, name=path.name, logger=_logger(loggers, path.stem))
+        result = zssr.last
+        rgb = result.sr[0].float().clamp(0, 1).permute(1, 2, 0).numpy()
+        alpha = upscale_alpha(pic.alpha, scale) if pic.alpha is not None else None
+        write_picture(targets[path], Picture(rgb, alpha, pic.gray, pic.bits, pic.icc_profile, pic.mode), fmt,
+                      int(cfg.quality), overwrite)
+        print(f"{PROG}: {path.name}: {'+'.join(map(str, result.steps))} steps ({', '.join(result.stopped_by)}), "
+              f"{result.seconds:.1f} s -> {targets[path]}", file=sys.stderr, flush=True)
         summary.images += 1
         summary.steps.append(sum(result.steps))
-    summary.seconds = time.perf_counter() - start
-    print(summary.line(), flush=True)
-    return summary
+
+    return each_image(PROG, progress(inputs, desc="images", unit="img", enabled=show and len(inputs) > 1), summary, one)
 
 
 def image_sizes(inputs: list[Path], max_pixels: int) -> dict[Path, tuple[int, int]]:
@@ -211,25 +200,8 @@ FLAGS = {"--no-progress": "progress=false", "--overwrite": "overwrite=true"}
 def cli(argv: list[str] | None = None) -> int:
     """``sr-zssr input=FILE|DIR|GLOB output=DIR [scale=2] [zssr.KEY=VALUE ...] [--no-progress] [--overwrite]``: the
     Hydra overrides of zssr.py, composed without a Hydra run (nothing is written but the images)."""
-    from hydra import compose, initialize_config_dir
-
-    args = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in args):
-        print(cli.__doc__ + "\n\n" + (CONF_DIR / "zssr.yaml").read_text() + "\n# zssr.*\n"
-              + (CONF_DIR / "shared" / "zssr.yaml").read_text())
-        return 0
-    unknown = [a for a in args if a.startswith("--") and a not in FLAGS]
-    if unknown:
-        print(f"sr-zssr: unknown option {unknown[0]} (options: {', '.join(FLAGS)}, or key=value overrides)", file=sys.stderr)
-        return 2
-    overrides = [FLAGS.get(a, a) for a in args]
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name="zssr", overrides=overrides)
-    except Exception as e:  # noqa: BLE001  (Hydra's override errors, of several types: one line, not a traceback)
-        print(f"sr-zssr: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 2
-    return main(cfg)
+    return command_line("sr-zssr", "zssr", FLAGS, main, argv, cli.__doc__ + "\n\n" + (CONF_DIR / "zssr.yaml").read_text()
+                        + "\n# zssr.*\n" + (CONF_DIR / "shared" / "zssr.yaml").read_text())
 
 
 if __name__ == "__main__":
