@@ -44,7 +44,7 @@ LR_SIZE = (1080, 1920)
 def worker(model: str, precision: str, tile_arg: str, repeats: int) -> dict:
     import torch
 
-    from sr_experiments.inference.engines import auto_tile, torch_engine
+    from sr_experiments.methods.engines import auto_tile, torch_engine
     from sr_experiments.hardware import peak_conv_gmacs
     from sr_experiments.imaging.tiling import count_tiles, fit_tiles, upscale
     from sr_experiments.tools.info import count_macs
@@ -96,7 +96,7 @@ def psnr_cost(ckpt: str, data_dir: str) -> str:
     bf16 (+channels_last), untiled, through upscale.py's engine."""
     import torch
 
-    from sr_experiments.inference.engines import torch_engine
+    from sr_experiments.methods.engines import torch_engine
     from sr_experiments.evaluation.protocol import InferenceOptions, evaluate_set, resolve_eval_sources
     from sr_experiments.models.weights import load_network
 

@@ -18,14 +18,11 @@ GROUND = {"sr_experiments.outputs"}
 LATER_THAN_DATA = ("evaluation", "inference", "training", "zssr", "tools")
 # The models' weight-loading cycle (loading <-> interop <-> registry, held by lazy imports) that
 # issue 26 removes with one weights module; empty this set once it is gone.
-KNOWN_CYCLE = {"sr_experiments.models.interop", "sr_experiments.models.loading", "sr_experiments.models.registry"}
+KNOWN_CYCLE: set[str] = set()
 # evaluation/ and zssr/ run networks through imaging (tiling) and models, not through inference/.
 # The modules still allowed to import inference: the command entry points that issue 26's method
-# layer rewrites (helper B). Empty this set once evaluation/run.py and zssr/run.py go through it.
-INFERENCE_ALLOWED = {
-    "sr_experiments.evaluation.run",  # torch_engine, until the method layer builds the network
-    "sr_experiments.zssr.run",  # exit_status, upscale_alpha: its per-image loop copies upscale's
-}
+# layer rewrites (helper B). Empty this set once evaluation/run.py and inference/zssr.py go through it.
+INFERENCE_ALLOWED: set[str] = set()
 
 
 def module_name(path: Path) -> str:

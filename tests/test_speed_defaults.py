@@ -388,7 +388,7 @@ def state_hparams(ckpt: Path) -> dict:
 @pytest.mark.parametrize(("winner", "precision", "channels_last"), [("fp32", "auto", "auto"), ("bf16-cl", "auto", "auto"),
                                                                   ("bf16", "bf16", "auto"), ("fp32-cl", "32", "auto")])
 def test_upscale_engine_runs_the_measured_mode(cache: Path, winner: str, precision: str, channels_last: str) -> None:
-    from sr_experiments.inference.engines import torch_engine
+    from sr_experiments.methods.engines import torch_engine
 
     spec = {"name": "espcn", "scale": 2}
     times = {m: (100.0 if m == winner else 300.0) for m in ("fp32", "fp32-cl", "bf16", "bf16-cl")}
@@ -401,7 +401,7 @@ def test_upscale_engine_runs_the_measured_mode(cache: Path, winner: str, precisi
 
 
 def test_upscale_engine_measures_for_real_and_caches(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sr_experiments.inference.engines import torch_engine
+    from sr_experiments.methods.engines import torch_engine
 
     monkeypatch.setattr(speed, "machine_busy", lambda device: "busy")  # noisy or not, the second call reads the cache
     spec = {"name": "espcn", "scale": 2}

@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from PIL import Image, ImageCms
 from skimage import data as skdata
 
-from sr_experiments.inference.engines import auto_tile, torch_engine
+from sr_experiments.methods.engines import auto_tile, torch_engine
 from sr_experiments.imaging.io import read_picture
 from sr_experiments.imaging.imresize import imresize
 from sr_experiments.imaging.tiling import count_tiles, fit_tiles, upscale

@@ -30,7 +30,7 @@ from sr_experiments.zssr.pairs import (
     official_augment,
     undo_dihedral,
 )
-from sr_experiments.zssr.run import cli
+from sr_experiments.inference.zssr import cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -326,7 +326,7 @@ def test_upscale_py_runs_model_zssr_like_any_model(tmp_path: Path, capsys) -> No
 
 def test_the_time_estimate_counts_steps_tests_final_passes_and_set_up() -> None:
     from sr_experiments.zssr.method import STAGE_OVERHEAD_S, StageCost, earliest_stop
-    from sr_experiments.zssr.run import estimate_seconds
+    from sr_experiments.inference.zssr import estimate_seconds
 
     settings = ZSSRSettings()
     # Three tenfold drops from 1e-3 to below 9e-6, each more than 256 steps after the last, at a check every 60.

@@ -23,7 +23,7 @@ from sr_experiments.imaging.annotate import font_size, label_strip
 from sr_experiments.cli import first_line
 from sr_experiments.extras import MissingExtra
 from sr_experiments.hardware import resolve_device
-from sr_experiments.inference.engines import (
+from sr_experiments.methods.engines import (
     Engine,
     auto_tile,
 )

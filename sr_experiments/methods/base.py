@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from sr_experiments.inference.engines import Engine, torch_engine
+from sr_experiments.methods.engines import Engine, torch_engine
 
 
 @dataclass

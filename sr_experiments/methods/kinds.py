@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sr_experiments.inference.engines import Engine, onnx_engine
+from sr_experiments.methods.engines import Engine, onnx_engine
 from sr_experiments.methods.base import Method
 from sr_experiments.models import build_network, check_scale, count_parameters, model_label
 from sr_experiments.models.weights import ema_entry, load_network, read_weights
