@@ -21,18 +21,18 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sr_experiments.console import is_terminal, one_line_per_record
-from sr_experiments.training.callbacks import LineProgressBar
-from sr_experiments.training.checkpoint_io import AtomicCheckpointIO
-from sr_experiments.training.config_schema import validate_train_config
-from sr_experiments.training.distributed import check_ddp_launch, launch_rank
+from sr_experiments.runs.callbacks import LineProgressBar
+from sr_experiments.runs.checkpoint_io import AtomicCheckpointIO
+from sr_experiments.runs.config_schema import validate_train_config
+from sr_experiments.runs.distributed import check_ddp_launch, launch_rank
 from sr_experiments.extras import require_logger_packages
 from sr_experiments.training.module import SRLitModule
 from sr_experiments.models.interop import FROM_FILE
 from sr_experiments.models.loading import load_pretrained
 from sr_experiments.provenance import checkpoint_info, provenance
 from sr_experiments.outputs import record_owner, write_text
-from sr_experiments.training.csv_logger import ResumableCSVLogger
-from sr_experiments.training.run_dir import (
+from sr_experiments.runs.csv_logger import ResumableCSVLogger
+from sr_experiments.runs.run_dir import (
     check_run_dir,
     check_same_network,
     read_start_checkpoint,
@@ -41,7 +41,7 @@ from sr_experiments.training.run_dir import (
     slurm_job_id,
 )
 from sr_experiments.speed import SpeedChoice, choose_training
-from sr_experiments.training.wandb_logger import finish_loggers
+from sr_experiments.runs.wandb_logger import finish_loggers
 
 log = logging.getLogger(__name__)
 
