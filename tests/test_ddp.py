@@ -46,18 +46,18 @@ def test_two_process_validation_equals_single_process(tmp_path: Path, data_dir: 
 
     # The same checkpoint, one process: the same PSNR to 1e-4 dB, and the same bicubic baseline.
     module = SRLitModule.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    assert module.history[-1] == metrics["history"][-1]
-    module.history, module.bicubic_result = [], None
+    assert module.record.history[-1] == metrics["history"][-1]
+    module.record.history, module.record.bicubic = [], None
     data = SRDataModule(train_dir=[], val_dir=str(data_dir / "Set5"), scale=2)
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, enable_checkpointing=False)
     trainer.validate(module, datamodule=data, verbose=False)
-    single = module.history[-1]
+    single = module.record.history[-1]
     print(f"DDP vs single-process val/psnr: {metrics['history'][-1]['psnr']!r} vs {single['psnr']!r}")
     assert abs(single["psnr"] - metrics["history"][-1]["psnr"]) < 1e-4
     assert abs(single["ssim"] - metrics["history"][-1]["ssim"]) < 1e-6
-    assert module.bicubic_result["images"] == 5
-    assert abs(module.bicubic_result["psnr"] - metrics["bicubic"]["psnr"]) < 1e-4
+    assert module.record.bicubic["images"] == 5
+    assert abs(module.record.bicubic["psnr"] - metrics["bicubic"]["psnr"]) < 1e-4
 
 
 @pytest.mark.slow

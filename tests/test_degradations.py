@@ -232,7 +232,7 @@ def test_usm_sharpening_adds_contrast_at_edges_only() -> None:
 def test_training_degrades_each_batch_on_the_device(tmp_path: Path) -> None:
     from hydra.utils import instantiate
 
-    from sr_experiments.training.run import train
+    from sr_experiments.runs.run import train
 
     cfg = compose_train([*FAST, "model=compact", "model.num_feat=8", "model.num_conv=2", "scale=4",
                          "degradation=realesrgan", "trainer.max_steps=2", "data.patch_size=16"], tmp_path / "run")
@@ -373,7 +373,7 @@ def test_compact_is_realesr_general_x4v3() -> None:
 @pytest.mark.slow
 def test_realesrgan_gan_stage_trains_on_degraded_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from sr_experiments.training.gan import SRGANModule
-    from sr_experiments.training.run import train
+    from sr_experiments.runs.run import train
 
     seen = []
     original = SRGANModule.training_step

@@ -19,7 +19,7 @@ from sr_experiments.inference.export import export_weights
 from sr_experiments.models import build_network
 from sr_experiments.models.weights import ema_entry, read_weights, load_network, unwrap_state_dict
 from sr_experiments.training.ema import ema_state_for_load, ema_update_
-from sr_experiments.training.run import train
+from sr_experiments.runs.run import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -24,7 +24,7 @@ from sr_experiments.imaging.tiling import _tile_plan, self_ensemble, tiled_forwa
 from sr_experiments.evaluation.metrics import sr_psnr_ssim
 from sr_experiments.models import build_network
 from sr_experiments.evaluation.run import run_eval
-from sr_experiments.training.run import train
+from sr_experiments.runs.run import train
 
 PUBLISHED_BICUBIC = {
     ("Set5", 2): (33.66, 0.9299), ("Set5", 3): (30.39, 0.8682), ("Set5", 4): (28.42, 0.8104),

@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from sr_experiments.models.discriminators import UNetDiscriminatorSN, VGGStyleDiscriminator, build_discriminator
 from sr_experiments.models.weights import read_weights, load_network
 from sr_experiments.training.gan import SRGANModule
-from sr_experiments.training.run import train
+from sr_experiments.runs.run import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -226,7 +226,7 @@ def test_upscale_with_a_community_file_writes_the_spandrel_output(tmp_path: Path
 
 @pytest.mark.slow
 def test_trained_here_then_exported_spandrel_detects_it(tmp_path: Path) -> None:
-    from sr_experiments.training.run import train
+    from sr_experiments.runs.run import train
 
     cfg = compose_train([*FAST, "model=safmn", "model.depth=1", "model.width=8"], tmp_path / "run")
     train(cfg)
@@ -247,7 +247,7 @@ def test_trained_here_then_exported_spandrel_detects_it(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_fine_tune_a_community_file_with_model_from_file(tmp_path: Path) -> None:
-    from sr_experiments.training.run import train
+    from sr_experiments.runs.run import train
 
     torch.manual_seed(0)
     official = _official("SAFMN", dim=8, n_blocks=1, upscaling_factor=2)
@@ -263,7 +263,7 @@ def test_fine_tune_a_community_file_with_model_from_file(tmp_path: Path) -> None
 
 @pytest.mark.slow
 def test_fine_tune_an_architecture_outside_the_zoo(tmp_path: Path) -> None:
-    from sr_experiments.training.run import train
+    from sr_experiments.runs.run import train
 
     torch.manual_seed(0)
     official = _official("SwiftSRGAN", in_channels=3, num_channels=8, num_blocks=2, upscale_factor=2)
@@ -308,7 +308,7 @@ def test_eval_of_a_community_file_equals_the_same_weights_from_a_checkpoint(tmp_
 
 @pytest.mark.slow
 def test_train_ckpt_path_of_a_community_file_with_model_from_file(tmp_path: Path) -> None:
-    from sr_experiments.training.run import train
+    from sr_experiments.runs.run import train
 
     torch.manual_seed(0)
     official = _official("SAFMN", dim=8, n_blocks=1, upscaling_factor=2)

@@ -26,7 +26,7 @@ from sr_experiments.data.lmdb_source import (
 from sr_experiments.data.pairs import load_pair
 from sr_experiments.data.sources import ImageSource, resolve_sources
 from sr_experiments.imaging.imresize import imresize
-from sr_experiments.training.run import train
+from sr_experiments.runs.run import train
 
 SCALE = 2
 

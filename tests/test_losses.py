@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import FAST, compose_train
 
-from sr_experiments.training.config_schema import ConfigError, validate_train_config
+from sr_experiments.runs.config_schema import ConfigError, validate_train_config
 from sr_experiments.training.losses import (
     GANLoss,
     LOSSES,
@@ -20,7 +20,7 @@ from sr_experiments.training.losses import (
     VGG19_URL,
     build_losses,
 )
-from sr_experiments.training.run import train
+from sr_experiments.runs.run import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -231,7 +231,7 @@ def test_validation_means_count_each_image_once() -> None:
 def test_validation_lpips_is_what_eval_reports(tmp_path: Path, weights_home: Path) -> None:
     from conftest import FAST, compose_train
 
-    from sr_experiments.training.run import train
+    from sr_experiments.runs.run import train
 
     run = tmp_path / "run"
     train(compose_train([*FAST, "module.val_metrics=[psnr,ssim,lpips]"], run))

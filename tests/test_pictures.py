@@ -61,7 +61,7 @@ def test_validation_panels_carry_psnr_and_step() -> None:
     import torch
 
     from sr_experiments.evaluation.metrics import sr_psnr_ssim
-    from sr_experiments.training.callbacks import panel_labels, panel_row
+    from sr_experiments.runs.callbacks import panel_labels, panel_row
 
     torch.manual_seed(0)
     lr, hr = torch.rand(3, 32, 32), torch.rand(3, 64, 64)
@@ -77,7 +77,7 @@ def test_validation_panels_carry_psnr_and_step() -> None:
 def test_gan_demo_colour_error_is_the_mean_colour_shift_per_channel() -> None:
     import torch
 
-    from sr_experiments.training.gan_demo import colour_error, panel
+    from sr_experiments.tools.gan_demo import colour_error, panel
 
     hr = torch.rand(3, 64, 64)
     cast = hr.clone()

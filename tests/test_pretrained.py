@@ -12,7 +12,7 @@ from test_eval import compose_eval
 from sr_experiments.models import build_network
 from sr_experiments.models.weights import build_model, load_pretrained, unwrap_state_dict
 from sr_experiments.evaluation.run import run_eval
-from sr_experiments.training.run import train
+from sr_experiments.runs.run import train
 
 SHALLOW = {"name": "edsr", "scale": 2, "depth": 4, "width": 32}
 

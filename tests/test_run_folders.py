@@ -22,9 +22,9 @@ from hydra._internal.callbacks import Callbacks
 from sr_experiments.cli import errors_as_one_line
 from sr_experiments.models.weights import read_weights
 from sr_experiments.outputs import OWNER_FILE, OutputError, read_owner
-from sr_experiments.training import run_dir as run_dir_module
-from sr_experiments.training.config_schema import ConfigError, validate_eval_config, validate_train_config
-from sr_experiments.training.run import train
+from sr_experiments.runs import run_dir as run_dir_module
+from sr_experiments.runs.config_schema import ConfigError, validate_eval_config, validate_train_config
+from sr_experiments.runs.run import train
 
 EVAL = ["model=bicubic", "eval.sets=[sample:val]", "eval.device=cpu"]
 
@@ -230,7 +230,7 @@ def _disk_full_after(calls: int, monkeypatch: pytest.MonkeyPatch, module) -> lis
 def test_training_on_a_full_disk_ends_in_one_line_with_the_last_checkpoint_intact(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    from sr_experiments.training import checkpoint_io
+    from sr_experiments.runs import checkpoint_io
 
     run = tmp_path / "run"
     # Validation and checkpoints (best, last) at steps 4 and 8: the disk fills after the first two.

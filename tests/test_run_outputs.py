@@ -11,8 +11,8 @@ import torch
 from conftest import FAST, compose_train
 from PIL import Image
 
-from sr_experiments.training.callbacks import GAP, panel_row
-from sr_experiments.training.run import train
+from sr_experiments.runs.callbacks import GAP, panel_row
+from sr_experiments.runs.run import train
 
 
 def test_panel_has_a_label_strip_over_each_tile_and_the_tiles_below_it() -> None:

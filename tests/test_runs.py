@@ -22,11 +22,11 @@ from omegaconf import OmegaConf
 
 from sr_experiments.models.weights import read_weights
 from sr_experiments.models.registry import NETWORKS, is_multi_frame
-from sr_experiments.training.config_schema import ConfigError, validate_train_config
+from sr_experiments.runs.config_schema import ConfigError, validate_train_config
 from sr_experiments.data import SRDataModule
 from sr_experiments.imaging.io import ImageLoadError, load_rgb
-from sr_experiments.training.run_dir import RunDirError, RunDirGuard, claim_unique_dir
-from sr_experiments.training.run import train
+from sr_experiments.runs.run_dir import RunDirError, RunDirGuard, claim_unique_dir
+from sr_experiments.runs.run import train
 
 # Three epochs of 16 steps; validation and last.ckpt at steps 16, 32, 48.
 RUN = [

@@ -16,13 +16,13 @@ from hydra.utils import instantiate
 from sr_experiments import speed
 from sr_experiments.models.weights import read_weights
 from sr_experiments.data.datamodule import default_num_workers
-from sr_experiments.training.distributed import launch_rank
+from sr_experiments.runs.distributed import launch_rank
 from sr_experiments.hardware import choose_channels_last
 from sr_experiments.training.module import SRLitModule
 from sr_experiments.evaluation.metrics import SRMetrics
 from sr_experiments.models import build_network
 from sr_experiments.models.bicubic import Bicubic
-from sr_experiments.training.run import train
+from sr_experiments.runs.run import train
 
 
 # Step times (ms) of the Intel Xeon with AVX512-BF16 and no AMX: bf16 is slower than fp32.

@@ -17,7 +17,7 @@ from stream_data import make_images, prepare
 
 from sr_experiments.data.prepared import PreparedDataError
 from sr_experiments.data.stream import StreamDataModule, StreamLoader, SubImageStream
-from sr_experiments.training.run import train
+from sr_experiments.runs.run import train
 
 SUBIMAGES = 4 * 20  # 4 images of 100x132: 4 rows x 5 columns of 48-pixel crops every 24 pixels
 # LR patches of 8 px at x2, 4 per step: 20 steps per epoch.

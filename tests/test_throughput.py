@@ -7,7 +7,7 @@ from pathlib import Path
 
 from conftest import FAST, compose_train
 
-from sr_experiments.training.run import train
+from sr_experiments.runs.run import train
 
 
 def test_throughput_is_logged_at_each_logging_step(tmp_path: Path) -> None:

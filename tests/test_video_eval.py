@@ -63,7 +63,7 @@ def test_bicubic_through_the_video_protocol_equals_direct(tmp_path: Path):
 def test_trained_video_checkpoint_through_the_protocol(tmp_path: Path):
     from conftest import compose_train
 
-    from sr_experiments.training.run import train
+    from sr_experiments.runs.run import train
 
     cfg = compose_train(["experiment=video_cpu", "trainer.max_steps=1", "data.patches_per_epoch=2",
                          "data.patch_size=16", "data.val_max_frames=2", "logger=none"], tmp_path / "run")

@@ -16,7 +16,7 @@ from torch import nn
 
 from sr_experiments.evaluation.video import ClipMetrics, run_clip, window_indices
 from sr_experiments.models.registry import NETWORKS, SCALES, register
-from sr_experiments.training.run import train
+from sr_experiments.runs.run import train
 
 NAME = "test_clip_standin"
 

@@ -11,8 +11,8 @@ import pytest
 from conftest import FAST, ROOT, compose_train
 from wandb_records import read_offline_run
 
-from sr_experiments.training.run import train
-from sr_experiments.training.wandb_logger import run_name, wandb_mode
+from sr_experiments.runs.run import train
+from sr_experiments.runs.wandb_logger import run_name, wandb_mode
 
 
 def test_run_name_keeps_what_was_tried() -> None:

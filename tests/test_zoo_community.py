@@ -288,7 +288,7 @@ def test_dat_light_macs_near_the_readme() -> None:
 
 @pytest.mark.slow
 def test_train_py_runs_span_and_spandrel_reads_its_checkpoint(tmp_path) -> None:
-    from sr_experiments.training.run import train
+    from sr_experiments.runs.run import train
 
     summary = train(compose_train([*FAST, "model=span", "scale=3"], tmp_path))
     assert summary["steps"] == 4 and summary["final"]["psnr"] > 0

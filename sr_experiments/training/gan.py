@@ -43,7 +43,7 @@ except ImportError:  # pragma: no cover
 class SRGANModule(SRLitModule):
     """An ``SRLitModule`` trained against a discriminator ``net_d``.
 
-    Args (beyond ``SRLitModule``'s):
+    Args (beyond ``SRLitModule``'s, which pass through ``**kwargs``):
         discriminator: spec ``{"name": "vgg128" | "unet_sn", **constructor args}``.
         optimizer_d: Hydra ``_partial_`` optimizer config of the discriminator; ``None``: the
             generator's (ESRGAN and Real-ESRGAN use the same Adam settings for both).
@@ -52,25 +52,10 @@ class SRGANModule(SRLitModule):
 
     adversarial = True
 
-    def __init__(
-        self,
-        network: Mapping[str, Any],
-        scale: int,
-        loss: str = "l1",
-        optimizer: Mapping[str, Any] | None = None,
-        scheduler: Mapping[str, Any] | None = None,
-        charbonnier_eps: float = 1e-3,
-        val_metrics: Any = ("psnr", "ssim"),
-        weights_dir: str | None = None,
-        losses: Mapping[str, Any] | None = None,
-        ema_decay: float | None = None,
-        discriminator: Mapping[str, Any] | None = None,
-        optimizer_d: Mapping[str, Any] | None = None,
-        scheduler_d: Mapping[str, Any] | None = None,
-        degradation: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(network, scale, loss, optimizer, scheduler, charbonnier_eps, val_metrics=val_metrics,
-                         weights_dir=weights_dir, losses=losses, ema_decay=ema_decay, degradation=degradation)
+    def __init__(self, *args: Any, discriminator: Mapping[str, Any] | None = None,
+                 optimizer_d: Mapping[str, Any] | None = None, scheduler_d: Mapping[str, Any] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         if self.criterion.adversarial is None:
             raise ValueError("adversarial training needs a `type: gan` term in losses (e.g. losses=esrgan)")
         if not discriminator:

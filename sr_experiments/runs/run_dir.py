@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from sr_experiments.cli import fail, first_line
 from sr_experiments.outputs import OWNER_FILE, check_owner, claim_unique_dir, read_owner
-from sr_experiments.training.config_schema import ConfigError, validate_eval_config, validate_train_config
+from sr_experiments.runs.config_schema import ConfigError, validate_eval_config, validate_train_config
 
 __all__ = ["OWNER_FILE", "RunDirError", "RunDirGuard", "check_run_dir", "claim_unique_dir", "continue_config"]
 
@@ -197,7 +197,7 @@ class RunDirGuard(Callback):
         _guarded(self._settle_run, config)
 
     def _settle_run(self, config: DictConfig) -> None:
-        from sr_experiments.training.distributed import launch_rank
+        from sr_experiments.runs.distributed import launch_rank
 
         if self.command == "train" and launch_rank() > 0:
             # A DDP worker that Lightning's launcher started with rank 0's folder (hydra.run.dir=...):

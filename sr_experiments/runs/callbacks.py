@@ -102,7 +102,7 @@ class ImagePanel(L.Callback):
             return
         lq, gt, sr = batch["lq"][0], batch["gt"][0], outputs["sr"][0]
         with torch.no_grad():
-            bic = pl_module.bicubic(lq[None])[0]
+            bic = pl_module.validator.bicubic(lq[None])[0]
         gray = bool(batch["gray"][0]) if "gray" in batch else False
         self._rows.append((str(batch["name"][0]), panel_row(lq, bic, sr, gt, self.crop, step=int(trainer.global_step),
                                                             gray=gray)))

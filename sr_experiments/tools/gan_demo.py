@@ -1,7 +1,7 @@
 """The GAN demonstration on CPU: a PSNR stage, a GAN stage from it, and an LR | PSNR model |
 GAN model | HR panel of the validation photos with their PSNR / SSIM.
 
-    python -m sr_experiments.training.gan_demo [--psnr-steps 1000] [--gan-steps 100] [--out DIR] [override ...]
+    python -m sr_experiments.tools.gan_demo [--psnr-steps 1000] [--gan-steps 100] [--out DIR] [override ...]
 
 Both stages are ``experiment=gan_cpu_demo`` (``conf/experiment/gan_cpu_demo.yaml``): the PSNR stage
 without its adversarial parts (``~losses ~discriminator``, L1, lr 1e-3, cosine, no EMA), the GAN stage from
@@ -25,7 +25,7 @@ from PIL import Image
 from sr_experiments.imaging.annotate import with_labels
 from sr_experiments.evaluation.metrics import SRMetrics
 from sr_experiments.hardware import cpu_model
-from sr_experiments.training.callbacks import GAP
+from sr_experiments.runs.callbacks import GAP
 
 PANEL_LABELS = ("LR", "PSNR model", "GAN model", "HR")
 def perceptual_scorer(weights_dir: str | None = None):
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--gan-steps", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("outputs/gan_demo") / time.strftime("%Y-%m-%d_%H-%M-%S"))
     args, overrides = parser.parse_known_args(argv)
-    from sr_experiments.training.run import train
+    from sr_experiments.runs.run import train
 
     out: Path = args.out
     if out.exists() and any(out.iterdir()):

@@ -21,17 +21,17 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sr_experiments.console import is_terminal, one_line_per_record
-from sr_experiments.training.callbacks import LineProgressBar
-from sr_experiments.training.checkpoint_io import AtomicCheckpointIO
-from sr_experiments.training.config_schema import validate_train_config
-from sr_experiments.training.distributed import check_ddp_launch, launch_rank
+from sr_experiments.runs.callbacks import LineProgressBar
+from sr_experiments.runs.checkpoint_io import AtomicCheckpointIO
+from sr_experiments.runs.config_schema import validate_train_config
+from sr_experiments.runs.distributed import check_ddp_launch, launch_rank
 from sr_experiments.extras import require_logger_packages
 from sr_experiments.training.module import SRLitModule
 from sr_experiments.models.weights import FROM_FILE, load_pretrained
 from sr_experiments.provenance import checkpoint_info, provenance
 from sr_experiments.outputs import record_owner, write_text
-from sr_experiments.training.csv_logger import ResumableCSVLogger
-from sr_experiments.training.run_dir import (
+from sr_experiments.runs.csv_logger import ResumableCSVLogger
+from sr_experiments.runs.run_dir import (
     check_run_dir,
     check_same_network,
     read_start_checkpoint,
@@ -40,7 +40,7 @@ from sr_experiments.training.run_dir import (
     slurm_job_id,
 )
 from sr_experiments.speed import SpeedChoice, choose_training
-from sr_experiments.training.wandb_logger import finish_loggers
+from sr_experiments.runs.wandb_logger import finish_loggers
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,30 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
+    datamodule, module = build_module(cfg)
+    trainer, loggers, speed = build_trainer(cfg, module, datamodule)
+    ckpt_path = start_from(state, ckpt_path, resume, module, trainer, loggers)
+    del state
+    interrupted, requeue = fit(trainer, module, datamodule, ckpt_path)
+    summary = run_summary(cfg, trainer, module, datamodule, speed, interrupted, started_at)
+    if trainer.is_global_zero:
+        write_text(output_dir / "metrics.json", json.dumps(summary, indent=2))
+        if interrupted:
+            print(f"\ninterrupted by {interrupted} at step {trainer.global_step}; resume with "
+                  f"ckpt_path={resume_checkpoint(output_dir)}\n", flush=True)
+        else:
+            print("\n" + format_summary(summary) + f"\nrun directory: {output_dir}\n", flush=True)
+    finish_loggers(trainer, summary)
+    if interrupted == "requeue":
+        requeue.requeue()
+        raise RunInterrupted(143)
+    if interrupted:
+        raise RunInterrupted(130 if interrupted == "SIGINT" else 143)
+    return summary
+
+
+def build_module(cfg: DictConfig) -> tuple[L.LightningDataModule, SRLitModule]:
+    """The configured datamodule and training module (a bad value: the module's one line)."""
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     try:
         module: SRLitModule = instantiate(cfg.module, _recursive_=False)
@@ -138,6 +162,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise
     if module.num_params == 0:
         raise ValueError(f"model={cfg.model.name} has no trainable parameters: evaluate it with eval.py instead")
+    return datamodule, module
+
+
+def build_trainer(cfg: DictConfig, module: SRLitModule,
+                  datamodule: L.LightningDataModule) -> tuple[L.Trainer, list[Any], SpeedChoice]:
+    """The trainer with the configured callbacks and loggers, at the measured precision and layout."""
     callbacks = instantiate_group(cfg.get("callbacks"))
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar callback then
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
@@ -156,25 +186,34 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_ddp_launch(trainer)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return trainer, loggers, speed
 
-    if state is not None:
-        if not resume or "loops" not in state:
-            # Fine-tune: weights only (ours, or an official release), fresh optimizer, schedule, steps.
-            load_pretrained(module.net, state, origin=str(ckpt_path))
-            log.info("fine-tuning from the weights of %s", ckpt_path)
-            ckpt_path = None
-        else:
-            check_same_network(ckpt_path, state, module.hparams.network)
-            log.info("resuming from %s", ckpt_path)
-            # A resumed run's checkpoint folder holds its checkpoints: expected, not worth a warning.
-            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-            # The resumed run logs the steps after the checkpoint again: drop their earlier rows
-            # (resuming best.ckpt behind last.ckpt would otherwise repeat them in metrics.csv).
-            for logger in loggers:
-                if isinstance(logger, ResumableCSVLogger) and trainer.is_global_zero:
-                    logger.rewind(int(state.get("global_step", 0)))
-    del state
 
+def start_from(state: dict[str, Any] | None, ckpt_path: Any, resume: bool, module: SRLitModule,
+               trainer: L.Trainer, loggers: list[Any]) -> Any:
+    """Apply the start checkpoint: fine-tune (weights only; returns None) or resume (returns its path)."""
+    if state is None:
+        return ckpt_path
+    if not resume or "loops" not in state:
+        # Fine-tune: weights only (ours, or an official release), fresh optimizer, schedule, steps.
+        load_pretrained(module.net, state, origin=str(ckpt_path))
+        log.info("fine-tuning from the weights of %s", ckpt_path)
+        return None
+    check_same_network(ckpt_path, state, module.hparams.network)
+    log.info("resuming from %s", ckpt_path)
+    # A resumed run's checkpoint folder holds its checkpoints: expected, not worth a warning.
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    # The resumed run logs the steps after the checkpoint again: drop their earlier rows
+    # (resuming best.ckpt behind last.ckpt would otherwise repeat them in metrics.csv).
+    for logger in loggers:
+        if isinstance(logger, ResumableCSVLogger) and trainer.is_global_zero:
+            logger.rewind(int(state.get("global_step", 0)))
+    return ckpt_path
+
+
+def fit(trainer: L.Trainer, module: SRLitModule, datamodule: L.LightningDataModule,
+        ckpt_path: Any) -> tuple[str | None, _RequeueOnSignal]:
+    """``trainer.fit``; returns what interrupted it (None, ``SIGINT``, ``SIGTERM``, ``requeue``)."""
     requeue = _RequeueOnSignal(trainer)
     try:
         with requeue:
@@ -188,18 +227,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         interrupted = "SIGINT"  # Lightning turns Ctrl-C into sys.exit(1) after checkpointing
     if interrupted is None:
         finish_run(trainer, module, datamodule)
+    return interrupted, requeue
 
+
+def run_summary(cfg: DictConfig, trainer: L.Trainer, module: SRLitModule, datamodule: L.LightningDataModule,
+                speed: SpeedChoice, interrupted: str | None, started_at: float) -> dict[str, Any]:
+    """The module's summary with the run's status, speed choice, folder and provenance (metrics.json)."""
     summary = module.run_summary()
     best_checkpoint = getattr(trainer.checkpoint_callback, "best_model_path", None) or None
     summary.update(
         status="interrupted" if interrupted else "finished",
-        precision=precision.precision,
-        precision_reason=precision.reason,
+        precision=speed.precision.precision,
+        precision_reason=speed.precision.reason,
         speed_choice=speed.metrics(),
         steps=int(trainer.global_step),
-        train_seconds=round(module.train_seconds(), 1),
+        train_seconds=round(module.record.train_seconds(), 1),
         val_images=len(datamodule.val_set) if getattr(datamodule, "val_set", None) is not None else None,
-        run_dir=str(output_dir),
+        run_dir=str(Path(cfg.paths.output_dir)),
         best_checkpoint=best_checkpoint,
         overrides=_overrides(),
         torch_threads=torch.get_num_threads(),
@@ -210,19 +254,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         provenance={**checkpoint_info(best_checkpoint), "params": module.num_params,
                     **provenance(trainer.strategy.root_device, int(cfg.scale), cfg.data.get("lr_source"))},
     )
-    if trainer.is_global_zero:
-        write_text(output_dir / "metrics.json", json.dumps(summary, indent=2))
-        if interrupted:
-            print(f"\ninterrupted by {interrupted} at step {trainer.global_step}; resume with "
-                  f"ckpt_path={resume_checkpoint(output_dir)}\n", flush=True)
-        else:
-            print("\n" + format_summary(summary) + f"\nrun directory: {output_dir}\n", flush=True)
-    finish_loggers(trainer, summary)
-    if interrupted == "requeue":
-        requeue.requeue()
-        raise RunInterrupted(143)
-    if interrupted:
-        raise RunInterrupted(130 if interrupted == "SIGINT" else 143)
     return summary
 
 
@@ -300,7 +331,7 @@ def finish_run(trainer: L.Trainer, module: SRLitModule, datamodule: L.LightningD
     """
     if trainer.interrupted or trainer.global_step == 0:
         return
-    if module.history and module.history[-1]["step"] == trainer.global_step:
+    if module.record.history and module.record.history[-1]["step"] == trainer.global_step:
         return
     validating = trainer.limit_val_batches != 0
     if validating:
@@ -310,7 +341,7 @@ def finish_run(trainer: L.Trainer, module: SRLitModule, datamodule: L.LightningD
         return
     dirpath = Path(ckpt.dirpath)
     trainer.save_checkpoint(dirpath / f"{ckpt.CHECKPOINT_NAME_LAST}{ckpt.FILE_EXTENSION}", weights_only=False)
-    if validating and module.history[-1]["psnr"] >= max(h["psnr"] for h in module.history):
+    if validating and module.record.history[-1]["psnr"] >= max(h["psnr"] for h in module.record.history):
         best = dirpath / f"{ckpt.filename or 'best'}{ckpt.FILE_EXTENSION}"
         trainer.save_checkpoint(best, weights_only=False)
         ckpt.best_model_path = str(best)
