@@ -47,7 +47,7 @@ def worker(model: str, precision: str, tile_arg: str, repeats: int) -> dict:
     from sr_experiments.methods.engines import auto_tile, torch_engine
     from sr_experiments.hardware import peak_conv_gmacs
     from sr_experiments.imaging.tiling import count_tiles, fit_tiles, upscale
-    from sr_experiments.tools.info import count_macs
+    from sr_experiments.models.complexity import count_macs
     from sr_experiments.models import build_network
 
     spec = SPECS[model]

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from sr_experiments.tools.compare import compare, find_runs, parse_overrides, table_rows, varying_keys
+from sr_experiments.config_values import parse_overrides
+from sr_experiments.tools.compare import compare, find_runs, table_rows, varying_keys
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

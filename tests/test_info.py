@@ -9,7 +9,7 @@ import sys
 import pytest
 from conftest import ROOT
 
-from sr_experiments.tools.info import count_macs, network_info
+from sr_experiments.models.complexity import count_macs, network_info
 import torch
 
 from sr_experiments.models import build_network, count_parameters, list_networks, supports_scale

@@ -225,7 +225,7 @@ def test_info_counts_deformable_convs_and_reports_per_frame() -> None:
     from torch.utils.flop_counter import FlopCounterMode
     from torchvision.ops import deform_conv2d
 
-    from sr_experiments.tools.info import network_info
+    from sr_experiments.models.complexity import network_info
 
     x, w = torch.rand(1, 8, 10, 10), torch.rand(4, 8, 3, 3)
     counted = []

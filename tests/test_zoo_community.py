@@ -19,7 +19,7 @@ from sr_experiments.models import NETWORKS, build_network, count_parameters
 from sr_experiments.models.registry import RUNTIME_KEYS
 from sr_experiments.models.community import SpandrelNetwork
 from sr_experiments.models.weights import build_model, read_weights, unwrap_state_dict
-from sr_experiments.tools.info import network_info
+from sr_experiments.models.complexity import network_info
 
 COMMUNITY = sorted(name for name, cls in NETWORKS.items() if issubclass(cls, SpandrelNetwork))
 SCALES = (2, 3, 4)

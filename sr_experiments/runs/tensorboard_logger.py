@@ -14,7 +14,7 @@ import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from sr_experiments.tools.compare import parse_overrides
+from sr_experiments.config_values import parse_overrides
 
 # Settings shown for every run (dotted paths into the resolved config), plus every override.
 HPARAM_KEYS = ("model.label", "model.name", "model.depth", "model.width", "scale", "lr", "loss", "optimizer._target_",

@@ -27,8 +27,8 @@ import lightning as L
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from sr_experiments.tools.compare import parse_overrides
-from sr_experiments.tools.info import count_macs, lr_size_720p
+from sr_experiments.config_values import parse_overrides
+from sr_experiments.models.complexity import count_macs, lr_size_720p
 
 
 def wandb_mode(offline: bool, env: str | None = None) -> str:
