@@ -19,7 +19,7 @@ from sr_experiments.models.weights import (
     CheckpointLoadError, build_model, load_network, read_weights, unwrap_state_dict,
 )  # fmt: skip
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # The official IMDN release's key names (github.com/Zheng222/IMDN, IMDN_x2.pth).
 IMDN_OFFICIAL_KEYS = ("fea_conv.weight", "IMDB1.c1.weight", "IMDB6.cca.conv_du.2.bias", "c.0.weight",
                       "LR_conv.weight", "upsampler.0.weight")

@@ -19,7 +19,7 @@ from sr_experiments.models.weights import CheckpointLoadError, read_weights
 from sr_experiments.models import build_network, is_multi_frame, list_networks
 from sr_experiments.runs.run import train
 
-# model=from_file is the network a weights file holds: built from a file in tests/test_interop.py.
+# model=from_file is the network a weights file holds: built from a file in tests/models/test_interop.py.
 MODEL_CONFIGS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if p.stem != "from_file")
 DATA_PRESETS = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
 

@@ -170,7 +170,7 @@ def test_unknown_weights_are_one_line_naming_the_file(tmp_path: Path) -> None:
     torch.save({k.replace("conv_last", "tail"): v for k, v in state.items()}, path)
     with pytest.raises(UnrecognisedWeights, match=r"edsr\.pth.*spandrel does not recognise.*model=NAME"):
         load_network(path)
-    # the zoo layout itself is detected by its keys (tests/test_weights.py), and named loads as before
+    # the zoo layout itself is detected by its keys (tests/models/test_weights.py), and named loads as before
     torch.save(state, path)
     _, spec = load_network(path, model={"name": "edsr", "scale": 2, "depth": 1, "width": 8})
     assert spec["name"] == "edsr"

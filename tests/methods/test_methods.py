@@ -13,7 +13,7 @@ from sr_experiments.methods import NetworkMethod, ParameterFreeMethod, ZSSRMetho
 from sr_experiments.models import EDSR, build_network
 from sr_experiments.provenance import file_sha256
 
-CONF = Path(__file__).resolve().parents[1] / "sr_experiments" / "conf"
+CONF = Path(__file__).resolve().parents[2] / "sr_experiments" / "conf"
 ZSSR_FAST = ["model.zssr.precision=32", "model.zssr.channels_last=false", "model.zssr.crop_size=8",
              "model.zssr.max_steps=2", "model.zssr.ensemble=false", "model.zssr.back_projection_iters=0"]
 
