@@ -14,7 +14,7 @@ def main(cfg: DictConfig) -> None:
     # Imported here: torch and Lightning take seconds, which --help and completion should not pay.
     from sr_experiments.evaluation.protocol import SetsFailed
     from sr_experiments.evaluation.run import run_eval
-    from sr_experiments.models.loading import CheckpointLoadError
+    from sr_experiments.models.weights import CheckpointLoadError
 
     # The one error policy (cli.py): one line; exit 2 refused (a bad value, checkpoint or folder),
     # 1 failed while running (a full disk; some sets failed: the others' results are written).

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from sr_experiments.cli import check_command_line, errors_as_one_line, fail, first_line
 from sr_experiments.extras import MissingExtra
@@ -28,14 +28,15 @@ def main(cfg: DictConfig) -> None:
     """Exit status 0 written and checked; 2 refused (bad setting or checkpoint, or an output the
     output policy refuses: one line, nothing written); 1 failed while writing (a full disk)."""
     # Imported here: torch and Lightning take seconds, which --help and completion should not pay.
-    from sr_experiments.models.loading import find_latest_checkpoint
+    from sr_experiments.methods import weights_source
 
-    ckpt = cfg.ckpt_path or cfg.model.get("pretrained")
-    if not ckpt:
+    if not (cfg.ckpt_path or cfg.model.get("pretrained")):
         fail(PROG, "pass ckpt_path=FILE (a train.py checkpoint, `latest`, or any .pth/.safetensors spandrel reads)")
     with errors_as_one_line(PROG):
-        if ckpt == "latest":
-            ckpt = find_latest_checkpoint(cfg.paths.get("runs_dir", "outputs"))
+        paths = weights_source(cfg)  # ckpt_path (latest: the newest run's) or model.pretrained
+        if len(paths) != 1:
+            fail(PROG, f"ckpt_path names {len(paths)} files: export one at a time")
+        ckpt = paths[0]
         if cfg.format not in SUFFIXES:
             fail(PROG, f"format={cfg.format} is not one of {', '.join(SUFFIXES)}")
         out = Path(cfg.output) if cfg.output else Path(ckpt).with_suffix(SUFFIXES[cfg.format])
@@ -53,20 +54,20 @@ def export(cfg: DictConfig, ckpt: str, out: Path) -> None:
         export_network,
         export_weights,
     )
-    from sr_experiments.models.interop import read_weights
-    from sr_experiments.models.loading import ema_entry, load_network
+    from sr_experiments.methods import NetworkMethod, resolve_method
 
-    model = {**OmegaConf.to_container(cfg.model, resolve=True), "scale": int(cfg.scale)}
     overwrite = bool(cfg.get("overwrite", False))
     try:
-        net, spec = load_network(ckpt, model=model)
+        method = resolve_method(cfg, paths=[str(ckpt)])
     except (ValueError, OSError, RuntimeError) as e:  # messages name the file and what to do
         fail(PROG, first_line(e))
+    if not isinstance(method, NetworkMethod):
+        fail(PROG, f"ckpt_path={ckpt} is not a weights file (.ckpt, .pth, .safetensors): nothing to export")
+    net, spec = method.network(), method.spec
     try:
         if cfg.format in WEIGHT_FORMATS:
             # A run with EMA: params_ema (the EMA, loaded by default) and params (raw), as BasicSR.
-            raw = load_network(ckpt, model=model, ema=False, quiet=True)[0] if (
-                cfg.format == "pth" and ema_entry(read_weights(ckpt))) else None
+            raw = method.raw_network() if cfg.format == "pth" else None
             checked = export_weights(net, spec, cfg.format, out, raw=raw, overwrite=overwrite)
             print(f"export: {out} ({cfg.format}, {spec['name']} x{spec['scale']}); {checked}")
             return

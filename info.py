@@ -16,8 +16,9 @@ WRITES_NOTHING = ("hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logg
 @hydra.main(version_base="1.3", config_path="sr_experiments/conf", config_name="train")
 def main(cfg: DictConfig) -> None:
     # Imported here: torch and Lightning take seconds, which --help and completion should not pay.
-    from sr_experiments.tools.info import format_info, network_info
-    from sr_experiments.training.config_schema import validate_train_config
+    from sr_experiments.models.complexity import network_info
+    from sr_experiments.tools.info import format_info
+    from sr_experiments.runs.config_schema import validate_train_config
 
     with errors_as_one_line("info.py"):  # a bad value (scale=5 for a x2/x3/x4 network) is one line naming it
         validate_train_config(cfg)

@@ -13,8 +13,8 @@ from sr_experiments.cli import check_command_line, errors_as_one_line, fail, fir
 def main(cfg: DictConfig) -> float | None:
     # Imported here, not at the top: Lightning and torch take seconds to import, which --help,
     # --cfg and shell completion should not pay.
-    from sr_experiments.models.loading import CheckpointLoadError
-    from sr_experiments.training.run import train
+    from sr_experiments.models.weights import CheckpointLoadError
+    from sr_experiments.runs.run import train
 
     # The one error policy (cli.py): a bad value, key, file or folder is one line and exit 2; a
     # full disk or a diverged run one line and exit 1.

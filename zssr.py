@@ -16,7 +16,7 @@ from sr_experiments.cli import check_command_line
 @hydra.main(version_base="1.3", config_path="sr_experiments/conf", config_name="zssr")
 def main(cfg: DictConfig) -> None:
     # Imported here: torch and Lightning take seconds, which --help and completion should not pay.
-    from sr_experiments.zssr.run import main as run
+    from sr_experiments.inference.zssr import main as run
 
     status = run(cfg)
     if status:

@@ -140,7 +140,7 @@ def compare(args: argparse.Namespace) -> dict:
     from PIL import Image
 
     from sr_experiments import CONF_DIR
-    from sr_experiments.annotate import with_labels
+    from sr_experiments.imaging.annotate import with_labels
     from sr_experiments.inference.upscale import run_upscale
 
     torch.set_num_threads(args.threads)
@@ -203,8 +203,8 @@ def headroom(args: argparse.Namespace) -> dict:
     import torch.nn.functional as F
 
     from sr_experiments.data.degradations import build_degradation, degrade_image
-    from sr_experiments.data.image_io import load_rgb
-    from sr_experiments.evaluation.imresize import imresize
+    from sr_experiments.imaging.io import load_rgb
+    from sr_experiments.imaging.imresize import imresize
     from sr_experiments.evaluation.metrics import sr_psnr_ssim
 
     torch.set_num_threads(args.threads)

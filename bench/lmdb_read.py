@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from sr_experiments.data.datasets import PairedPatchDataset
 from sr_experiments.data.lmdb_source import LmdbPairs, LmdbPatchDataset
 from sr_experiments.data.sources import resolve_sources
-from sr_experiments.evaluation.imresize import imresize
+from sr_experiments.imaging.imresize import imresize
 
 CROP, STEP = 480, 240
 

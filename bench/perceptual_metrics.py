@@ -26,7 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sr_experiments.data.image_io import load_rgb  # noqa: E402
+from sr_experiments.imaging.io import load_rgb  # noqa: E402
 from sr_experiments.data.pairs import load_pair  # noqa: E402
 from sr_experiments.evaluation.metrics import sr_psnr_ssim  # noqa: E402
 from sr_experiments.evaluation.perceptual import PerceptualScorer, write_random_weights  # noqa: E402

@@ -1,5 +1,5 @@
 """16-bit RGB PNG read/write: the old hand-written codec (bench/png16_python_codec.py) against
-sr_experiments/inference/png16.py (OpenCV's libpng), side by side on a 0.25 MP and a 2 MP image.
+sr_experiments/imaging/png16.py (OpenCV's libpng), side by side on a 0.25 MP and a 2 MP image.
 
     python bench/png16.py [--repeats 3]
 
@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import png16_python_codec as old  # noqa: E402
 
-from sr_experiments import png16 as new  # noqa: E402
+from sr_experiments.imaging import png16 as new  # noqa: E402
 
 SIZES = {"0.25 MP (512x512)": (512, 512), "2 MP (1920x1080)": (1080, 1920)}
 

@@ -1,4 +1,4 @@
-"""The hand-written 16-bit RGB(A) PNG codec that sr_experiments/inference/png16.py used before OpenCV,
+"""The hand-written 16-bit RGB(A) PNG codec that sr_experiments/imaging/png16.py used before OpenCV,
 kept only as the baseline of bench/png16.py (zlib + the five PNG row filters in numpy, one
 Python-level loop per row and, for Average/Paeth rows, per pixel)."""
 
@@ -10,26 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
-SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_CHANNELS = {2: 3, 6: 4}  # colour type -> channels (truecolour, truecolour + alpha)
-
-
-def _chunks(data: bytes):
-    pos = len(SIGNATURE)
-    while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
-        body = data[pos + 8 : pos + 8 + length]
-        if len(body) != length:
-            raise OSError("truncated PNG chunk")
-        yield kind, body
-        pos += 12 + length
+# The chunk reader is the package's (the codec compared is the pixel decoding, not the chunk walk).
+from sr_experiments.imaging.png16 import _CHANNELS, SIGNATURE, _chunks
 
 
 def read_png16(path: str | Path) -> tuple[np.ndarray, bytes | None]:
     """``(H, W, 3|4)`` uint16 array and the ICC profile (or None) of a 16-bit RGB(A) PNG."""
     data = Path(path).read_bytes()
     idat, icc, header = [], None, None
-    for kind, body in _chunks(data):
+    for kind, body, _ in _chunks(data):
         if kind == b"IHDR":
             header = struct.unpack(">IIBBBBB", body)
         elif kind == b"IDAT":

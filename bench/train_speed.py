@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_overhead import compose_cfg, framework_loop  # noqa: E402
 
 from sr_experiments.speed import Mode, candidate_modes, machine_name  # noqa: E402
-from sr_experiments.training.run import choose_speed  # noqa: E402
+from sr_experiments.runs.run import choose_speed  # noqa: E402
 
 warnings.filterwarnings("ignore")
 

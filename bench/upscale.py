@@ -44,10 +44,10 @@ LR_SIZE = (1080, 1920)
 def worker(model: str, precision: str, tile_arg: str, repeats: int) -> dict:
     import torch
 
-    from sr_experiments.inference.engines import auto_tile, torch_engine
+    from sr_experiments.methods.engines import auto_tile, torch_engine
     from sr_experiments.hardware import peak_conv_gmacs
-    from sr_experiments.inference.tiling import count_tiles, fit_tiles, upscale
-    from sr_experiments.tools.info import count_macs
+    from sr_experiments.imaging.tiling import count_tiles, fit_tiles, upscale
+    from sr_experiments.models.complexity import count_macs
     from sr_experiments.models import build_network
 
     spec = SPECS[model]
@@ -96,9 +96,9 @@ def psnr_cost(ckpt: str, data_dir: str) -> str:
     bf16 (+channels_last), untiled, through upscale.py's engine."""
     import torch
 
-    from sr_experiments.inference.engines import torch_engine
+    from sr_experiments.methods.engines import torch_engine
     from sr_experiments.evaluation.protocol import InferenceOptions, evaluate_set, resolve_eval_sources
-    from sr_experiments.models.loading import load_network
+    from sr_experiments.models.weights import load_network
 
     net, spec = load_network(ckpt)
     lines = ["| set | fp32 PSNR | bf16 PSNR | bf16 - fp32 (dB) |", "|---|---:|---:|---:|"]

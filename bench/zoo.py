@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sr_experiments import CONF_DIR  # noqa: E402
-from sr_experiments.tools.info import network_info  # noqa: E402
+from sr_experiments.models.complexity import network_info  # noqa: E402
 from sr_experiments.models import build_network, supports_scale  # noqa: E402
 
 MODEL_CONFIGS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))

@@ -92,17 +92,18 @@ def peak_conv_gmacs(
     with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype, enabled=use_autocast):
         for _ in range(2):
             conv(x)
-        _sync(dev)
+        synchronize(dev)
         n, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds or n < 3:
             conv(x)
             n += 1
-        _sync(dev)
+        synchronize(dev)
         elapsed = time.perf_counter() - start
     return macs * n / elapsed / 1e9
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for ``device``'s queued work (CUDA runs asynchronously), so a timer measures the work itself."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 

@@ -1,5 +1,5 @@
 """What a number in ``results.json`` / ``metrics.json`` was measured with, for papers and for
-reproducing it: checkpoint file and hash, network size, code version, library versions, device and
+reproducing it: checkpoint file and hash, code version, library versions, device and
 the metric protocol. Shared by ``eval.py`` and ``train.py``.
 """
 
@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torch is imported where needed: download.py uses file_sha256 without it
     import torch
-    from torch import nn
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -31,10 +30,6 @@ def checkpoint_info(path: str | Path | None) -> dict[str, Any]:
     if not path or not Path(path).is_file():
         return {"checkpoint": None, "checkpoint_sha256": None}
     return {"checkpoint": str(Path(path).resolve()), "checkpoint_sha256": file_sha256(path)}
-
-
-def count_params(net: nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
 
 
 def git_state(repo: str | Path = PACKAGE_DIR) -> dict[str, Any]:
@@ -86,7 +81,7 @@ def protocol(scales: int | list[int], lr_source: str | None) -> dict[str, Any]:
         "rounding": "SR clamped to [0, 1] and rounded to uint8 before measuring",
         "psnr_peak": 255,
         "ssim": "11x11 Gaussian window, sigma 1.5, valid filtering",
-        "bicubic": "MATLAB imresize (sr_experiments/evaluation/imresize.py)",
+        "bicubic": "MATLAB imresize (sr_experiments/imaging/imresize.py)",
         "lr_source": lr_source,
     }
 

@@ -35,6 +35,7 @@ from sr_experiments.hardware import (
     cpu_model,
     device_type,
     normalise_precision,
+    synchronize,
 )
 from sr_experiments.models.registry import RUNTIME_KEYS
 
@@ -476,11 +477,6 @@ def _wait_for(key: str, wait_s: float) -> dict[str, Any]:
 # What is timed ----------------------------------------------------------------------------------
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _layout_copy(net: nn.Module, mode: Mode, device: torch.device) -> nn.Module:
     fmt = torch.channels_last if mode.channels_last else torch.contiguous_format
     return copy.deepcopy(net).to(device).to(memory_format=fmt)
@@ -528,7 +524,7 @@ def training_step_maker(
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
-            _sync(device)
+            synchronize(device)
 
         return step
 
@@ -548,7 +544,7 @@ def inference_step_maker(net: nn.Module, device: torch.device, tile: int) -> Cal
             x = x0.contiguous(memory_format=torch.channels_last) if mode.channels_last else x0
             with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
                 copy_(x)
-            _sync(device)
+            synchronize(device)
 
         return step
 

@@ -19,7 +19,7 @@ from PIL import Image
 
 from sr_experiments import CONF_DIR
 from sr_experiments.inference.upscale import cli as upscale_cli
-from sr_experiments.zssr.run import cli as zssr_cli
+from sr_experiments.inference.zssr import cli as zssr_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

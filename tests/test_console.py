@@ -14,7 +14,7 @@ import pytest
 from conftest import FAST, ROOT, compose_train
 
 from sr_experiments import console
-from sr_experiments.training.run import train
+from sr_experiments.runs.run import train
 
 
 class Terminal(io.StringIO):

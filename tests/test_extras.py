@@ -74,7 +74,7 @@ def test_tensorboard_logger_without_tensorboard(monkeypatch) -> None:
     cfg = {"tensorboard": {"_target_": "lightning.pytorch.loggers.TensorBoardLogger"}}
     require_logger_packages(cfg)
     monkeypatch.setitem(sys.modules, "tensorboard", None)
-    require_logger_packages({"csv": {"_target_": "sr_experiments.training.csv_logger.CSVLogger"}})
+    require_logger_packages({"csv": {"_target_": "sr_experiments.runs.csv_logger.CSVLogger"}})
     with pytest.raises(MissingExtra, match=r"logger=tensorboard needs tensorboard.*sr-experiments\[tensorboard\]"):
         require_logger_packages(cfg)
 

@@ -15,8 +15,8 @@ from omegaconf import open_dict
 
 from sr_experiments.evaluation.run import method_labels, run_eval
 from sr_experiments.models import model_label
-from sr_experiments.models.loading import load_network
-from sr_experiments.training.run import train
+from sr_experiments.models.weights import load_network
+from sr_experiments.runs.run import train
 
 
 def compose_eval(overrides: list[str], output_dir: Path):

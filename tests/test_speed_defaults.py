@@ -14,15 +14,15 @@ from conftest import FAST, compose_train
 from hydra.utils import instantiate
 
 from sr_experiments import speed
-from sr_experiments.models.loading import load_checkpoint_file
+from sr_experiments.models.weights import read_weights
 from sr_experiments.data.datamodule import default_num_workers
-from sr_experiments.training.distributed import launch_rank
+from sr_experiments.runs.distributed import launch_rank
 from sr_experiments.hardware import choose_channels_last
 from sr_experiments.training.module import SRLitModule
 from sr_experiments.evaluation.metrics import SRMetrics
 from sr_experiments.models import build_network
 from sr_experiments.models.bicubic import Bicubic
-from sr_experiments.training.run import train
+from sr_experiments.runs.run import train
 
 
 # Step times (ms) of the Intel Xeon with AVX512-BF16 and no AMX: bf16 is slower than fp32.
@@ -280,7 +280,7 @@ def test_run_records_its_measured_choice_and_trains_the_same_from_the_cache(
     assert "memory format: " in caplog.text and choice["mode"] in saved["precision_reason"]
     assert cached["speed_choice"]["mode"] == choice["mode"] and cached["channels_last"] is mode.channels_last
     # Measuring leaves the seeded run untouched: the same weights whether it measured or read the cache.
-    weights = [load_checkpoint_file(tmp_path / d / "checkpoints" / "last.ckpt")["state_dict"] for d in ("measured", "cached")]
+    weights = [read_weights(tmp_path / d / "checkpoints" / "last.ckpt")["state_dict"] for d in ("measured", "cached")]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     assert measured["final"] == cached["final"]
 
@@ -371,7 +371,7 @@ def test_compiled_training_writes_checkpoints_that_load_either_way(tmp_path: Pat
     summary = train(compose_train([*FAST, "model.compile=true"], compiled_dir))
     assert summary["compile"] is True and summary["final"]["psnr"] > 0
     ckpt = compiled_dir / "checkpoints" / "last.ckpt"
-    state = load_checkpoint_file(ckpt)["state_dict"]
+    state = read_weights(ckpt)["state_dict"]
     assert state and all(k.startswith("net.") and "_orig_mod" not in k for k in state)
     plain = SRLitModule(**{**state_hparams(ckpt)})
     plain.load_state_dict(state)  # strict: same keys without compile
@@ -382,13 +382,13 @@ def test_compiled_training_writes_checkpoints_that_load_either_way(tmp_path: Pat
 
 
 def state_hparams(ckpt: Path) -> dict:
-    return dict(load_checkpoint_file(ckpt)["hyper_parameters"])
+    return dict(read_weights(ckpt)["hyper_parameters"])
 
 
 @pytest.mark.parametrize(("winner", "precision", "channels_last"), [("fp32", "auto", "auto"), ("bf16-cl", "auto", "auto"),
                                                                   ("bf16", "bf16", "auto"), ("fp32-cl", "32", "auto")])
 def test_upscale_engine_runs_the_measured_mode(cache: Path, winner: str, precision: str, channels_last: str) -> None:
-    from sr_experiments.inference.engines import torch_engine
+    from sr_experiments.methods.engines import torch_engine
 
     spec = {"name": "espcn", "scale": 2}
     times = {m: (100.0 if m == winner else 300.0) for m in ("fp32", "fp32-cl", "bf16", "bf16-cl")}
@@ -401,7 +401,7 @@ def test_upscale_engine_runs_the_measured_mode(cache: Path, winner: str, precisi
 
 
 def test_upscale_engine_measures_for_real_and_caches(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sr_experiments.inference.engines import torch_engine
+    from sr_experiments.methods.engines import torch_engine
 
     monkeypatch.setattr(speed, "machine_busy", lambda device: "busy")  # noisy or not, the second call reads the cache
     spec = {"name": "espcn", "scale": 2}

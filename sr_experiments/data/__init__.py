@@ -1,8 +1,7 @@
-"""Data: image decoding, standard-layout sources, cached pairs, patch datasets, the datamodule."""
+"""Data: standard-layout sources, cached pairs, patch datasets, the datamodule."""
 
 from sr_experiments.data.datamodule import SRDataModule
 from sr_experiments.data.datasets import PairedImageDataset, PairedPatchDataset
-from sr_experiments.data.image_io import ImageLoadError, load_rgb
 from sr_experiments.data.pairs import ImagePair, load_pair, mod_crop
 from sr_experiments.data.sources import ImageSource, resolve_sources
 
@@ -10,8 +9,6 @@ __all__ = [
     "SRDataModule",
     "PairedImageDataset",
     "PairedPatchDataset",
-    "ImageLoadError",
-    "load_rgb",
     "ImagePair",
     "load_pair",
     "mod_crop",

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sr_experiments.data.image_io import list_images, load_rgb
-from sr_experiments.evaluation.imresize import imresize
+from sr_experiments.imaging.io import list_images, load_rgb
+from sr_experiments.imaging.imresize import imresize
 
 # REDS4: the four REDS training clips every paper holds out for testing (EDVR, BasicVSR, ...).
 REDS4 = ("000", "011", "015", "020")

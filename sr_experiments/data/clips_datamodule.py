@@ -13,8 +13,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from sr_experiments.data.clips import Clip, load_clip, resolve_clip_sources
 from sr_experiments.data.clips_synthetic import synthetic_clips
-from sr_experiments.data.datamodule import ResumableDataLoader, default_num_workers
-from sr_experiments.data.sampler import ResumableSampler, derived_seed
+from sr_experiments.data.datamodule import ResumablePatches, default_num_workers
+from sr_experiments.data.datasets import apply_dihedral
+from sr_experiments.data.sampler import derived_seed
 
 log = logging.getLogger(__name__)
 
@@ -22,13 +23,8 @@ log = logging.getLogger(__name__)
 def augment_clip(lq: torch.Tensor, gt: torch.Tensor, flags: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """The same horizontal flip, vertical flip, transpose (all 8 dihedral transforms) on every
     frame of (T, C, H, W) ``lq`` and ``gt``, and with ``flags[3]`` the frames in reverse order."""
-    hflip, vflip, transpose, reverse = flags
-    if hflip:
-        lq, gt = lq.flip(-1), gt.flip(-1)
-    if vflip:
-        lq, gt = lq.flip(-2), gt.flip(-2)
-    if transpose:
-        lq, gt = lq.transpose(-1, -2), gt.transpose(-1, -2)
+    *dihedral, reverse = flags
+    lq, gt = apply_dihedral(lq, gt, *dihedral)
     if reverse:
         lq, gt = lq.flip(0), gt.flip(0)
     return lq, gt
@@ -84,7 +80,7 @@ class ClipDataset(Dataset):
         return {"lq": c.lq, "gt": c.gt, "index": i, "name": c.name}
 
 
-class ClipDataModule(L.LightningDataModule):
+class ClipDataModule(ResumablePatches, L.LightningDataModule):
     """Training clip patches and validation clips for one scale.
 
     Args:
@@ -138,10 +134,6 @@ class ClipDataModule(L.LightningDataModule):
         sources = resolve_clip_sources(spec, self.scale, self.lr_source, self.degradation, key)
         return [load_clip(s, self.scale, self.degradation, max_frames) for s in sources]
 
-    @property
-    def epoch_length(self) -> int:
-        return self.patches_per_epoch // self.batch_size * self.batch_size
-
     def setup(self, stage: str | None = None) -> None:
         if self.val_set is None:
             self.val_set = ClipDataset(self.load(self.val_spec, "data.val", self.val_max_frames))
@@ -152,27 +144,6 @@ class ClipDataModule(L.LightningDataModule):
             log.info("data: %d training clips, %d validation clips, x%d, %d frames of %d LR px, batch %d",
                      len(self.train_set.clips), len(self.val_set), self.scale, self.num_frame, self.patch_size,
                      self.batch_size)
-
-    def _consumed(self) -> int:
-        trainer = self.trainer
-        if trainer is None:
-            return 0
-        if trainer.world_size > 1:
-            return trainer.current_epoch * self.epoch_length
-        return trainer.global_step * trainer.accumulate_grad_batches * self.batch_size
-
-    def state_dict(self) -> dict:
-        return {"seed": self.seed}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.seed = int(state_dict.get("seed", self.seed))
-        if self.train_set is not None:
-            self.train_set.seed = self.seed
-
-    def train_dataloader(self) -> DataLoader:
-        return ResumableDataLoader(self.train_set, batch_size=self.batch_size, drop_last=True,
-                                   sampler=ResumableSampler(self.epoch_length, self.seed, self._consumed),
-                                   num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=1, shuffle=False, num_workers=0)

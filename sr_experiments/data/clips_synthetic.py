@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from sr_experiments.data.clips import Clip, degrade
-from sr_experiments.data.image_io import load_rgb
+from sr_experiments.imaging.io import load_rgb
 from sr_experiments.data.sampler import derived_seed
 from sr_experiments.data.sources import SAMPLE_SPLITS, sample_dir
 

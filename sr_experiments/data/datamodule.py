@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import lightning as L
 import torch
@@ -51,7 +52,57 @@ class ResumableDataLoader(DataLoader):
         pass
 
 
-class SRDataModule(L.LightningDataModule):
+class ResumablePatches:
+    """The resumable patch stream of a data module (``SRDataModule``, ``ClipDataModule``): epochs
+    of whole batches, the patch a resumed run continues from, the stream's seed in checkpoints,
+    and the training loader that starts there. Mixed into a ``LightningDataModule`` that sets
+    ``patches_per_epoch``, ``batch_size``, ``seed``, ``num_workers`` and ``train_set``."""
+
+    patches_per_epoch: int
+    batch_size: int
+    seed: int
+    num_workers: int
+    train_set: Any
+    trainer: Any
+    pin_memory: bool = False
+
+    @property
+    def epoch_length(self) -> int:
+        """Patches per epoch, whole batches only."""
+        return self.patches_per_epoch // self.batch_size * self.batch_size
+
+    def _patches_consumed(self) -> int:
+        trainer = self.trainer
+        if trainer is None:
+            return 0
+        if trainer.world_size > 1:
+            # Lightning wraps the sampler in a DistributedSampler that needs whole epochs: DDP
+            # resumes at the start of the interrupted epoch.
+            return trainer.current_epoch * self.epoch_length
+        return trainer.global_step * trainer.accumulate_grad_batches * self.batch_size
+
+    def state_dict(self) -> dict:
+        return {"seed": self.seed}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        # Before setup() on resume: the dataset is built with the checkpoint's seed.
+        self.seed = int(state_dict.get("seed", self.seed))
+        if self.train_set is not None:
+            self.train_set.seed = self.seed
+
+    def train_dataloader(self) -> DataLoader:
+        return ResumableDataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            sampler=ResumableSampler(self.epoch_length, self.seed, self._patches_consumed),
+            drop_last=True,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+        )
+
+
+class SRDataModule(ResumablePatches, L.LightningDataModule):
     """Training patches and validation images for one scale.
 
     Args:
@@ -153,41 +204,6 @@ class SRDataModule(L.LightningDataModule):
         log.info(
             "data: %d training images, %d validation images, x%d, LR patch %d, batch %d",
             len(self.train_set.pairs), len(self.val_pairs), self.scale, self.patch_size, self.batch_size,
-        )
-
-    @property
-    def epoch_length(self) -> int:
-        """Patches per epoch, whole batches only."""
-        return self.patches_per_epoch // self.batch_size * self.batch_size
-
-    def _patches_consumed(self) -> int:
-        trainer = self.trainer
-        if trainer is None:
-            return 0
-        if trainer.world_size > 1:
-            # Lightning wraps the sampler in a DistributedSampler that needs whole epochs: DDP
-            # resumes at the start of the interrupted epoch.
-            return trainer.current_epoch * self.epoch_length
-        return trainer.global_step * trainer.accumulate_grad_batches * self.batch_size
-
-    def state_dict(self) -> dict:
-        return {"seed": self.seed}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        # Before setup() on resume: the dataset is built with the checkpoint's seed.
-        self.seed = int(state_dict.get("seed", self.seed))
-        if self.train_set is not None:
-            self.train_set.seed = self.seed
-
-    def train_dataloader(self) -> DataLoader:
-        return ResumableDataLoader(
-            self.train_set,
-            batch_size=self.batch_size,
-            sampler=ResumableSampler(self.epoch_length, self.seed, self._patches_consumed),
-            drop_last=True,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=self.pin_memory,
         )
 
     def val_dataloader(self) -> DataLoader:

@@ -21,7 +21,12 @@ def random_crop(pair: ImagePair, patch: int, scale: int, generator: torch.Genera
 
 def augment(lq: torch.Tensor, gt: torch.Tensor, generator: torch.Generator | None = None):
     """Random horizontal flip, vertical flip and transpose: all 8 dihedral transforms, same on both."""
-    hflip, vflip, transpose = torch.randint(0, 2, (3,), generator=generator).tolist()
+    return apply_dihedral(lq, gt, *torch.randint(0, 2, (3,), generator=generator).tolist())
+
+
+def apply_dihedral(lq: torch.Tensor, gt: torch.Tensor, hflip: int, vflip: int,
+                   transpose: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same flips and transpose of the last two axes on ``lq`` and ``gt`` (images or clips)."""
     if hflip:
         lq, gt = lq.flip(-1), gt.flip(-1)
     if vflip:

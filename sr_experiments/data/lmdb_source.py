@@ -28,9 +28,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from sr_experiments.data.datasets import PairedPatchDataset
-from sr_experiments.data.image_io import ImageLoadError, _to_rgb8
+from sr_experiments.imaging.io import ImageLoadError, pil_to_rgb8
 from sr_experiments.data.pairs import ImagePair, mod_crop, to_chw
-from sr_experiments.evaluation.imresize import imresize
+from sr_experiments.imaging.imresize import imresize
 
 META_INFO = "meta_info.txt"
 # ``0001_s001.png (480,480,3) 1``; the compression level is optional (some forks leave it out).
@@ -129,7 +129,7 @@ class LmdbImages:
         try:
             with Image.open(io.BytesIO(data)) as im:
                 im.load()
-                rgb, gray = _to_rgb8(im, Path(where))
+                rgb, gray = pil_to_rgb8(im, Path(where))
         except (UnidentifiedImageError, OSError, SyntaxError) as e:
             raise ImageLoadError(f"{where}: not a readable image ({e}); the LMDB is corrupt, {_MADE_BY} again") from None
         if rgb.shape[:2] != self.sizes[name]:

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sr_experiments.data.image_io import load_rgb
+from sr_experiments.imaging.io import load_rgb
 from sr_experiments.data.sources import ImageSource
-from sr_experiments.evaluation.imresize import imresize
+from sr_experiments.imaging.imresize import imresize
 
 
 class ImageTooSmallError(ValueError):

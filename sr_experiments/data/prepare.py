@@ -30,11 +30,11 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from tqdm import tqdm
 
-from sr_experiments.data.image_io import IMAGE_SUFFIXES, load_rgb
+from sr_experiments.imaging.io import IMAGE_SUFFIXES, list_images, load_rgb
 from sr_experiments.data.pairs import mod_crop
 from sr_experiments.data.prepared import (FORMAT, FORMAT_VERSION, MANIFEST, PreparedDataError, encode_png,
                                           scales_lcm, subimage_boxes)
-from sr_experiments.evaluation.imresize import imresize
+from sr_experiments.imaging.imresize import imresize
 from sr_experiments.extras import require
 from sr_experiments.outputs import check_owner, check_targets, read_owner, record_owner, write_text
 
@@ -64,7 +64,7 @@ def _folder_images(folder: Path, key: str) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"{key}: folder '{folder}' does not exist")
     root = folder / "HR" if (folder / "HR").is_dir() else folder
-    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = list_images(root)
     if not files:
         raise FileNotFoundError(f"{key}: no images (png, jpg, bmp, tif, webp) in '{root}'")
     return files

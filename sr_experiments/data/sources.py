@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sr_experiments.data.image_io import list_images
+from sr_experiments.imaging.io import list_images
 
 SAMPLE_PREFIX = "sample:"
 # Real photos that ship inside scikit-image's wheel, so `data=sample` needs no download.

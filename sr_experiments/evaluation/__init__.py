@@ -1,2 +1,2 @@
-"""Evaluation: the metric protocol (PSNR/SSIM on Y, border crop), MATLAB-exact bicubic, and the
-benchmark runner behind ``eval.py``."""
+"""Evaluation: the metric protocol (PSNR/SSIM on Y, border crop) and the benchmark runner behind
+``eval.py``; MATLAB-exact bicubic is in ``sr_experiments/imaging``."""

@@ -31,6 +31,7 @@ __all__ = [
     "protocol_luma",
     "shave",
     "sr_psnr_ssim",
+    "protocol_scores",
     "psnr_y",
     "ssim_y",
     "SRMetrics",
@@ -126,6 +127,17 @@ def sr_psnr_ssim(
     return psnr_y(sr_l, gt_l), ssim_y(sr_l, gt_l)
 
 
+def protocol_scores(
+    out: torch.Tensor, gt: torch.Tensor, scale: int, gray: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """How a network's output is scored, shared by eval.py (``evaluation/protocol.py``) and training
+    validation (``training/validation.py``): the output in fp32 clamped to [0, 1] (what is saved),
+    then the protocol with a border of ``scale``. Returns (clamped output, PSNR, SSIM), per image."""
+    sr = out.float().clamp(0, 1)
+    psnr, ssim = sr_psnr_ssim(sr, gt, int(scale), gray)
+    return sr, psnr, ssim
+
+
 class SRMetrics(Metric):
     """Image-averaged PSNR and SSIM under the SR protocol, exact under DDP.
 
@@ -150,8 +162,10 @@ class SRMetrics(Metric):
         gt: torch.Tensor,
         index: torch.Tensor | None = None,
         gray: torch.Tensor | None = None,
+        scores: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
-        p, s = sr_psnr_ssim(sr, gt, self.border, gray)
+        """``scores``: the per-image (PSNR, SSIM) of ``sr`` already measured (``protocol_scores``)."""
+        p, s = scores if scores is not None else sr_psnr_ssim(sr, gt, self.border, gray)
         if index is None:  # no dataset index: every image counts (assumes no duplicates)
             index = -1 - torch.arange(len(p), device=p.device) - sum(len(i) for i in self.index)
         self.psnr.append(p)

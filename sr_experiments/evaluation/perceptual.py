@@ -154,10 +154,12 @@ def _imagenet_backbone(arch: str, path: Path) -> torch.nn.Module:
     download), built on the meta device so the unused classifier costs no initialisation."""
     import torchvision.models as tvm
 
+    from sr_experiments.models.weights import read_weights  # the one weights reader: tensors only
+
     with torch.device("meta"):
         net = getattr(tvm, arch)(weights=None)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_weights(path)
         net.load_state_dict(state, strict=True, assign=True)
     except Exception as e:  # noqa: BLE001 - a truncated or foreign file: say which
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

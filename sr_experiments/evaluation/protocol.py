@@ -22,11 +22,11 @@ from torch import nn
 from sr_experiments import CONF_DIR
 from sr_experiments.console import progress
 from sr_experiments.data.degradations import Degradation, build_degradation, degrade_image
-from sr_experiments.data.image_io import load_rgb
+from sr_experiments.imaging.io import load_rgb
 from sr_experiments.data.pairs import load_pair
 from sr_experiments.data.sources import SAMPLE_PREFIX, ImageSource, resolve_sources
-from sr_experiments.inference.tiling import upscale
-from sr_experiments.evaluation.metrics import sr_psnr_ssim
+from sr_experiments.imaging.tiling import upscale
+from sr_experiments.evaluation.metrics import protocol_scores
 from sr_experiments.evaluation.perceptual import LABELS, LOWER_IS_BETTER, PerceptualScorer
 from sr_experiments.models.bicubic import Bicubic
 from sr_experiments.outputs import write_text
@@ -223,8 +223,7 @@ def evaluate_set(
                 seconds = time.perf_counter() - start
             else:
                 sr = upscale(net, lq_f, scale, options.tile, options.tile_overlap, options.self_ensemble, options.tile_batch)
-            sr = sr.float().clamp(0, 1)
-            p, s = sr_psnr_ssim(sr, gt_f, scale, torch.tensor([gray]))
+            sr, p, s = protocol_scores(sr, gt_f, scale, torch.tensor([gray]))
             # Perceptual metrics: RGB of the same 8-bit output, the same border crop.
             extra = {k: float(v) for k, v in perceptual(sr, gt_f, scale).items()} if perceptual else {}
             results[label].per_image.append(ImageResult(set_name, scale, label, source.name, float(p), float(s), extra, seconds))

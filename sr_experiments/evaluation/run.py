@@ -10,8 +10,9 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig
 
+from sr_experiments.evaluation.perceptual import PerceptualScorer, perceptual_names
 from sr_experiments.evaluation.protocol import (
     InferenceOptions,
     SetResult,
@@ -20,38 +21,22 @@ from sr_experiments.evaluation.protocol import (
     eval_degradation,
     evaluate_set,
     format_table,
-    methods_table,
-    ways_to_get,
     locate_set,
+    methods_table,
     resolve_eval_sources,
+    ways_to_get,
     write_results,
 )
-from sr_experiments.evaluation.perceptual import PerceptualScorer, perceptual_names
 from sr_experiments.evaluation.video import VIDEO_SETS, evaluate_video_set
 from sr_experiments.extras import require_logger_packages
 from sr_experiments.hardware import resolve_device
-from sr_experiments.inference.engines import torch_engine
-from sr_experiments.models import build_network, model_label
+from sr_experiments.methods import Method, resolve_methods
+from sr_experiments.models import model_label
 from sr_experiments.models.bicubic import Bicubic
-from sr_experiments.models.loading import find_latest_checkpoint, load_network
 from sr_experiments.outputs import check_owner, record_owner
-from sr_experiments.provenance import checkpoint_info, count_params, provenance
+from sr_experiments.provenance import checkpoint_info, provenance
 
 log = logging.getLogger(__name__)
-
-
-def checkpoint_paths(value: Any, runs_dir: str) -> list[str]:
-    """``ckpt_path`` as a list of files: one path, ``latest``, or a list of them (``[a.ckpt,b.ckpt]``)."""
-    if not value:
-        return []
-    items = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
-    paths = []
-    for item in items:
-        if str(item) == "latest":
-            item = find_latest_checkpoint(runs_dir)
-            print(f"checkpoint: {item}")
-        paths.append(str(item))
-    return paths
 
 
 def method_labels(specs: list[dict[str, Any]], paths: list[str]) -> list[str]:
@@ -115,66 +100,11 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
         for reason in perceptual.skipped.values():
             print(reason, flush=True)
     record_owner(out_dir, "eval")  # after the checks above: a refused run leaves no folder behind
-    # model.pretrained=FILE is another way to name the weights (any file spandrel reads, or ours).
-    ckpt_paths = checkpoint_paths(cfg.get("ckpt_path") or cfg.model.get("pretrained"), cfg.paths.get("runs_dir", "outputs"))
-    models: list[dict[str, Any]] = []  # label, checkpoint, hash, parameters: results.json's "models"
-    baseline = bool(ev.baseline)  # bicubic beside the model(s) on the same LR
-    if ckpt_paths:
-        model_spec = {**OmegaConf.to_container(cfg.model, resolve=True), "scale": int(cfg.scale)}
-        loaded = [load_network(p, model=model_spec) for p in ckpt_paths]
-        model_scales = {int(spec["scale"]) for _, spec in loaded}
-        if len(model_scales) > 1:
-            listed = ", ".join(f"{p} x{spec['scale']}" for p, (_, spec) in zip(ckpt_paths, loaded))
-            raise ValueError(f"ckpt_path: the checkpoints have different scales ({listed}); evaluate each scale in its own run")
-        model_scale = model_scales.pop()
-        scales = [int(s) for s in ev.scales] if ev.scales else [model_scale]
-        bad = [s for s in scales if s != model_scale]
-        if bad:
-            raise ValueError(f"the checkpoint's network is x{model_scale}; it cannot evaluate eval.scales={bad}")
-        labels = (given_labels(ev.get("labels"), len(ckpt_paths), baseline)
-                  or method_labels([spec for _, spec in loaded], ckpt_paths))
-        nets = {}
-        for lb, (net, spec) in zip(labels, loaded):
-            if getattr(net, "multi_frame", False):  # a video network: fp32, whole clips (evaluation/video.py)
-                nets[lb] = net.eval().to(device)
-                print(f"{lb}: a video network, fp32 on whole clips", flush=True)
-                continue
-            # Layout (and precision, when eval.precision is not 32) measured on this machine, cached.
-            engine = torch_engine(net, spec, torch.device(device), str(ev.get("precision", 32)), ev.get("channels_last", "auto"))
-            print(f"{lb}: precision {engine.precision.precision}{', channels_last' if engine.channels_last else ''} "
-                  f"({engine.speed.reason})", flush=True)
-            nets[lb] = engine
-        models = [{"label": lb, **checkpoint_info(p), "params": count_params(net)}
-                  for lb, p, (net, _) in zip(labels, ckpt_paths, loaded)]
-        label = labels[0]
-        make_nets = lambda s: dict(nets)  # noqa: E731
-    elif cfg.model.get("zssr") is not None:  # trained on each test image: no weights (sr_experiments/zssr)
-        from sr_experiments.zssr.method import PerImageZSSR, ZSSRSettings
-
-        if ev.self_ensemble:
-            raise ValueError("model=zssr has its own x8 ensemble with back-projection: set model.zssr.ensemble, "
-                             "not eval.self_ensemble")
-        settings = ZSSRSettings.from_config(cfg.model.zssr, "model.zssr")
-        label = (given_labels(ev.get("labels"), 1, baseline) or ["zssr"])[0]
-        labels = [label]
-        scales = [int(s) for s in ev.scales] if ev.scales else [int(cfg.scale)]
-        make_nets = lambda s: {label: PerImageZSSR(settings, s, device)}  # noqa: E731
-        params = count_params(build_network({**settings.spec(2)}))
-        models = [{"label": label, **checkpoint_info(None), "params": params, "trained_per_image": True,
-                   "zssr": OmegaConf.to_container(cfg.model.zssr, resolve=True)}]
-    else:
-        spec = OmegaConf.to_container(cfg.model, resolve=True)
-        baseline = baseline and spec["name"] != "bicubic"  # model=bicubic is its own baseline
-        label = (given_labels(ev.get("labels"), 1, baseline) or [model_label(spec)])[0]
-        labels = [label]
-        probe = build_network({**spec, "scale": 2})
-        if any(True for _ in probe.parameters()):
-            raise ValueError(f"model={label} has parameters: pass the trained weights with ckpt_path=PATH")
-        scales = [int(s) for s in ev.scales] if ev.scales else [int(cfg.scale)]
-        make_nets = lambda s: {label: build_network({**spec, "scale": s}).to(device)}  # noqa: E731
-        models = [{"label": label, **checkpoint_info(None), "params": 0}]
-    if baseline:
-        models.append({"label": "bicubic", **checkpoint_info(None), "params": 0})
+    methods, baseline, scales = _methods(cfg, device)
+    runners = {(m.label, s): _runner(m, s, device, ev) for m in methods if not m.any_scale for s in scales}
+    make_nets = lambda s: {m.label: runners[m.label, s] if (m.label, s) in runners else m.network(device, s)  # noqa: E731
+                           for m in methods}
+    label = methods[0].label
 
     options = InferenceOptions(device, bool(ev.self_ensemble), ev.tile, int(ev.tile_overlap), int(ev.tile_batch))
     # eval.degradation=realesrgan|bsrgan: each LR made from its HR, the same for every model (per scale).
@@ -222,28 +152,84 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
         raise FileNotFoundError(f"none of eval.sets={list(ev.sets)} is under paths.data_dir={cfg.paths.data_dir}: "
                                 f"{ways_to_get(missing, cfg.paths.data_dir)}")
     if results:
-        # One checkpoint: its table with bicubic and the gain; several: methods x sets, best in bold.
-        table = format_table(results, label) if len(labels) == 1 else methods_table(results, "md")
-        meta = {"models": models, "provenance": provenance(device, scales, str(ev.lr_source))}
-        if any(degraded.values()):
-            d = next(v for v in degraded.values() if v)
-            meta["degradation"] = {"name": d.pipeline.name, "seed": d.seed,
-                                   "config": f"sr_experiments/conf/degradation/{d.pipeline.name}.yaml, usm_gt=false"}
-        if perceptual is not None:
-            meta["perceptual"] = perceptual.describe()
-        write_results(results, out_dir, table, meta, methods_table(results, "tex"))
-        name = label if len(labels) == 1 else ", ".join(labels)
-        shown = len(table.splitlines()) - 2  # the rows the table above has (below its header and rule)
-        pairs, methods = len({(r.set, r.scale) for r in results}), len({r.model for r in results})
-        print(f"\n{table}\n\n{name}: {shown} table rows ({pairs} set x scale, {methods} method(s)) in {elapsed:.1f} s; "
-              f"results in {out_dir}/results.json", flush=True)
-        _log_to_loggers(cfg, results)
+        _report(cfg, results, methods, baseline, device, scales, degraded, perceptual, elapsed)
     for line in failed:
         print(f"{line} (failed)", flush=True)
     if failed:
         kept = f"the other results are in {out_dir}/results.json" if results else "nothing was evaluated"
         raise SetsFailed(f"{len(failed)} evaluation(s) failed ({kept}): {'; '.join(failed)}")
     return results
+
+
+def _methods(cfg: DictConfig, device: str) -> tuple[list[Method], bool, list[int]]:
+    """What to evaluate (``methods.resolve_methods``: ckpt_path's files, one, ``latest`` or a list,
+    or model.pretrained=FILE, else the model= itself), named as the tables show them; whether
+    bicubic runs beside them; the scales."""
+    ev = cfg.eval
+    methods = resolve_methods(cfg, device, say=print)
+    own = (methods[0].spec or {}).get("name") == "bicubic" and not methods[0].provenance["checkpoint"]
+    baseline = bool(ev.baseline) and not own  # model=bicubic is its own baseline
+    labels = given_labels(ev.get("labels"), len(methods), baseline) or (
+        method_labels([m.spec or {"name": m.label} for m in methods], [m.provenance["checkpoint"] or "" for m in methods])
+        if len(methods) > 1 else [methods[0].label])
+    for lb, m in zip(labels, methods):
+        m.label = lb
+    scales = _eval_scales(methods, ev.scales, int(cfg.scale))
+    if ev.self_ensemble and any(m.whole_image for m in methods):
+        raise ValueError("model=zssr has its own x8 ensemble with back-projection: set model.zssr.ensemble, "
+                         "not eval.self_ensemble")
+    return methods, baseline, scales
+
+
+def _report(cfg: DictConfig, results: list[SetResult], methods: list[Method], baseline: bool, device: str,
+            scales: list[int], degraded: dict[int, Any], perceptual: PerceptualScorer | None, elapsed: float) -> None:
+    """The table on stdout; results.json (with each method's provenance), csv, md, tex; the loggers."""
+    ev, out_dir, labels = cfg.eval, Path(cfg.paths.output_dir), [m.label for m in methods]
+    models = [{"label": m.label, **m.provenance} for m in methods]
+    if baseline:
+        models.append({"label": "bicubic", **checkpoint_info(None), "params": 0})
+    # One checkpoint: its table with bicubic and the gain; several: methods x sets, best in bold.
+    table = format_table(results, labels[0]) if len(labels) == 1 else methods_table(results, "md")
+    meta = {"models": models, "provenance": provenance(device, scales, str(ev.lr_source))}
+    if any(degraded.values()):
+        d = next(v for v in degraded.values() if v)
+        meta["degradation"] = {"name": d.pipeline.name, "seed": d.seed,
+                               "config": f"sr_experiments/conf/degradation/{d.pipeline.name}.yaml, usm_gt=false"}
+    if perceptual is not None:
+        meta["perceptual"] = perceptual.describe()
+    write_results(results, out_dir, table, meta, methods_table(results, "tex"))
+    name = labels[0] if len(labels) == 1 else ", ".join(labels)
+    shown = len(table.splitlines()) - 2  # the rows the table above has (below its header and rule)
+    pairs, n_methods = len({(r.set, r.scale) for r in results}), len({r.model for r in results})
+    print(f"\n{table}\n\n{name}: {shown} table rows ({pairs} set x scale, {n_methods} method(s)) in {elapsed:.1f} s; "
+          f"results in {out_dir}/results.json", flush=True)
+    _log_to_loggers(cfg, results)
+
+
+def _eval_scales(methods: list[Method], asked: Any, default: int) -> list[int]:
+    """eval.scales, else the trained networks' one scale (else scale=): every network must be trained for each."""
+    fixed = {m.scale for m in methods if not m.any_scale}
+    if len(fixed) > 1:
+        listed = ", ".join(f"{m.provenance['checkpoint']} x{m.scale}" for m in methods)
+        raise ValueError(f"ckpt_path: the checkpoints have different scales ({listed}); evaluate each scale in its own run")
+    scales = [int(s) for s in asked] if asked else [next(iter(fixed), default)]
+    bad = [s for s in scales if fixed and s not in fixed]
+    if bad:
+        raise ValueError(f"the checkpoint's network is x{next(iter(fixed))}; it cannot evaluate eval.scales={bad}")
+    return scales
+
+
+def _runner(method: Method, scale: int, device: str, ev: DictConfig) -> Any:
+    """A trained network as eval runs it: precision and layout measured here (cached); video
+    networks in fp32 on whole clips."""
+    if not method.tuned:
+        if getattr(method.network(device), "multi_frame", False):
+            print(f"{method.label}: a video network, fp32 on whole clips", flush=True)
+        return method.network(device, scale)
+    engine = method.engine(torch.device(device), str(ev.get("precision", 32)), ev.get("channels_last", "auto"), scale)
+    print(f"{method.label}: precision {engine.precision.precision}{', channels_last' if engine.channels_last else ''} "
+          f"({engine.speed.reason})", flush=True)
+    return engine
 
 
 def _log_to_loggers(cfg: DictConfig, results: list[SetResult]) -> None:

@@ -110,7 +110,7 @@ def export_weights(
     1e-5). Returns a line saying what was checked. The file is written and checked under a
     temporary name (``outputs.atomic_write``): a failed check or a full disk leaves ``path`` as it was."""
     from sr_experiments.models.interop import check_with_spandrel
-    from sr_experiments.models.loading import load_network
+    from sr_experiments.models.weights import load_network, read_weights, unwrap_state_dict
 
     path = Path(path)
     if fmt not in WEIGHT_FORMATS:
@@ -125,7 +125,7 @@ def export_weights(
                 diff = float((reloaded(x.clone()) - net(x.clone())).abs().max())
             if diff != 0.0:
                 raise ExportError(f"{path}: reloaded here, the network differs by {diff:.3g} (max abs)")
-            return check_with_spandrel(net, tmp, spec).replace(str(tmp), str(path))
+            return check_with_spandrel(net, unwrap_state_dict(read_weights(tmp)), tmp, spec).replace(str(tmp), str(path))
         except (ExportError, OSError):
             raise  # OSError: atomic_write says it in one line (a full disk, a read-only folder)
         except Exception as e:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,20 +16,18 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from sr_experiments import CONF_DIR
-from sr_experiments.annotate import font_size, label_strip
+from sr_experiments.imaging.annotate import font_size, label_strip
 from sr_experiments.cli import first_line
 from sr_experiments.extras import MissingExtra
 from sr_experiments.hardware import resolve_device
-from sr_experiments.inference.engines import (
+from sr_experiments.methods.engines import (
     Engine,
     auto_tile,
-    onnx_engine,
-    torch_engine,
 )
-from sr_experiments.inference.image_files import (
+from sr_experiments.imaging.io import (
     FORMATS,
     Animation,
     Picture,
@@ -40,7 +38,7 @@ from sr_experiments.inference.image_files import (
     write_animation,
     write_picture,
 )
-from sr_experiments.inference.tiling import Tile, count_tiles, fit_tiles, upscale
+from sr_experiments.imaging.tiling import Tile, count_tiles, fit_tiles, upscale
 from sr_experiments.models.bicubic import Bicubic
 from sr_experiments.outputs import WriteError, check_writable_folder
 
@@ -59,29 +57,20 @@ class Summary:
 
 
 def load_engine(cfg: DictConfig) -> Engine:
-    """The network from ``ckpt_path`` (its spec travels in the checkpoint, loaded with
-    ``weights_only=True``), an ONNX file, or a parameter-free ``model``."""
-    from sr_experiments.models import build_network
-    from sr_experiments.models.loading import find_latest_checkpoint, load_network
+    """The method the config means (``methods.resolve_method``: ``ckpt_path``, an ONNX file, a
+    parameter-free ``model``, or ``model=zssr``) as an engine on ``cfg.device``."""
+    from sr_experiments.methods import resolve_method
 
     device = resolve_device(str(cfg.device))
-    ckpt = cfg.get("ckpt_path") or cfg.model.get("pretrained")  # any weights file: ours, or one spandrel reads
-    if ckpt == "latest":
-        ckpt = find_latest_checkpoint(cfg.paths.get("runs_dir", "outputs"))
-    if ckpt and str(ckpt).endswith(".onnx"):
-        return onnx_engine(ckpt, device)
-    if ckpt:
-        model = {**OmegaConf.to_container(cfg.model, resolve=True), "scale": int(cfg.scale)}
-        net, spec = load_network(ckpt, model=model)
-    else:
-        spec = {**OmegaConf.to_container(cfg.model, resolve=True), "scale": int(cfg.scale)}
-        spec = {k: v for k, v in spec.items() if v is not None}
-        net = build_network(spec)
-        if spec.get("zssr") is not None:  # trained on each input, not loaded
-            raise ValueError("model=zssr trains a network on each image: run zssr.py input=... output=... (or sr-zssr)")
-        if any(True for _ in net.parameters()) and not spec.get("pretrained"):
-            raise ValueError(f"model={spec['name']} has parameters: pass the trained weights with ckpt_path=PATH")
-    return torch_engine(net, spec, device, str(cfg.precision), cfg.get("channels_last", "auto"))
+    method = resolve_method(cfg, device, progress=bool(cfg.progress))
+    if method.whole_image and cfg.ensemble:
+        raise ValueError(f"model={method.label} has its own x8 ensemble: set model.{method.label}.ensemble, not ensemble=true")
+    return method.engine(device, str(cfg.precision), cfg.get("channels_last", "auto"))
+
+
+def _trains_per_image(engine: Engine) -> bool:
+    """ZSSR: the engine trains on each image whole (no tiles; autograd on)."""
+    return bool(getattr(engine.forward, "trains_per_image", False))
 
 
 def _to_tensor(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -116,13 +105,17 @@ def layout(h: int, w: int, tile: int | None, cfg: DictConfig) -> tuple[tuple[int
 
 
 def upscale_picture(
-    engine: Engine, pic: Picture, cfg: DictConfig, tile: Tile | None, bar=None, pad: tuple[int, int] = (0, 0)
+    engine: Engine, pic: Picture, cfg: DictConfig, tile: Tile | None, bar=None, pad: tuple[int, int] = (0, 0),
+    name: str = "",
 ) -> Picture:
     """``pic`` upscaled (``pad``: LR pixels of edge context added, then cut from the output)."""
     (py, px), s = pad, engine.scale
     lq = _to_tensor(np.pad(pic.rgb, ((py, py), (px, px), (0, 0)), mode="edge"), engine.device)
-    sr = upscale(engine, lq, engine.scale, tile, int(cfg.tile_overlap), bool(cfg.ensemble), int(cfg.tile_batch),
-                 progress=bar.update if bar is not None else None)
+    if _trains_per_image(engine):
+        sr = engine.forward(lq.float(), name=name)
+    else:
+        sr = upscale(engine, lq, engine.scale, tile, int(cfg.tile_overlap), bool(cfg.ensemble), int(cfg.tile_batch),
+                     progress=bar.update if bar is not None else None)
     sr = sr[..., py * s : sr.shape[-2] - py * s, px * s : sr.shape[-1] - px * s]
     alpha = upscale_alpha(pic.alpha, engine.scale) if pic.alpha is not None else None
     return Picture(_to_array(sr), alpha, pic.gray, pic.bits, pic.icc_profile, pic.mode)
@@ -132,7 +125,7 @@ def compare_image(pic: Picture, sr: Picture, scale: int, model_label: str = "SR"
     """bicubic | model, side by side under their names, 8-bit RGB (alpha composited over white, as
     viewers show it); below them the square where the two differ most (outlined in red above),
     enlarged with nearest neighbour to the frames' width: whole frames hide what SR changes."""
-    from sr_experiments.annotate import detail_box, outline
+    from sr_experiments.imaging.annotate import detail_box, outline
 
     with torch.inference_mode():
         bic = _to_array(Bicubic(scale)(_to_tensor(pic.rgb, torch.device("cpu"))))
@@ -157,6 +150,8 @@ def compare_image(pic: Picture, sr: Picture, scale: int, model_label: str = "SR"
 
 
 def _tile_setting(cfg: DictConfig, engine: Engine) -> tuple[int | None, str]:
+    if _trains_per_image(engine):
+        return None, "it trains on each image whole"
     if str(cfg.tile) == "auto":
         return auto_tile(engine, int(cfg.tile_overlap), int(cfg.tile_batch), cfg.get("tile_memory_mb"))
     tile = int(cfg.tile)
@@ -184,35 +179,48 @@ def run_upscale(cfg: DictConfig) -> Summary:
           f"({engine.precision.reason}){', channels_last' if engine.channels_last else ''}; "
           f"tile {tile or 'off'} ({why}), overlap {cfg.tile_overlap}", file=sys.stderr, flush=True)
 
-    summary, start = Summary(), time.perf_counter()
-    show = bool(cfg.progress)
-    for path in tqdm(inputs, desc="images", unit="img", disable=not show or len(inputs) < 2, file=sys.stderr):
+    summary, show = Summary(), bool(cfg.progress)
+
+    def one(path: Path) -> None:
+        read = read_picture(path, int(cfg.max_pixels))
+        frames = read.frames if isinstance(read, Animation) else [read]
+        check_frames(len(frames), fmt)
+        w, h = frames[0].size
+        pad, fitted, n_tiles = layout(h, w, tile, cfg)
+        if _trains_per_image(engine):  # it learns from the image itself: no border added
+            pad = (0, 0)
+        with tqdm(total=n_tiles * len(frames), desc=path.name, unit="tile", leave=False, file=sys.stderr,
+                  disable=not show or n_tiles * len(frames) < 4) as bar:
+            srs = (upscale_picture(engine, pic, cfg, fitted, bar, pad, path.name) for pic in frames)
+            if isinstance(read, Animation):
+                sr = write_animation(targets[path], srs, read, fmt, int(cfg.quality), overwrite)
+            else:
+                sr = next(srs)
+                write_picture(targets[path], sr, fmt, int(cfg.quality), overwrite)
+        if cfg.compare:  # the first frame of an animation
+            write_picture(out_dir / f"{path.stem}_compare.png",
+                          compare_image(frames[0], sr, engine.scale, f"SR ({engine.label})"), "png", 95, overwrite)
+        summary.images += 1
+        summary.megapixels += sr.size[0] * sr.size[1] * len(frames) / 1e6
+
+    bars = tqdm(inputs, desc="images", unit="img", disable=not show or len(inputs) < 2, file=sys.stderr)
+    return each_image("upscale", bars, summary, one)
+
+
+def each_image(prog: str, paths: Iterable[Path], summary: Any, process: Callable[[Path], None]) -> Any:
+    """``process`` each input (it counts its successes in ``summary``). An input that fails is named
+    in one line (``prog: path: reason (skipped)``) and counted in ``summary.failures``, and the
+    batch goes on; a failed write (a full disk) stops it. Then ``summary.line()`` is printed."""
+    start = time.perf_counter()
+    for path in paths:
         try:
-            read = read_picture(path, int(cfg.max_pixels))
-            frames = read.frames if isinstance(read, Animation) else [read]
-            check_frames(len(frames), fmt)
-            w, h = frames[0].size
-            pad, fitted, n_tiles = layout(h, w, tile, cfg)
-            with tqdm(total=n_tiles * len(frames), desc=path.name, unit="tile", leave=False, file=sys.stderr,
-                      disable=not show or n_tiles * len(frames) < 4) as bar:
-                srs = (upscale_picture(engine, pic, cfg, fitted, bar, pad) for pic in frames)
-                if isinstance(read, Animation):
-                    sr = write_animation(targets[path], srs, read, fmt, int(cfg.quality), overwrite)
-                else:
-                    sr = next(srs)
-                    write_picture(targets[path], sr, fmt, int(cfg.quality), overwrite)
-            if cfg.compare:  # the first frame of an animation
-                write_picture(out_dir / f"{path.stem}_compare.png",
-                              compare_image(frames[0], sr, engine.scale, f"SR ({engine.label})"), "png", 95, overwrite)
+            process(path)
         except WriteError:  # a full disk fails every later image as well: stop (nothing partial is left)
             raise
         except (ValueError, OSError, RuntimeError) as e:  # ImageFileError is a ValueError
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            print(f"upscale: {path}: {reason} (skipped)", file=sys.stderr, flush=True)
+            print(f"{prog}: {path}: {reason} (skipped)", file=sys.stderr, flush=True)
             summary.failures.append(str(path))
-            continue
-        summary.images += 1
-        summary.megapixels += sr.size[0] * sr.size[1] * len(frames) / 1e6
     summary.seconds = time.perf_counter() - start
     print(summary.line(), flush=True)
     return summary
@@ -245,20 +253,30 @@ FLAGS = {"--compare": "compare=true", "--ensemble": "ensemble=true", "--no-progr
 def cli(argv: list[str] | None = None) -> int:
     """``sr-upscale key=value ... [--compare] [--ensemble] [--no-progress] [--overwrite]``: the Hydra overrides of
     upscale.py, composed without a Hydra run (nothing is written but the images)."""
+    return command_line("sr-upscale", "upscale", FLAGS, main, argv, cli.__doc__ + "\n\n" + (CONF_DIR / "upscale.yaml").read_text())
+
+
+def command_line(prog: str, config: str, flags: dict[str, str], run: Callable[[DictConfig], int],
+                 argv: list[str] | None, help_text: str) -> int:
+    """A console script over images (sr-upscale, sr-zssr): ``--help``, its ``flags`` as overrides,
+    the config composed without a Hydra run; a bad option or override is one line, exit 2."""
     from hydra import compose, initialize_config_dir
 
     args = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in args):
-        print(cli.__doc__ + "\n\n" + (CONF_DIR / "upscale.yaml").read_text())
+        print(help_text)
         return 0
-    unknown = [a for a in args if a.startswith("--") and a not in FLAGS]
+    unknown = [a for a in args if a.startswith("--") and a not in flags]
     if unknown:
-        print(f"sr-upscale: unknown option {unknown[0]} (options: {', '.join(FLAGS)}, or key=value overrides)", file=sys.stderr)
+        print(f"{prog}: unknown option {unknown[0]} (options: {', '.join(flags)}, or key=value overrides)", file=sys.stderr)
         return 2
-    overrides = [FLAGS.get(a, a) for a in args]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="upscale", overrides=overrides)
-    return main(cfg)
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name=config, overrides=[flags.get(a, a) for a in args])
+    except Exception as e:  # noqa: BLE001  (Hydra's override errors, of several types: one line, not a traceback)
+        print(f"{prog}: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2
+    return run(cfg)
 
 
 if __name__ == "__main__":

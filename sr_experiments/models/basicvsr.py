@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from sr_experiments.models.blocks import ResidualBlockNoBN
 from sr_experiments.models.registry import check_scale, register
-from sr_experiments.models.spynet import build_spynet, flow_warp, from_mmagic_state_dict
+from sr_experiments.models.spynet import build_spynet, clip_flows, flow_warp, from_mmagic_state_dict
 
 MMAGIC_RENAMES = {"backward_resblocks.": "backward_trunk.", "forward_resblocks.": "forward_trunk.",
                   "upsample1.upsample_conv.": "upconv1.", "upsample2.upsample_conv.": "upconv2."}
@@ -103,15 +103,8 @@ class BasicVSR(VideoUpsampler):
         return from_mmagic_state_dict(state, MMAGIC_RENAMES)
 
     def get_flow(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(forward, backward) flows, each (B, T-1, 2, H, W): forward[i] aligns frame i to i+1,
-        backward[i] aligns frame i+1 to i (as BasicSR's ``get_flow``)."""
-        b, t, c, h, w = x.shape
-        if t == 1:  # a single frame (e.g. the last chunk of a video): nothing to align
-            return x.new_zeros(b, 0, 2, h, w), x.new_zeros(b, 0, 2, h, w)
-        x_1, x_2 = x[:, :-1].reshape(-1, c, h, w), x[:, 1:].reshape(-1, c, h, w)
-        backward = self.spynet(x_1, x_2).view(b, t - 1, 2, h, w)
-        forward = self.spynet(x_2, x_1).view(b, t - 1, 2, h, w)
-        return forward, backward
+        """(forward, backward) flows between neighbouring frames (BasicSR's name): ``clip_flows``."""
+        return clip_flows(self.spynet, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_clip(self, x)

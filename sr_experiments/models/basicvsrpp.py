@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from sr_experiments.models.basicvsr import ConvResidualBlocks, check_clip
 from sr_experiments.models.deform import ModulatedDeformConv
 from sr_experiments.models.registry import check_scale, register
-from sr_experiments.models.spynet import build_spynet, flow_warp, from_mmagic_state_dict
+from sr_experiments.models.spynet import build_spynet, clip_flows, flow_warp, from_mmagic_state_dict
 
 BRANCHES = ("backward_1", "forward_1", "backward_2", "forward_2")  # the propagation order
 BASICSR_RENAMES = {"upconv1.": "upsample1.upsample_conv.", "upconv2.": "upsample2.upsample_conv."}
@@ -112,15 +112,8 @@ class BasicVSRPlusPlus(nn.Module):
         return from_mmagic_state_dict(state, BASICSR_RENAMES)
 
     def compute_flow(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(forward, backward) flows (B, T-1, 2, H, W); backward[i] aligns frame i+1 to frame i,
-        forward[i] frame i to i+1."""
-        b, t, c, h, w = x.shape
-        if t == 1:  # a single frame (e.g. the last chunk of a video): nothing to align
-            return x.new_zeros(b, 0, 2, h, w), x.new_zeros(b, 0, 2, h, w)
-        x_1, x_2 = x[:, :-1].reshape(-1, c, h, w), x[:, 1:].reshape(-1, c, h, w)
-        backward = self.spynet(x_1, x_2).view(b, t - 1, 2, h, w)
-        forward = self.spynet(x_2, x_1).view(b, t - 1, 2, h, w)
-        return forward, backward
+        """(forward, backward) flows between neighbouring frames (mmagic's name): ``clip_flows``."""
+        return clip_flows(self.spynet, x)
 
     def _align(self, branch: str, prop: list[torch.Tensor], current: torch.Tensor, flows: torch.Tensor,
                flow_idx: list[int], i: int) -> torch.Tensor:

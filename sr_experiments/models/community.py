@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib
 import inspect
 from typing import Any, ClassVar
 
@@ -46,17 +47,17 @@ from torch.overrides import TorchFunctionMode
 from sr_experiments.models.registry import _registered_name, check_scale
 from sr_experiments.models.swinir import pad_to_multiple
 
-__all__ = ["SpandrelNetwork"]
+__all__ = ["SpandrelLayout", "SpandrelNetwork"]
 
 # spandrel's names for the upscaling factor, and for the image channels (fixed: RGB).
 _SCALE_ARGS = ("upscale", "upscaling_factor", "up_scale")
 _CHANNEL_ARGS = ("in_chans", "num_in_ch", "num_out_ch")
 
 
-def _plain(value: Any) -> Any:
+def _tuples_as_lists(value: Any) -> Any:
     """Tuples as lists (as YAML and OmegaConf configs hold them), recursively."""
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [_tuples_as_lists(v) for v in value]
     return value
 
 
@@ -78,6 +79,27 @@ class _MetaBuild(TorchFunctionMode):
         elif getattr(func, "__name__", None) in _INIT_OPS and args and getattr(args[0], "is_meta", False):
             return args[0]
         return func(*args, **kwargs)
+
+
+class SpandrelLayout:
+    """Mixin for a zoo network on its own code whose files spandrel reads as ``SPANDREL_ID``, the
+    class ``spandrel.architectures.<ID>.<ID>`` (RCAN, SAFMN, ESRGAN): it answers
+    ``spec_from_spandrel`` for a module of exactly that class through ``spec_from_hyperparameters``
+    (spandrel's ``hyperparameters`` -> our spec, or None for a variant this network is not).
+    spandrel is imported only when asked."""
+
+    SPANDREL_ID: ClassVar[str]
+
+    @classmethod
+    def spec_from_spandrel(cls, model: nn.Module) -> dict[str, Any] | None:
+        architecture = importlib.import_module(f"spandrel.architectures.{cls.SPANDREL_ID}")
+        if type(model) is not getattr(architecture, cls.SPANDREL_ID):
+            return None
+        return cls.spec_from_hyperparameters(model.hyperparameters)  # type: ignore[attr-defined]
+
+    @staticmethod
+    def spec_from_hyperparameters(hp: dict[str, Any]) -> dict[str, Any] | None:
+        raise NotImplementedError
 
 
 class SpandrelNetwork:
@@ -165,7 +187,7 @@ class SpandrelNetwork:
             if hyper.get(arg, 3) != 3:
                 raise ValueError(f"{cls.SPANDREL_ID} with {arg}={hyper[arg]}: the networks here are RGB to RGB")
         scale = check_scale(cls, hyper[cls._scale_arg])
-        return {"name": name, "scale": scale, **{k: _plain(hyper[k]) for k in cls.HYPERPARAMETERS}}
+        return {"name": name, "scale": scale, **{k: _tuples_as_lists(hyper[k]) for k in cls.HYPERPARAMETERS}}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]

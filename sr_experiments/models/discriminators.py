@@ -59,33 +59,23 @@ class VGGStyleDiscriminator(nn.Module):
             raise ValueError(f"vgg128: input_size must be 128 or 256, not {input_size}")
         self.input_size = input_size
         f = num_feat
+        # BasicSR's names (conv{stage}_{k}, bn{stage}_{k}), so its checkpoints load; registered in a
+        # loop over the stages: the first has a biased conv without norm in front of its strided conv.
         self.conv0_0 = nn.Conv2d(num_in_ch, f, 3, 1, 1, bias=True)
-        self.conv0_1 = nn.Conv2d(f, f, 4, 2, 1, bias=False)
-        self.bn0_1 = nn.BatchNorm2d(f, affine=True)
-        self.conv1_0 = nn.Conv2d(f, f * 2, 3, 1, 1, bias=False)
-        self.bn1_0 = nn.BatchNorm2d(f * 2, affine=True)
-        self.conv1_1 = nn.Conv2d(f * 2, f * 2, 4, 2, 1, bias=False)
-        self.bn1_1 = nn.BatchNorm2d(f * 2, affine=True)
-        self.conv2_0 = nn.Conv2d(f * 2, f * 4, 3, 1, 1, bias=False)
-        self.bn2_0 = nn.BatchNorm2d(f * 4, affine=True)
-        self.conv2_1 = nn.Conv2d(f * 4, f * 4, 4, 2, 1, bias=False)
-        self.bn2_1 = nn.BatchNorm2d(f * 4, affine=True)
-        self.conv3_0 = nn.Conv2d(f * 4, f * 8, 3, 1, 1, bias=False)
-        self.bn3_0 = nn.BatchNorm2d(f * 8, affine=True)
-        self.conv3_1 = nn.Conv2d(f * 8, f * 8, 4, 2, 1, bias=False)
-        self.bn3_1 = nn.BatchNorm2d(f * 8, affine=True)
-        self.conv4_0 = nn.Conv2d(f * 8, f * 8, 3, 1, 1, bias=False)
-        self.bn4_0 = nn.BatchNorm2d(f * 8, affine=True)
-        self.conv4_1 = nn.Conv2d(f * 8, f * 8, 4, 2, 1, bias=False)
-        self.bn4_1 = nn.BatchNorm2d(f * 8, affine=True)
-        if input_size == 256:
-            self.conv5_0 = nn.Conv2d(f * 8, f * 8, 3, 1, 1, bias=False)
-            self.bn5_0 = nn.BatchNorm2d(f * 8, affine=True)
-            self.conv5_1 = nn.Conv2d(f * 8, f * 8, 4, 2, 1, bias=False)
-            self.bn5_1 = nn.BatchNorm2d(f * 8, affine=True)
+        widths = [f, f * 2, f * 4, f * 8, f * 8] + ([f * 8] if input_size == 256 else [])
+        self.conv_bn: list[str] = []  # the conv+BN+LeakyReLU steps after conv0_0, in order
+        for stage, width in enumerate(widths):
+            if stage:
+                self._add_conv_bn(f"{stage}_0", nn.Conv2d(widths[stage - 1], width, 3, 1, 1, bias=False))
+            self._add_conv_bn(f"{stage}_1", nn.Conv2d(width, width, 4, 2, 1, bias=False))
         self.linear1 = nn.Linear(f * 8 * 4 * 4, 100)
         self.linear2 = nn.Linear(100, 1)
         self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
+
+    def _add_conv_bn(self, name: str, conv: nn.Conv2d) -> None:
+        setattr(self, f"conv{name}", conv)
+        setattr(self, f"bn{name}", nn.BatchNorm2d(conv.out_channels, affine=True))
+        self.conv_bn.append(name)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[-2:]) != (self.input_size, self.input_size):
@@ -94,18 +84,8 @@ class VGGStyleDiscriminator(nn.Module):
                 f"{x.shape[-2]}x{x.shape[-1]}: set data.patch_size={self.input_size}//scale, or use discriminator=unet_sn (any size)"
             )
         feat = self.lrelu(self.conv0_0(x))
-        feat = self.lrelu(self.bn0_1(self.conv0_1(feat)))
-        feat = self.lrelu(self.bn1_0(self.conv1_0(feat)))
-        feat = self.lrelu(self.bn1_1(self.conv1_1(feat)))
-        feat = self.lrelu(self.bn2_0(self.conv2_0(feat)))
-        feat = self.lrelu(self.bn2_1(self.conv2_1(feat)))
-        feat = self.lrelu(self.bn3_0(self.conv3_0(feat)))
-        feat = self.lrelu(self.bn3_1(self.conv3_1(feat)))
-        feat = self.lrelu(self.bn4_0(self.conv4_0(feat)))
-        feat = self.lrelu(self.bn4_1(self.conv4_1(feat)))
-        if self.input_size == 256:
-            feat = self.lrelu(self.bn5_0(self.conv5_0(feat)))
-            feat = self.lrelu(self.bn5_1(self.conv5_1(feat)))
+        for name in self.conv_bn:
+            feat = self.lrelu(getattr(self, f"bn{name}")(getattr(self, f"conv{name}")(feat)))
         feat = self.lrelu(self.linear1(feat.flatten(1)))
         return self.linear2(feat)
 

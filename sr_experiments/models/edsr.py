@@ -7,6 +7,9 @@ are in ``blocks.py``): module names match, so BasicSR's released EDSR state dict
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -34,6 +37,22 @@ class EDSR(nn.Module):
         self.conv_after_body = nn.Conv2d(width, width, 3, 1, 1)
         self.upsample = Upsample(scale, width)
         self.conv_last = nn.Conv2d(width, 3, 3, 1, 1)
+
+    @classmethod
+    def spec_from_state_dict(cls, state: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The spec whose keys and shapes ``state`` (BasicSR's layout) may have, or None: width
+        from ``conv_first``, depth from ``body``, scale from the upsampler's convs (one 9C conv:
+        x3, else one 4C conv per doubling). ``res_scale`` leaves no trace in the weights: BasicSR's
+        released EDSR_L sizes (32 blocks of 256) are ``edsr_large`` (0.1), others ``edsr`` (1)."""
+        first = state.get("conv_first.weight")
+        ups = [v for k, v in state.items() if k.startswith("upsample.") and k.endswith(".weight")]
+        if not isinstance(first, torch.Tensor) or first.dim() != 4 or not ups:
+            return None
+        width = int(first.shape[0])
+        depth = sum(1 for k in state if k.startswith("body.") and k.endswith(".conv1.weight"))
+        scale = 3 if len(ups) == 1 and ups[0].shape[0] == 9 * width else 2 ** len(ups)
+        name = "edsr_large" if (depth, width) == (32, 256) else "edsr"
+        return {"name": name, "scale": scale, "depth": depth, "width": width}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_first(self.mean_shift.sub(x))

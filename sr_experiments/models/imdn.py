@@ -10,6 +10,10 @@ As in the official code the network sees the input in [0, 1] directly: no mean s
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -93,6 +97,19 @@ class IMDN(nn.Module):
         self.c = nn.Sequential(_conv(width * depth, width, 1), nn.LeakyReLU(0.05, inplace=True))
         self.LR_conv = _conv(width, width, 3)
         self.upsampler = UpsampleOneStep(scale, width, 3)  # the official pixelshuffle_block
+
+    @classmethod
+    def spec_from_state_dict(cls, state: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The spec whose keys and shapes ``state`` (the official layout) may have, or None: width
+        from ``fea_conv``, depth from the ``IMDB{i}`` blocks, scale from the upsampler's outputs."""
+        first, tail = state.get("fea_conv.weight"), state.get("upsampler.0.weight")
+        if not isinstance(first, torch.Tensor) or not isinstance(tail, torch.Tensor) or first.dim() != 4:
+            return None
+        depth = sum(1 for k in state if k.startswith("IMDB") and k.endswith(".c1.weight"))
+        scale = math.isqrt(tail.shape[0] // 3)
+        if depth < 1 or scale < 2 or scale * scale * 3 != tail.shape[0]:
+            return None
+        return {"name": "imdn", "scale": scale, "depth": depth, "width": int(first.shape[0])}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fea = self.fea_conv(x)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from sr_experiments.models.blocks import MeanShift, Upsample
+from sr_experiments.models.community import SpandrelLayout
 from sr_experiments.models.registry import check_scale, register
 
 
@@ -83,7 +84,7 @@ def _to_official(key: str, groups: int, blocks: int) -> str:
 
 
 @register("rcan", scales=(2, 3, 4, 8))
-class RCAN(nn.Module):
+class RCAN(SpandrelLayout, nn.Module):
     """RCAN (BasicSR's layout). The defaults are the paper's: 15.44 M parameters at x2, 15.59 M at x4.
 
     Args:
@@ -97,14 +98,9 @@ class RCAN(nn.Module):
 
     SPANDREL_ID = "RCAN"
 
-    @classmethod
-    def spec_from_spandrel(cls, model: nn.Module) -> dict | None:
-        """Our spec for spandrel's RCAN ``model`` (the authors' layout) where it is this network."""
-        from spandrel.architectures.RCAN import RCAN as Official
-
-        if type(model) is not Official:
-            return None
-        hp = model.hyperparameters
+    @staticmethod
+    def spec_from_hyperparameters(hp: dict) -> dict | None:
+        """Our spec for spandrel's RCAN (the authors' layout) where it is this network."""
         fixed = (hp["n_colors"], hp["rgb_range"], hp["norm"], hp["kernel_size"], hp["act_mode"])
         if fixed != (3, 255, True, 3, "relu") or (hp["unshuffle_mod"] and hp["scale"] <= 2):
             return None

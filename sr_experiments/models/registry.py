@@ -21,9 +21,12 @@ NETWORKS: dict[str, type[nn.Module]] = {}
 # The upscaling factors each network supports, declared once at registration; None: any integer >= 2.
 SCALES: dict[str, tuple[int, ...] | None] = {}
 # Keys of the ``model`` node that choose how the network runs or what it is called, not how it is
-# built (``zssr``: the settings of a network trained on each test image, model=zssr; ``label``: the
-# name results show, model=shallow for an ``edsr``).
+# built (``zssr``: the settings of a network trained on each test image, model=zssr, which
+# methods/ reads; it stays here because conf/model/zssr.yaml is also a plain ``zssr`` network spec
+# for info.py and the config checks; ``label``: the name results show, model=shallow for an ``edsr``).
 RUNTIME_KEYS = ("compile", "channels_last", "ema_decay", "zssr", "label")
+# Model names whose architecture a weights file decides (models/weights.py builds them).
+FROM_WEIGHTS = ("from_file", "spandrel")
 
 _T = TypeVar("_T", bound=type)
 
@@ -85,8 +88,10 @@ def build_network(spec: Mapping[str, Any]) -> nn.Module:
     """Instantiate ``spec["name"]`` with every other key of ``spec`` as a constructor argument.
 
     ``spec`` may be a plain mapping or an OmegaConf ``DictConfig`` (the Hydra ``model`` node).
-    ``pretrained`` (a weights file) and ``pretrained_key`` are not constructor arguments: the
-    weights are loaded into the built network (see ``models/loading.py``). ``compile``,
+    Pure: it builds the architecture and reads no file. ``pretrained`` (a weights file) and
+    ``pretrained_key`` are not constructor arguments and are ignored here: the network with its
+    weights is ``models.weights.build_model(spec)``, as are the networks detected from a file
+    (``from_file``, ``spandrel``). ``compile``,
     ``channels_last`` and ``ema_decay`` are how the network runs or trains, not what it is
     (``SRLitModule`` applies them).
     Argument names are checked against the constructor first, so a typo on the command line
@@ -101,16 +106,11 @@ def build_network(spec: Mapping[str, Any]) -> nn.Module:
     kwargs = dict(spec)
     if "name" not in kwargs:
         raise ValueError(f"model spec has no 'name' (registered networks: {', '.join(list_networks())})")
-    name = kwargs["name"]
-    if name in ("from_file", "spandrel"):  # an architecture detected from weights (models/interop.py)
-        from sr_experiments.models import interop
-
-        if name == "from_file":
-            return build_network(interop.resolve_from_file(kwargs))
-        return interop.build_spandrel(kwargs, None)
-    kwargs.pop("name")
-    pretrained, pretrained_key = kwargs.pop("pretrained", None), kwargs.pop("pretrained_key", None)
-    for key in RUNTIME_KEYS:
+    name = kwargs.pop("name")
+    if name in FROM_WEIGHTS:
+        raise ValueError(f"network {name!r} is detected from a weights file: build it with "
+                         "sr_experiments.models.weights.build_model (model.pretrained=PATH)")
+    for key in (*RUNTIME_KEYS, "pretrained", "pretrained_key"):
         kwargs.pop(key, None)
     if name not in NETWORKS:
         raise ValueError(f"unknown network {name!r} (registered: {', '.join(list_networks())})")
@@ -125,12 +125,7 @@ def build_network(spec: Mapping[str, Any]) -> nn.Module:
     missing = [key for key in required if key not in kwargs]
     if missing:
         raise ValueError(f"network {name!r} needs {', '.join('model.' + k for k in missing)}")
-    net = cls(**kwargs)
-    if pretrained:  # model.pretrained=PATH: an official release or a checkpoint of ours
-        from sr_experiments.models.loading import load_pretrained
-
-        load_pretrained(net, pretrained, pretrained_key)
-    return net
+    return cls(**kwargs)
 
 
 def model_label(spec: Mapping[str, Any]) -> str:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from sr_experiments.models.community import SpandrelLayout
 from sr_experiments.models.registry import check_scale, register
 
 
@@ -59,7 +60,7 @@ class RRDB(nn.Module):
 
 
 @register("rrdbnet", scales=(2, 4))
-class RRDBNet(nn.Module):
+class RRDBNet(SpandrelLayout, nn.Module):
     """ESRGAN's generator (BasicSR's layout): 16.70 M parameters at x4 with the defaults.
 
     The upsampler is fixed at x4 (two nearest x2 + conv steps). As in BasicSR, x2 first
@@ -76,15 +77,10 @@ class RRDBNet(nn.Module):
 
     SPANDREL_ID = "ESRGAN"  # spandrel's id: the same layout and key names, so files go both ways
 
-    @classmethod
-    def spec_from_spandrel(cls, model: nn.Module) -> dict | None:
-        """Our spec for spandrel's ESRGAN ``model`` where it is this network (old-arch and
-        ESRGAN+ variants, other scales or activations are not: spandrel's module runs those)."""
-        from spandrel.architectures.ESRGAN import ESRGAN as Official
-
-        if type(model) is not Official:
-            return None
-        hp = model.hyperparameters
+    @staticmethod
+    def spec_from_hyperparameters(hp: dict) -> dict | None:
+        """Our spec for spandrel's ESRGAN where it is this network (old-arch and ESRGAN+ variants,
+        other scales or activations are not: spandrel's module runs those)."""
         # spandrel's x2 is its x4 network behind a pixel unshuffle by 2, as ours.
         layout = (hp["scale"], hp["in_nc"], hp["shuffle_factor"])
         if layout not in ((4, 3, None), (4, 12, 2)) or (hp["out_nc"], hp["plus"], hp["norm"], hp["act"],

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sr_experiments.models.blocks import UpsampleOneStep
+from sr_experiments.models.community import SpandrelLayout
 from sr_experiments.models.registry import check_scale, register
 
 
@@ -92,7 +93,7 @@ class AttBlock(nn.Module):
 
 
 @register("safmn")
-class SAFMN(nn.Module):
+class SAFMN(SpandrelLayout, nn.Module):
     """SAFMN (official layout). The defaults are the paper's model (228 K parameters at x2).
 
     Args:
@@ -104,14 +105,9 @@ class SAFMN(nn.Module):
 
     SPANDREL_ID = "SAFMN"
 
-    @classmethod
-    def spec_from_spandrel(cls, model: nn.Module) -> dict | None:
-        """Our spec for spandrel's SAFMN ``model`` (the same layout and key names)."""
-        from spandrel.architectures.SAFMN import SAFMN as Official
-
-        if type(model) is not Official:
-            return None
-        hp = model.hyperparameters
+    @staticmethod
+    def spec_from_hyperparameters(hp: dict) -> dict | None:
+        """Our spec for spandrel's SAFMN (the same layout and key names)."""
         return {"name": "safmn", "scale": hp["upscaling_factor"], "depth": hp["n_blocks"], "width": hp["dim"],
                 "ffn_scale": float(hp["ffn_scale"])}
 

@@ -25,6 +25,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from sr_experiments.models.weights import read_weights
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -55,6 +57,19 @@ def flow_warp(x: torch.Tensor, flow: torch.Tensor, padding_mode: str = "zeros") 
     gy = 2.0 * (ys + flow[:, 1]) / max(h - 1, 1) - 1.0
     grid = torch.stack((gx, gy), dim=3)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=True)
+
+
+def clip_flows(spynet: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(forward, backward) flows between neighbouring frames of (B, T, C, H, W) clip ``x``, each
+    (B, T-1, 2, H, W): backward[i] aligns frame i+1 to frame i, forward[i] frame i to i+1 (BasicSR's
+    ``get_flow``, mmagic's ``compute_flow``, for the BasicVSR family)."""
+    b, t, c, h, w = x.shape
+    if t == 1:  # a single frame (e.g. the last chunk of a video): nothing to align
+        return x.new_zeros(b, 0, 2, h, w), x.new_zeros(b, 0, 2, h, w)
+    x_1, x_2 = x[:, :-1].reshape(-1, c, h, w), x[:, 1:].reshape(-1, c, h, w)
+    backward = spynet(x_1, x_2).view(b, t - 1, 2, h, w)
+    forward = spynet(x_2, x_1).view(b, t - 1, 2, h, w)
+    return forward, backward
 
 
 class BasicModule(nn.Module):
@@ -120,11 +135,7 @@ def from_mmagic_keys(state: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def load_spynet(spynet: SpyNet, path: str | Path) -> None:
     """Load a SpyNet weights file (BasicSR's ``spynet_sintel_final-3d2a1287.pth``: a ``params`` dict,
     or a bare state dict; mmagic's layout too) strictly; the file is read with ``weights_only``."""
-    from sr_experiments.models.loading import (
-        load_checkpoint_file,  # the project's one weights reader
-    )
-
-    obj = load_checkpoint_file(path)
+    obj = read_weights(path)
     state = obj.get("params", obj.get("state_dict", obj)) if isinstance(obj, dict) else obj
     state = from_mmagic_keys({k.removeprefix("module."): v for k, v in dict(state).items()})
     for name in ("mean", "std"):  # BasicSR's SpyNet file predates the buffers: keep ours

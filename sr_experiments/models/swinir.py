@@ -42,6 +42,7 @@ from torch.utils import checkpoint
 
 from sr_experiments.models.blocks import MeanShift, Upsample, UpsampleOneStep
 from sr_experiments.models.registry import check_scale, register
+from sr_experiments.models.weights import read_weights, unwrap_state_dict
 
 __all__ = ["SwinIR", "SwinIRLight", "load_official", "pad_to_multiple"]
 
@@ -477,6 +478,7 @@ class SwinIR(nn.Module):
         resi_connection: str = "1conv",
         pad_mode: str = "symmetric",
     ) -> None:
+        # A port of the official SwinIR constructor (its argument and module names, which official files need): kept whole.
         super().__init__()
         if pad_mode not in ("symmetric", "reflect"):
             raise ValueError(f"pad_mode must be symmetric or reflect, got {pad_mode!r}")
@@ -628,10 +630,8 @@ def load_official(
     The derived buffers the files carry are dropped by the blocks' load hooks, so plain
     ``load_state_dict`` works too. Returns ``load_state_dict``'s result.
     """
-    from sr_experiments.models.loading import unwrap_state_dict
-
     if not isinstance(checkpoint, Mapping):
-        checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        checkpoint = read_weights(checkpoint)
     if key is None and "params" in checkpoint:  # the classical releases: "params", as main_test_swinir.py
         key = "params"
     return net.load_state_dict(unwrap_state_dict(checkpoint, key), strict=strict)

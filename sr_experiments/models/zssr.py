@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from sr_experiments.evaluation.imresize import imresize
+from sr_experiments.imaging.imresize import imresize
 from sr_experiments.models.registry import register
 from sr_experiments.models.vdsr import VDSR
 

@@ -6,7 +6,7 @@ file opens there exactly when spandrel's ``ModelLoader`` detects an architecture
 Each network (every supported scale of 2, 3, 4) is exported the way ``export.py format=safetensors``
 does (``export_weights``: official key layout, read back here), then read by spandrel's own
 ``ModelLoader.load_from_file``, as chaiNNer does. The architecture does not depend on a network's
-size, so small instances (``SMALL``) keep the check to seconds; ``tests/test_chainner.py`` pins the
+size, so small instances (``SMALL``) keep the check to seconds; ``tests/tools/test_chainner.py`` pins the
 result and that the README shows it.
 """
 

@@ -15,12 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sr_experiments.config_values import parse_overrides
 from sr_experiments.extras import MissingExtra, require
 from sr_experiments.outputs import atomic_write, check_targets, write_text
-
-# Overrides that say where things are or how they are shown, not what was tried (also left out of
-# W&B run names).
-NOT_TRIED_PREFIXES = ("hydra.", "paths.", "logger", "callbacks", "ckpt_path", "trainer.enable_", "data.num_workers")
 
 
 @dataclass
@@ -68,18 +65,6 @@ def metric(metrics: Mapping[str, Any], *keys: str) -> float:
     for key in keys:
         value = value.get(key) if isinstance(value, Mapping) else None
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
-
-
-def parse_overrides(overrides: list[str]) -> dict[str, str]:
-    """``["lr=0.001", "model=deep", "+x=1"]`` -> ``{"lr": "0.001", "model": "deep", "x": "1"}``."""
-    out = {}
-    for item in overrides if isinstance(overrides, list) else []:
-        if not isinstance(item, str):
-            continue
-        key, sep, value = item.lstrip("+~").partition("=")
-        if sep and not key.startswith(NOT_TRIED_PREFIXES):
-            out[key] = value
-    return out
 
 
 def find_runs(paths: list[Path]) -> list[Run]:

@@ -1,2 +1,2 @@
-"""Training: ``SRLitModule``, losses, LR schedules, callbacks, loggers, and the run itself
-(config schema, run folders, resume, signals)."""
+"""Training algorithm: ``SRLitModule`` (and its GAN and video variants), losses, EMA, LR schedules.
+Run infrastructure (the run, its folder, loggers, callbacks) is ``sr_experiments/runs``."""

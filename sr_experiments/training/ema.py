@@ -18,6 +18,7 @@ with no extra code.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -59,3 +60,17 @@ def ema_state_for_load(state: Mapping[str, Any], want_ema: bool) -> dict[str, An
         log.info("model.ema_decay=0: the checkpoint's EMA weights are dropped; training continues from its raw weights")
         state = {k: v for k, v in state.items() if not k.startswith(EMA_PREFIX) and k != COUNT_KEY}
     return state
+
+
+def make_ema(net: nn.Module, decay: float) -> nn.Module | None:
+    """The frozen copy of ``net`` that holds the average, or None for ``decay == 0`` (no EMA)."""
+    return copy.deepcopy(net).requires_grad_(False) if decay > 0 else None
+
+
+def start_ema(ema: nn.Module, net: nn.Module, updates: torch.Tensor, decay: float) -> None:
+    """At the start of fitting, after any restore: a run (or a resume of a run without EMA) starts
+    its average at the weights it trains from (pretrained, fine-tuned or resumed), as BasicSR does."""
+    if int(updates) == 0:
+        ema_update_(ema, net, 0.0)
+    log.info("EMA of the weights (decay %g): val/psnr, best.ckpt's choice and the weights eval.py, upscale.py "
+             "and export.py load are the EMA's; val/psnr_raw is the raw weights'", decay)

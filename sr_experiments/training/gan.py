@@ -29,8 +29,9 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 
+from sr_experiments.config_values import plain
 from sr_experiments.models.discriminators import build_discriminator
-from sr_experiments.training.module import SRLitModule, _plain
+from sr_experiments.training.module import SRLitModule
 
 try:  # Lightning's no-op closure; its location is internal
     from lightning.pytorch.core.optimizer import do_nothing_closure
@@ -42,7 +43,7 @@ except ImportError:  # pragma: no cover
 class SRGANModule(SRLitModule):
     """An ``SRLitModule`` trained against a discriminator ``net_d``.
 
-    Args (beyond ``SRLitModule``'s):
+    Args (beyond ``SRLitModule``'s, which pass through ``**kwargs``):
         discriminator: spec ``{"name": "vgg128" | "unet_sn", **constructor args}``.
         optimizer_d: Hydra ``_partial_`` optimizer config of the discriminator; ``None``: the
             generator's (ESRGAN and Real-ESRGAN use the same Adam settings for both).
@@ -51,32 +52,17 @@ class SRGANModule(SRLitModule):
 
     adversarial = True
 
-    def __init__(
-        self,
-        network: Mapping[str, Any],
-        scale: int,
-        loss: str = "l1",
-        optimizer: Mapping[str, Any] | None = None,
-        scheduler: Mapping[str, Any] | None = None,
-        charbonnier_eps: float = 1e-3,
-        val_metrics: Any = ("psnr", "ssim"),
-        weights_dir: str | None = None,
-        losses: Mapping[str, Any] | None = None,
-        ema_decay: float | None = None,
-        discriminator: Mapping[str, Any] | None = None,
-        optimizer_d: Mapping[str, Any] | None = None,
-        scheduler_d: Mapping[str, Any] | None = None,
-        degradation: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(network, scale, loss, optimizer, scheduler, charbonnier_eps, val_metrics=val_metrics,
-                         weights_dir=weights_dir, losses=losses, ema_decay=ema_decay, degradation=degradation)
+    def __init__(self, *args: Any, discriminator: Mapping[str, Any] | None = None,
+                 optimizer_d: Mapping[str, Any] | None = None, scheduler_d: Mapping[str, Any] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         if self.criterion.adversarial is None:
             raise ValueError("adversarial training needs a `type: gan` term in losses (e.g. losses=esrgan)")
         if not discriminator:
             raise ValueError("adversarial training needs a discriminator: discriminator=vgg128|unet_sn")
-        spec = dict(_plain(discriminator))
+        spec = dict(plain(discriminator))
         self.net_d = build_discriminator(spec)
-        self.hparams.update(discriminator=spec, optimizer_d=_plain(optimizer_d), scheduler_d=_plain(scheduler_d))
+        self.hparams.update(discriminator=spec, optimizer_d=plain(optimizer_d), scheduler_d=plain(scheduler_d))
         self.gan_name, self.gan_weight, self.gan = self.criterion.adversarial
         self.automatic_optimization = False
 

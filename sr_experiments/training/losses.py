@@ -348,3 +348,17 @@ def build_losses(losses: Mapping[str, Any] | None, loss: str = "l1", charbonnier
     if not terms and adversarial is None:
         raise ValueError("losses: every term has weight 0; nothing to train")
     return CompositeLoss(terms, adversarial)
+
+
+def build_criterion(losses: Mapping[str, Any] | None, loss: str, charbonnier_eps: float,
+                    adversarial: bool) -> CompositeLoss:
+    """``build_losses``, refusing an adversarial term where the module trains no discriminator
+    (checked before building the terms, a VGG, for nothing)."""
+    gan_terms = [k for k, t in (losses or {}).items() if isinstance(t, Mapping) and t.get("type") == "gan"]
+    if gan_terms and not adversarial:
+        raise ValueError(f"losses.{gan_terms[0]} is adversarial: it needs a discriminator "
+                         "(discriminator=vgg128|unet_sn, or experiment=esrgan_x4)")
+    criterion = build_losses(losses, loss, charbonnier_eps)
+    if criterion.adversarial is not None and not adversarial:
+        raise ValueError(f"losses.{criterion.adversarial[0]} is adversarial: it needs a discriminator")
+    return criterion

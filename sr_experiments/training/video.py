@@ -17,6 +17,7 @@ from torch import nn
 
 from sr_experiments.evaluation.video import ClipMetrics, run_clip
 from sr_experiments.training.module import SRLitModule
+from sr_experiments.training.validation import Validator
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ FLOW_KEYS = ("spynet",)
 class VideoSRLitModule(SRLitModule):
     """Trains a video network (``multi_frame = True``) on clip patches.
 
-    Args (beyond ``SRLitModule``'s):
+    Args (beyond ``SRLitModule``'s, which pass through ``**kwargs``):
         fix_flow_steps: steps with the flow network frozen at the start (0: never frozen).
         flow_lr_mul: learning-rate factor of the flow network's parameters.
         val_channel: ``rgb`` or ``y`` for validation PSNR/SSIM (REDS4: rgb; Vid4, Vimeo: y).
@@ -48,9 +49,8 @@ class VideoSRLitModule(SRLitModule):
         self.hparams.update({"fix_flow_steps": int(fix_flow_steps), "flow_lr_mul": float(flow_lr_mul),
                                    "val_channel": val_channel, "val_border": int(val_border),
                                    "val_center_only": bool(val_center_only)})
-        metrics = lambda: ClipMetrics(val_channel, int(val_border), bool(val_center_only))  # noqa: E731
-        self.val_metrics, self.bicubic_metrics = metrics(), metrics()
-        self.raw_metrics = metrics() if self.net_ema is not None else None
+        options = (val_channel, int(val_border), bool(val_center_only))
+        self.validator = ClipValidator(int(self.hparams.scale), self.net_ema is not None, options)
         self.example_input_array = torch.zeros(1, 3, 3, 32, 32)  # (B, T, C, H, W) for the model summary
         self.flow_params = [p for n, p in self.net.named_parameters() if any(k in n for k in FLOW_KEYS)]
         self._flow_frozen: bool | None = None
@@ -87,14 +87,28 @@ class VideoSRLitModule(SRLitModule):
             groups.append({"params": list(self.flow_params), "lr": lr})
         return groups
 
+    def predict(self, net: nn.Module, lq: torch.Tensor) -> torch.Tensor:
+        return run_clip(net, lq, bool(self.hparams.val_center_only))
+
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        lq, gt = batch["lq"][0].float(), batch["gt"][0].float()
-        net: nn.Module = self.net_ema if self.net_ema is not None else self.net
-        center = bool(self.hparams.val_center_only)
-        with torch.autocast(lq.device.type, enabled=False):
-            sr = run_clip(net, lq, center).float().clamp(0, 1)
-            self.val_metrics.update(sr, gt, batch["index"])
-            if self.raw_metrics is not None:
-                self.raw_metrics.update(run_clip(self.net, lq, center).float().clamp(0, 1), gt, batch["index"])
-            if self.bicubic_result is None:
-                self.bicubic_metrics.update(self.bicubic(lq), gt, batch["index"])
+        super().validation_step(batch, batch_idx)  # no outputs: the image panel shows single images only
+
+
+class ClipValidator(Validator):
+    """Validation on whole clips under the video protocol (``evaluation/video.py``); no perceptual
+    metrics. ``options``: (channel, border, center_only)."""
+
+    def __init__(self, scale: int, with_raw: bool, options: tuple[str, int, bool]) -> None:
+        self.options = options
+        super().__init__(scale, with_raw)
+
+    def new_metrics(self) -> ClipMetrics:
+        return ClipMetrics(*self.options)
+
+    def inputs(self, batch: dict) -> torch.Tensor:
+        return batch["lq"][0].float()
+
+    def measure(self, metrics: ClipMetrics, out: torch.Tensor, batch: dict) -> torch.Tensor:
+        sr = out.float().clamp(0, 1)
+        metrics.update(sr, batch["gt"][0].float(), batch["index"])
+        return sr

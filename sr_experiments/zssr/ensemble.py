@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from sr_experiments.evaluation.imresize import imresize
+from sr_experiments.imaging.imresize import imresize
 from sr_experiments.zssr.pairs import (
     Factor,
     dihedral,

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
 from sr_experiments.console import ProgressCounter, ProgressLines, is_terminal
-from sr_experiments.inference.tiling import tiled_forward
+from sr_experiments.imaging.tiling import tiled_forward
 from sr_experiments.models.zssr import ZSSRNet
 from sr_experiments.speed import SpeedChoice, choose_training
 from sr_experiments.zssr.ensemble import ensemble_upscale
@@ -434,9 +434,9 @@ class PerImageZSSR(torch.nn.Module):
             self._speed[scale] = speed_choice(self.settings, scale, self.device)
         return self._speed[scale]
 
-    def forward(self, lq: torch.Tensor, name: str = "zssr") -> torch.Tensor:
+    def forward(self, lq: torch.Tensor, name: str = "zssr", logger: Any = None) -> torch.Tensor:
         if lq.shape[0] != 1:
             raise ValueError(f"ZSSR trains one network per image: got a batch of {lq.shape[0]}")
-        self.last = zssr_upscale(lq, self.scale, self.settings, self.device, progress=self.progress, name=name,
-                                 speed=self.speed)
+        self.last = zssr_upscale(lq, self.scale, self.settings, self.device, logger=logger, progress=self.progress,
+                                 name=name, speed=self.speed)
         return self.last.sr.to(lq.device)

@@ -2,7 +2,7 @@
 
 "HR fathers" are random crops of the image and of downscaled copies of it (scale augmentation),
 rotated/flipped; "LR sons" are the fathers downscaled by the SR factor, with the framework's
-MATLAB-exact bicubic (``evaluation/imresize.py``, as the official code's ``downscale_method='cubic'``)
+MATLAB-exact bicubic (``imaging/imresize.py``, as the official code's ``downscale_method='cubic'``)
 or with a user's kernel (``kernel=PATH.npy``, e.g. one estimated by KernelGAN).
 
 Two ways to draw fathers (``augment``):
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import IterableDataset
 
-from sr_experiments.evaluation.imresize import imresize
+from sr_experiments.imaging.imresize import imresize
 
 
 def load_kernel(path: str | Path) -> torch.Tensor:

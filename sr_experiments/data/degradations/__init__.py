@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import torch
 
+from sr_experiments.config_values import plain
 from sr_experiments.data.degradations.base import Degraded, check_switches
 from sr_experiments.data.sampler import derived_seed
 
@@ -31,19 +32,11 @@ class Degradation(Protocol):
     def __call__(self, hr: torch.Tensor, generator: torch.Generator) -> Degraded: ...
 
 
-def _plain(cfg: Any) -> dict[str, Any]:
-    from omegaconf import DictConfig, OmegaConf
-
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    return dict(cfg or {})
-
-
 def build_degradation(cfg: Mapping[str, Any] | str | None, scale: int) -> Degradation | None:
     """The pipeline of a ``degradation`` config node (or a bare name); ``None`` for ``bicubic``."""
     if cfg is None:
         return None
-    spec = {"name": cfg} if isinstance(cfg, str) else _plain(cfg)
+    spec = {"name": cfg} if isinstance(cfg, str) else dict(plain(cfg) or {})
     name = spec.get("name", "bicubic")
     settings = {k: v for k, v in spec.items() if k not in RUN_KEYS}
     if name == "bicubic":

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 from sr_experiments.data.degradations import kernels as K
 from sr_experiments.data.degradations import ops
 from sr_experiments.data.degradations.base import Degraded, check_prob, check_range, device_generator
-from sr_experiments.evaluation.imresize import imresize
+from sr_experiments.imaging.imresize import imresize
 
 # cv2's INTER_LINEAR, INTER_CUBIC, INTER_AREA (BSRGAN's random.choice([1, 2, 3])).
 CV2_MODES = ("bilinear", "bicubic", "area")
@@ -34,6 +35,42 @@ def _gaussians(sizes: torch.Tensor, sigma_x: torch.Tensor, sigma_y: torch.Tensor
     shape = torch.zeros_like(sizes)
     return K.anisotropic_gaussians(sizes, sigma_x.clamp_min(1e-3), sigma_y.clamp_min(1e-3), theta,
                                    torch.ones_like(sigma_x), shape, size)
+
+
+def _shifted_gaussians(sigma: torch.Tensor, sf: int, size: int) -> torch.Tensor:
+    """Isotropic Gaussians of ``sigma`` (one per image) shifted by (sf - 1) / 2 (BSRGAN's
+    shift_pixel): nearest subsampling by ``sf`` after them centres each LR pixel on the HR pixels
+    it stands for."""
+    grid = torch.arange(size, dtype=torch.float64) - (size - 1) / 2 - (sf - 1) / 2
+    yy, xx = torch.meshgrid(grid, grid, indexing="ij")
+    shifted = torch.exp(-(xx**2 + yy**2) / (2 * sigma.view(-1, 1, 1) ** 2))
+    return shifted / shifted.sum(dim=(-2, -1), keepdim=True)
+
+
+@dataclass
+class _Draws:
+    """One batch's random choices: the x2 first step, the step order (names), both blurs' kernels and
+    parameters, the downscale, the LR resize mode, noise levels and kinds, JPEG switches and qualities."""
+
+    first_x2: bool
+    x2_matlab: bool
+    x2_mode: str
+    sf: int  # the scale left after the x2 first step
+    order: list[str]
+    k1: torch.Tensor
+    p1: list[dict]
+    k2: torch.Tensor
+    p2: list[dict]
+    down_resize: bool
+    down_factor: float
+    down_mode: str
+    down_sigma: torch.Tensor
+    lr_mode: str
+    level: torch.Tensor
+    kind: torch.Tensor
+    jpeg_on: torch.Tensor
+    q_mid: torch.Tensor
+    q_end: torch.Tensor
 
 
 class BSRGANDegradation:
@@ -97,14 +134,8 @@ class BSRGANDegradation:
         z = torch.randn(x.shape, generator=dg, device=x.device, dtype=x.dtype)
         return torch.einsum("bij,bjhw->bihw", a.to(x.device, x.dtype), z)
 
-    @torch.no_grad()
-    def __call__(self, hr: torch.Tensor, generator: torch.Generator) -> Degraded:
-        g = generator
-        n, _, h, w = hr.shape
-        if h % self.scale or w % self.scale:
-            raise ValueError(f"HR size {h}x{w} is not a multiple of scale {self.scale}")
-        gt = ops.usm_sharpen(hr) if self.usm_gt else hr
-        # Every draw first, in a fixed order.
+    def _draw(self, g: torch.Generator, n: int) -> _Draws:
+        """Every draw of a batch, in BSRGAN's fixed order, before any image work."""
         first_x2 = self.scale == 4 and bool(torch.rand(1, generator=g) < self.scale2_prob)
         x2_matlab = bool(torch.rand(1, generator=g) < 0.5)
         x2_mode = CV2_MODES[int(torch.randint(3, (1,), generator=g))]
@@ -120,69 +151,87 @@ class BSRGANDegradation:
         down_mode = CV2_MODES[int(torch.randint(3, (1,), generator=g))]
         down_sigma = K.uniform(g, 0.1, 0.6 * sf, n)
         lr_mode = CV2_MODES[int(torch.randint(3, (1,), generator=g))]
-        level = torch.randint(int(self.noise_range[0]), int(self.noise_range[1]) + 1, (n,), generator=g).double() / 255.0
+        noise_lo, noise_hi = int(self.noise_range[0]), int(self.noise_range[1])
+        level = torch.randint(noise_lo, noise_hi + 1, (n,), generator=g).double() / 255.0
         kind = torch.rand(n, generator=g, dtype=torch.float64)  # > 0.6 colour, < 0.4 gray, else correlated
         jpeg_on = torch.rand(n, generator=g, dtype=torch.float64) < self.jpeg_prob
-        q_mid = torch.randint(int(self.jpeg_range[0]), int(self.jpeg_range[1]) + 1, (n,), generator=g).double()
-        q_end = torch.randint(int(self.jpeg_range[0]), int(self.jpeg_range[1]) + 1, (n,), generator=g).double()
-        dg = device_generator(g, hr.device)
-        # Nearest subsampling after a Gaussian shifted by (sf - 1) / 2 (BSRGAN's shift_pixel), so each
-        # LR pixel is centred on the HR pixels it stands for.
-        grid = torch.arange(self.KERNEL, dtype=torch.float64) - (self.KERNEL - 1) / 2 - (sf - 1) / 2
-        yy, xx = torch.meshgrid(grid, grid, indexing="ij")
-        shifted = torch.exp(-(xx**2 + yy**2) / (2 * down_sigma.view(-1, 1, 1) ** 2))
-        shifted = shifted / shifted.sum(dim=(-2, -1), keepdim=True)
+        q_lo, q_hi = int(self.jpeg_range[0]), int(self.jpeg_range[1])
+        q_mid = torch.randint(q_lo, q_hi + 1, (n,), generator=g).double()
+        q_end = torch.randint(q_lo, q_hi + 1, (n,), generator=g).double()
+        return _Draws(first_x2, x2_matlab, x2_mode, sf, [STEPS[i] for i in order], k1, p1, k2, p2, down_resize,
+                      down_factor, down_mode, down_sigma, lr_mode, level, kind, jpeg_on, q_mid, q_end)
 
-        x = gt
-        applied: list[str] = []
-        if first_x2:
-            x = imresize(x, 0.5) if x2_matlab else ops.resize(x, (x.shape[-2] // 2, x.shape[-1] // 2), x2_mode)
-            x = x.clamp(0, 1)
-            applied.append(f"x2 first ({'matlab bicubic' if x2_matlab else x2_mode})")
-        size_before_down = x.shape[-2:]
-        lr_size = (h // self.scale, w // self.scale)
-        for step in order:
-            name = STEPS[step]
-            if name in ("blur1", "blur2") and self.blur:
-                x = ops.blur(x, k1 if name == "blur1" else k2)
-            elif name == "downsample" and self.downsample:
-                size_before_down = x.shape[-2:]
-                if down_resize:
-                    size = (max(int(x.shape[-2] / down_factor), 1), max(int(x.shape[-1] / down_factor), 1))
-                    x = ops.resize(x, size, down_mode)
-                else:
-                    x = ops.blur(x, shifted)[..., ::sf, ::sf]
-                x = x.clamp(0, 1)
-            elif name == "resize_lr":
-                x = ops.resize(x, lr_size, lr_mode).clamp(0, 1)
-            elif name == "noise" and self.noise:
-                b = x.shape[0]
-                lv = level.to(x.device, x.dtype).view(b, 1, 1, 1)
-                colour = torch.randn(x.shape, generator=dg, device=x.device, dtype=x.dtype) * lv
-                gray = torch.randn((b, 1, *x.shape[-2:]), generator=dg, device=x.device, dtype=x.dtype) * lv
-                corr = self._correlated_noise(x, g, dg)
-                kd = kind.to(x.device).view(b, 1, 1, 1)
-                noise = torch.where(kd > 0.6, colour, torch.where(kd < 0.4, gray.expand_as(x), corr))
-                x = (x + noise).clamp(0, 1)
-            elif name == "jpeg" and self.jpeg:
-                x = torch.where(jpeg_on.to(x.device).view(-1, 1, 1, 1), ops.jpeg(x, q_mid), x)
-            else:
-                continue
-            applied.append(name)
-        del size_before_down
+    def _first_x2(self, x: torch.Tensor, d: _Draws) -> torch.Tensor:
+        x = imresize(x, 0.5) if d.x2_matlab else ops.resize(x, (x.shape[-2] // 2, x.shape[-1] // 2), d.x2_mode)
+        return x.clamp(0, 1)
+
+    def _downsample(self, x: torch.Tensor, d: _Draws) -> torch.Tensor:
+        """A resize by 1 / ``down_factor``, or the shifted Gaussian blur and every sf-th pixel."""
+        if d.down_resize:
+            size = (max(int(x.shape[-2] / d.down_factor), 1), max(int(x.shape[-1] / d.down_factor), 1))
+            return ops.resize(x, size, d.down_mode).clamp(0, 1)
+        return ops.blur(x, _shifted_gaussians(d.down_sigma, d.sf, self.KERNEL))[..., :: d.sf, :: d.sf].clamp(0, 1)
+
+    def _add_noise(self, x: torch.Tensor, d: _Draws, g: torch.Generator, dg: torch.Generator) -> torch.Tensor:
+        """Colour, gray or channel-correlated Gaussian noise per image (all three drawn, one kept)."""
+        b = x.shape[0]
+        lv = d.level.to(x.device, x.dtype).view(b, 1, 1, 1)
+        colour = torch.randn(x.shape, generator=dg, device=x.device, dtype=x.dtype) * lv
+        gray = torch.randn((b, 1, *x.shape[-2:]), generator=dg, device=x.device, dtype=x.dtype) * lv
+        corr = self._correlated_noise(x, g, dg)
+        kd = d.kind.to(x.device).view(b, 1, 1, 1)
+        noise = torch.where(kd > 0.6, colour, torch.where(kd < 0.4, gray.expand_as(x), corr))
+        return (x + noise).clamp(0, 1)
+
+    def _step(self, name: str, x: torch.Tensor, d: _Draws, g: torch.Generator, dg: torch.Generator,
+              lr_size: tuple[int, int]) -> torch.Tensor | None:
+        """Step ``name`` applied to ``x``; None where its switch is off."""
+        if name in ("blur1", "blur2") and self.blur:
+            return ops.blur(x, d.k1 if name == "blur1" else d.k2)
+        if name == "downsample" and self.downsample:
+            return self._downsample(x, d)
+        if name == "resize_lr":
+            return ops.resize(x, lr_size, d.lr_mode).clamp(0, 1)
+        if name == "noise" and self.noise:
+            return self._add_noise(x, d, g, dg)
+        if name == "jpeg" and self.jpeg:
+            return torch.where(d.jpeg_on.to(x.device).view(-1, 1, 1, 1), ops.jpeg(x, d.q_mid), x)
+        return None
+
+    def _params(self, d: _Draws, applied: list[str], i: int) -> dict:
+        """What image ``i`` went through, for ``Degraded.params``."""
+        downsample = ({"resize": d.down_factor, "mode": d.down_mode} if d.down_resize
+                      else {"gaussian_sigma": float(d.down_sigma[i]), "stride": d.sf})
+        noise = {"level_255": float(d.level[i] * 255),
+                 "kind": "colour" if d.kind[i] > 0.6 else "gray" if d.kind[i] < 0.4 else "correlated"}
+        return {
+            "order": applied, "blur1": d.p1[i] if self.blur else None, "blur2": d.p2[i] if self.blur else None,
+            "downsample": downsample if self.downsample else None,
+            "resize_lr_mode": d.lr_mode,
+            "noise": noise if self.noise else None,
+            "jpeg_quality": float(d.q_mid[i]) if self.jpeg and d.jpeg_on[i] else None,
+            "final_jpeg_quality": float(d.q_end[i]) if self.final_jpeg else None,
+        }
+
+    @torch.no_grad()
+    def __call__(self, hr: torch.Tensor, generator: torch.Generator) -> Degraded:
+        n, _, h, w = hr.shape
+        if h % self.scale or w % self.scale:
+            raise ValueError(f"HR size {h}x{w} is not a multiple of scale {self.scale}")
+        gt = ops.usm_sharpen(hr) if self.usm_gt else hr
+        d = self._draw(generator, n)
+        dg = device_generator(generator, hr.device)
+        x, applied = gt, []
+        if d.first_x2:
+            x = self._first_x2(x, d)
+            applied.append(f"x2 first ({'matlab bicubic' if d.x2_matlab else d.x2_mode})")
+        for name in d.order:
+            stepped = self._step(name, x, d, generator, dg, (h // self.scale, w // self.scale))
+            if stepped is not None:
+                x = stepped
+                applied.append(name)
         if self.final_jpeg:
-            x = ops.jpeg(x, q_end)
-        params = []
-        for i in range(n):
-            params.append({
-                "order": applied, "blur1": p1[i] if self.blur else None, "blur2": p2[i] if self.blur else None,
-                "downsample": ({"resize": down_factor, "mode": down_mode} if down_resize
-                               else {"gaussian_sigma": float(down_sigma[i]), "stride": sf}) if self.downsample else None,
-                "resize_lr_mode": lr_mode,
-                "noise": {"level_255": float(level[i] * 255),
-                          "kind": "colour" if kind[i] > 0.6 else "gray" if kind[i] < 0.4 else "correlated"} if self.noise else None,
-                "jpeg_quality": float(q_mid[i]) if self.jpeg and jpeg_on[i] else None,
-                "final_jpeg_quality": float(q_end[i]) if self.final_jpeg else None,
-            })
-        kernels = {"blur1": k1, "blur2": k2} if self.blur else {}
-        return Degraded(lq=ops.quantise(x), gt=gt, params=params, kernels=kernels)
+            x = ops.jpeg(x, d.q_end)
+        kernels = {"blur1": d.k1, "blur2": d.k2} if self.blur else {}
+        return Degraded(lq=ops.quantise(x), gt=gt, params=[self._params(d, applied, i) for i in range(n)],
+                        kernels=kernels)

@@ -24,7 +24,7 @@ from PIL import Image
 from sr_experiments.cli import first_line
 from sr_experiments.data.degradations import build_degradation, degrade_image
 from sr_experiments.data.degradations.base import Degraded
-from sr_experiments.inference.image_files import (
+from sr_experiments.imaging.io import (
     Picture,
     find_inputs,
     plan_outputs,
@@ -44,7 +44,7 @@ VERBOSE_FILES = ("_params.json", "_kernels.npz", "_kernels.png")  # beside <stem
 def kernel_panel(kernels: dict[str, torch.Tensor], index: int, zoom: int = 8) -> Image.Image:
     """The kernels of image ``index`` side by side (nearest-neighbour zoom, each scaled to its peak),
     each under its name, size and peak value (``kernel1 21x21, peak 0.083``)."""
-    from sr_experiments.annotate import with_labels
+    from sr_experiments.imaging.annotate import with_labels
 
     tiles, labels, x = [], [], 0
     height = max((int(k[index].shape[-2]) for k in kernels.values()), default=1) * zoom
