@@ -487,26 +487,35 @@ def _tf32(mode: Mode) -> None:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = mode.tf32
 
 
-def training_step_maker(
-    net: nn.Module,
-    device: torch.device,
-    batch: int,
-    patch: int,
-    scale: int,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
-    frames: int = 0,
-) -> Callable[[Mode], Callable[[], None]]:
+@dataclass(frozen=True)
+class TrainingStep:
+    """One training step as a run takes it: ``batch`` LR patches of ``patch`` pixels at ``scale``
+    (``frames`` > 0: a video network, on clips of that many frames), its loss and its optimizer."""
+
+    batch: int
+    patch: int
+    scale: int
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+    frames: int = 0
+
+    def shape(self) -> dict[str, int]:
+        """What the cached choice is keyed on besides the network and the machine."""
+        return {"batch": self.batch, "patch": self.patch, "scale": self.scale, **({"frames": self.frames} if self.frames else {})}
+
+
+def training_step_maker(net: nn.Module, device: torch.device, shape: TrainingStep) -> Callable[[Mode], Callable[[], None]]:
     """A training step of a copy of ``net`` per mode, as ``SRLitModule`` runs it under Lightning:
     autocast forward, fp32 loss, backward, optimizer step (fp16: with a gradient scaler).
-    ``frames`` > 0: a video network, on (batch, frames, 3, patch, patch) clips."""
+    A video network (``shape.frames`` > 0) steps on (batch, frames, 3, patch, patch) clips."""
+    batch, patch, scale, frames = shape.batch, shape.patch, shape.scale, shape.frames
     g = torch.Generator().manual_seed(0)
     lq = torch.rand(batch, *([frames] if frames else []), 3, patch, patch, generator=g).to(device)
     gt = None if frames else torch.rand(batch, 3, patch * scale, patch * scale, generator=g).to(device)
 
     def make(mode: Mode) -> Callable[[], None]:
         copy_ = _layout_copy(net, mode, device).train()
-        opt = optimizer(p for p in copy_.parameters() if p.requires_grad)
+        opt = shape.optimizer(p for p in copy_.parameters() if p.requires_grad)
         scaler = torch.amp.GradScaler(device.type) if mode.kind == "fp16" else None
         dtype = mode.autocast_dtype
 
@@ -515,7 +524,7 @@ def training_step_maker(
             x = lq.contiguous(memory_format=torch.channels_last) if mode.channels_last and lq.dim() == 4 else lq
             with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
                 sr = copy_(x)
-            loss = loss_fn(sr.float(), gt if gt is not None else sr.detach().float() * 0.5)
+            loss = shape.loss_fn(sr.float(), gt if gt is not None else sr.detach().float() * 0.5)
             opt.zero_grad(set_to_none=True)
             if scaler is None:
                 loss.backward()
@@ -572,19 +581,14 @@ def _measuring(make_step: Callable[[Mode], Callable[[], None]], device: torch.de
 def choose_training(
     net: nn.Module,
     spec: Mapping[str, Any],
+    step: TrainingStep,
     *,
     precision: Any,
     channels_last: Any,
     device: str | torch.device | None,
-    batch: int,
-    patch: int,
-    scale: int,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
     rank: int = 0,
     measure: Measure | None = None,
     run_steps: int | None = None,
-    frames: int = 0,
 ) -> SpeedChoice:
     """Training mode for ``trainer.precision`` / ``model.channels_last``: measured where ``auto``
     and the run's ``run_steps`` (None: unknown) can pay for it.
@@ -595,9 +599,8 @@ def choose_training(
     kind = device_type(device)
     dev = torch.device(kind)
     if measure is None:
-        measure = _measuring(training_step_maker(net, dev, batch, patch, scale, loss_fn, optimizer, frames), dev)
-    shape = {"batch": batch, "patch": patch, "scale": scale, **({"frames": frames} if frames else {})}
-    return choose("train", kind, spec, shape, precision, channels_last,
+        measure = _measuring(training_step_maker(net, dev, step), dev)
+    return choose("train", kind, spec, step.shape(), precision, channels_last,
                   measure, rank=rank, run_steps=run_steps)
 
 

@@ -53,9 +53,9 @@ class FakeClock:
 
 def choose_cpu(measure, precision="auto", channels_last="auto", spec=SPEC, batch=4, patch=16, rank=0):
     net = build_network(spec)
-    return speed.choose_training(net, spec, precision=precision, channels_last=channels_last, device="cpu", batch=batch,
-                                 patch=patch, scale=2, loss_fn=torch.nn.functional.l1_loss,
-                                 optimizer=lambda p: torch.optim.Adam(list(p)), rank=rank, measure=measure)
+    step = speed.TrainingStep(batch, patch, 2, torch.nn.functional.l1_loss, lambda p: torch.optim.Adam(list(p)))
+    return speed.choose_training(net, spec, step, precision=precision, channels_last=channels_last, device="cpu",
+                                 rank=rank, measure=measure)
 
 
 @pytest.fixture(autouse=True)

@@ -39,7 +39,7 @@ from sr_experiments.runs.run_dir import (
     resume_checkpoint,
     slurm_job_id,
 )
-from sr_experiments.speed import SpeedChoice, choose_training
+from sr_experiments.speed import SpeedChoice, TrainingStep, choose_training
 from sr_experiments.runs.wandb_logger import finish_loggers
 
 log = logging.getLogger(__name__)
@@ -303,20 +303,21 @@ def choose_speed(cfg: DictConfig, module: SRLitModule, datamodule: L.LightningDa
     """Precision and layout for this run, measured where they are ``auto`` (or read from the cache):
     training steps of a copy of the network at the configured batch and patch size. Sets the
     module's layout and CUDA's TF32 switches; the global RNG is left as it was."""
-    choice = choose_training(
-        module.net,
-        module.hparams.network,
-        precision=cfg.trainer.get("precision"),
-        channels_last=cfg.model.get("channels_last", "auto"),
-        device=cfg.trainer.get("accelerator"),
+    step = TrainingStep(
         batch=int(getattr(datamodule, "batch_size", 16)),
         patch=int(getattr(datamodule, "patch_size", 48)),
         scale=int(cfg.scale),
         loss_fn=module.loss_fn,
         optimizer=lambda params: instantiate(module.hparams.optimizer)(params=list(params)),
+        frames=int(getattr(datamodule, "num_frame", 0)) if getattr(module.net, "multi_frame", False) else 0,
+    )
+    choice = choose_training(
+        module.net, module.hparams.network, step,
+        precision=cfg.trainer.get("precision"),
+        channels_last=cfg.model.get("channels_last", "auto"),
+        device=cfg.trainer.get("accelerator"),
         rank=launch_rank(),
         run_steps=planned_steps(cfg),
-        frames=int(getattr(datamodule, "num_frame", 0)) if getattr(module.net, "multi_frame", False) else 0,
     )
     module.set_channels_last(choice.mode.channels_last, choice.channels_last_reason)
     choice.apply_tf32()

@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import Callback
 from sr_experiments.console import ProgressCounter, ProgressLines, is_terminal
 from sr_experiments.imaging.tiling import tiled_forward
 from sr_experiments.models.zssr import ZSSRNet
-from sr_experiments.speed import SpeedChoice, choose_training
+from sr_experiments.speed import SpeedChoice, TrainingStep, choose_training
 from sr_experiments.zssr.ensemble import ensemble_upscale
 from sr_experiments.zssr.lr_policy import LRPolicy
 from sr_experiments.zssr.module import ZSSRModule
@@ -185,11 +185,10 @@ def speed_choice(settings: ZSSRSettings, scale: int, device: torch.device) -> Sp
     with torch.random.fork_rng():  # the calibration copy's weights leave the run's RNG state alone
         torch.manual_seed(0)
         net = ZSSRNet(**{k: v for k, v in settings.spec(scale).items() if k != "name"})
-    return choose_training(
-        net, settings.spec(scale), precision=settings.precision, channels_last=settings.channels_last,
-        device=device.type, batch=settings.batch_size, patch=max(settings.crop_size // scale, 1), scale=scale,
-        loss_fn=F.l1_loss, optimizer=lambda params: torch.optim.Adam(list(params), lr=settings.learning_rate),
-    )
+    step = TrainingStep(settings.batch_size, max(settings.crop_size // scale, 1), scale, F.l1_loss,
+                        lambda params: torch.optim.Adam(list(params), lr=settings.learning_rate))
+    return choose_training(net, settings.spec(scale), step, precision=settings.precision,
+                           channels_last=settings.channels_last, device=device.type)
 
 
 @dataclass
@@ -227,8 +226,8 @@ def stage_cost(choice: SpeedChoice, settings: ZSSRSettings, scale: int, device: 
         # A calibration of this run is fresh; a cached one may date from a busier (or quieter) hour.
         step_s = 0.0 if choice.cached else choice.step_ms.get(choice.mode.name, 0.0) / 1000
         if not step_s:
-            make = training_step_maker(net, device, settings.batch_size, max(crop // scale, 1), scale, F.l1_loss,
-                                       lambda p: torch.optim.Adam(list(p)))
+            make = training_step_maker(net, device, TrainingStep(settings.batch_size, max(crop // scale, 1), scale,
+                                                                 F.l1_loss, lambda p: torch.optim.Adam(list(p))))
             step = make(choice.mode)
             step()  # (kernels are built at the first step)
             start = time.perf_counter()
