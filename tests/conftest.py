@@ -59,6 +59,15 @@ def compose_train(overrides: list[str], output_dir: Path) -> DictConfig:
     return cfg
 
 
+def compose_eval(overrides: list[str], output_dir: Path) -> DictConfig:
+    """sr_experiments/conf/eval.yaml with ``overrides``, writing into ``output_dir`` (no Hydra run dir)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="eval", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
 def compose_model(name: str, scale: int) -> DictConfig:
     """The ``model`` node of ``model=NAME scale=S``, composed as train.py does (defaults list included)."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -82,8 +91,7 @@ FAST = [
 # 20M parameters (test_networks.py took a minute longer with them on 2 CPU cores). These take the same
 # code paths, and spandrel detects each of their hyperparameters back from their state dicts (DAT
 # and RGT need 32 channels: their position-bias MLPs have embed_dim // 32 channels).
-from sr_experiments.tools.chainner import COMMUNITY_SMALL as SMALL  # noqa: E402
-
+from sr_experiments.tools.chainner import COMMUNITY_SMALL as SMALL  # noqa: E402,F401  (the model tests import it)
 
 def assert_one_training_step(net, x) -> None:
     """One Adam step on an L1 loss: finite loss, finite gradients for every trainable parameter,

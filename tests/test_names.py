@@ -9,22 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF, FAST, compose_train
+from conftest import CONF, FAST, compose_eval, compose_train
 from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
 
 from sr_experiments.evaluation.run import method_labels, run_eval
 from sr_experiments.models import model_label
 from sr_experiments.models.weights import load_network
 from sr_experiments.runs.run import train
-
-
-def compose_eval(overrides: list[str], output_dir: Path):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="eval", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-    return cfg
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CONF, FAST, ROOT, compose_train
-from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
+from conftest import FAST, ROOT, compose_eval, compose_train
 from PIL import Image
 
 from sr_experiments.evaluation.protocol import locate_set
@@ -30,14 +28,6 @@ PUBLISHED_BICUBIC = {
     ("Set5", 2): (33.66, 0.9299), ("Set5", 3): (30.39, 0.8682), ("Set5", 4): (28.42, 0.8104),
     ("Set14", 2): (30.24, 0.8688), ("Set14", 3): (27.55, 0.7742), ("Set14", 4): (26.00, 0.7027),
 }
-
-
-def compose_eval(overrides: list[str], output_dir: Path):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="eval", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-    return cfg
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_eval import compose_eval
+from conftest import compose_eval
 from PIL import Image
 
 from sr_experiments.imaging.imresize import imresize

@@ -283,7 +283,7 @@ def test_fine_tune_an_architecture_outside_the_zoo(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_eval_of_a_community_file_equals_the_same_weights_from_a_checkpoint(tmp_path: Path, data_dir: Path) -> None:
-    from test_eval import compose_eval
+    from conftest import compose_eval
     from test_upscale import save_checkpoint
 
     from sr_experiments.evaluation.run import run_eval

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import FAST, compose_train
-from test_eval import compose_eval
+from conftest import compose_eval
 
 from sr_experiments.models import build_network
 from sr_experiments.models.weights import build_model, load_pretrained, unwrap_state_dict
