@@ -50,22 +50,22 @@ def speed_cache(tmp_path_factory: pytest.TempPathFactory):
         os.environ["SR_CACHE_DIR"] = old
 
 
-def compose_train(overrides: list[str], output_dir: Path) -> DictConfig:
-    """sr_experiments/conf/train.yaml with ``overrides``, writing into ``output_dir`` (no Hydra run dir)."""
+def _compose(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
+        cfg = compose(config_name=config_name, overrides=overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
     return cfg
+
+
+def compose_train(overrides: list[str], output_dir: Path) -> DictConfig:
+    """sr_experiments/conf/train.yaml with ``overrides``, writing into ``output_dir`` (no Hydra run dir)."""
+    return _compose("train", overrides, output_dir)
 
 
 def compose_eval(overrides: list[str], output_dir: Path) -> DictConfig:
     """sr_experiments/conf/eval.yaml with ``overrides``, writing into ``output_dir`` (no Hydra run dir)."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="eval", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-    return cfg
+    return _compose("eval", overrides, output_dir)
 
 
 def compose_model(name: str, scale: int) -> DictConfig:
