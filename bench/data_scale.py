@@ -1,18 +1,22 @@
 """Training data at DIV2K size: the in-memory backend against data=stream (litdata).
 
-    python bench/data_scale.py [--sizes 50 100 200] [--memory-sizes 50 100 200] [--work DIR]
+    python bench/data_scale.py [--sizes 50 100 200] [--memory-sizes 50 100 200] [--codecs png raw] [--work DIR]
 
 Makes DIV2K-size images (2040x1356 PNG) from the shared benchmark photos (BSD200, then T91),
 resized, in a temporary folder (never in the repository), prepares each size with prepare.py's
-code (x4, sub-images of 480 every 240), and measures, each backend and size in a fresh process:
+code (x4, sub-images of 480 every 240) in each codec (``codec=png|raw``), and measures, each backend
+and size in a fresh process:
 
-- RSS growth from after the imports to the first training step, and after 30 more steps
-  (anonymous memory separately: the streamed chunks are memory-mapped files, reclaimable);
-- the time from the process start (interpreter included) to the end of the first training step.
+- RSS growth from after the imports (torch, lightning, litdata: the same for every backend) to the
+  first training step, and after 30 more steps (anonymous memory separately: the streamed chunks
+  are memory-mapped files, reclaimable);
+- the time to the end of the first training step from the process start (interpreter and imports
+  included) and from the end of the imports (what the data backend costs).
 
-Then: streamed patches/s with 0, 1 and 2 loader workers (loading only), and the CPU model's step
-time (EDSR 4x32, x4, batch 16, LR patch 48) with the in-memory backend (no worker, the CPU default)
-and streaming with one worker, in alternating blocks of one process. Figures: BENCHMARKS.md.
+Then: streamed patches/s with 0, 1 and 2 loader workers (loading only) of each codec, and the CPU
+model's step time (EDSR 4x32, x4, batch 16, LR patch 48) with the in-memory backend (no worker, the
+CPU default) and streaming with one worker, in alternating blocks of one process. Figures:
+BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -62,27 +66,31 @@ def link_images(work: Path, n: int) -> Path:
     return hr
 
 
-def prepare_size(work: Path, n: int) -> tuple[Path, float]:
+def prepared_dir(work: Path, n: int, codec: str) -> Path:
+    return work / (f"prepared_{n}" if codec == "png" else f"prepared_{codec}_{n}")
+
+
+def prepare_size(work: Path, n: int, codec: str) -> tuple[Path, float]:
     from omegaconf import OmegaConf
 
     from sr_experiments.data.prepare import run_prepare
 
     hr = link_images(work, n)
     t = time.perf_counter()
-    cfg = OmegaConf.create({"input": str(hr), "output": str(work / f"prepared_{n}"), "scale": [SCALE], "lr_dirs": None,
-                            "crop_size": 480, "step": 240, "thresh_size": 0, "png_level": 1, "num_workers": "auto",
-                            "part_size": 32, "chunk_bytes": "128MB"})
+    cfg = OmegaConf.create({"input": str(hr), "output": str(prepared_dir(work, n, codec)), "scale": [SCALE],
+                            "lr_dirs": None, "crop_size": 480, "step": 240, "thresh_size": 0, "png_level": 1,
+                            "codec": codec, "num_workers": "auto", "part_size": 32, "chunk_bytes": "128MB"})
     return run_prepare(cfg), time.perf_counter() - t
 
 
-def datamodule(backend: str, work: Path, n: int, workers: int):
+def datamodule(backend: str, work: Path, n: int, workers: int, codec: str = "png"):
     from sr_experiments.data import SRDataModule
     from sr_experiments.data.stream import StreamDataModule
 
     common = dict(val_dir=str(DATA / "Set5"), scale=SCALE, patch_size=PATCH, batch_size=BATCH, num_workers=workers,
                   seed=0, pin_memory=False)
     if backend == "stream":
-        return StreamDataModule(str(work / f"prepared_{n}"), **common)
+        return StreamDataModule(str(prepared_dir(work, n, codec)), **common)
     return SRDataModule(str(work / f"hr_{n}"), patches_per_epoch=16000, lr_source="generate", **common)
 
 
@@ -111,29 +119,35 @@ def forever(loader):
 
 
 def child_first_step(backend: str, work: Path, n: int) -> dict:
-    """One fresh process: memory and time to the first step (and after 30 more) of one backend and size."""
+    """One fresh process: memory and time to the first step (and after 30 more) of one backend and size.
+
+    ``backend``: memory, or stream / stream-raw (the codec of the prepared folder)."""
     import torch
 
-    base = memory_mb()
-    data = datamodule(backend, work, n, workers=0)
+    import sr_experiments.data.stream  # noqa: F401  (lightning, litdata: imports are not data)
+
+    base, t_setup = memory_mb(), time.time()
+    backend, _, codec = backend.partition("-")
+    data = datamodule(backend, work, n, workers=0, codec=codec or "png")
     data.setup("fit")
     step = model_step()
     batches = forever(data.train_dataloader())
     step(next(batches))
-    first = time.time() - float(os.environ["BENCH_T0"])
+    first, after_imports = time.time() - float(os.environ["BENCH_T0"]), time.time() - t_setup
     after_first = memory_mb()
     for _ in range(30):
         step(next(batches))
     after = memory_mb()
     growth = {k: round(after_first[k] - base[k]) for k in base}
-    return {"backend": backend, "images": n, "first_step_s": round(first, 2), "rss_growth_mb": growth["VmRSS"],
+    return {"backend": backend + (f"-{codec}" if codec else ""), "images": n, "first_step_s": round(first, 2),
+            "first_step_after_imports_s": round(after_imports, 2), "rss_growth_mb": growth["VmRSS"],
             "anon_growth_mb": growth["RssAnon"], "rss_growth_31_steps_mb": round(after["VmRSS"] - base["VmRSS"]),
             "anon_growth_31_steps_mb": round(after["RssAnon"] - base["RssAnon"]), "threads": torch.get_num_threads()}
 
 
-def loader_rate(work: Path, n: int, workers: int, batches: int = 40) -> float:
+def loader_rate(work: Path, n: int, workers: int, codec: str, batches: int = 40) -> float:
     """Streamed patches/s with ``workers`` loader processes (0: in this process), loading only."""
-    data = datamodule("stream", work, n, workers)
+    data = datamodule("stream", work, n, workers, codec)
     data.setup("fit")
     it = forever(data.train_dataloader())
     for _ in range(max(2, workers * 2)):  # workers started, first chunks opened
@@ -144,15 +158,17 @@ def loader_rate(work: Path, n: int, workers: int, batches: int = 40) -> float:
     return batches * BATCH / (time.perf_counter() - t)
 
 
-def step_parity(work: Path, n: int, blocks: int = 3, steps: int = 15) -> dict:
-    """Median step time (loading included) of in-memory (0 workers) and streaming (1 worker), alternating."""
+def step_parity(work: Path, n: int, codecs: list[str], blocks: int = 3, steps: int = 15) -> dict:
+    """Median step time (loading included) of in-memory (0 workers) and streaming (1 worker) of each
+    codec, in alternating blocks."""
     import statistics
 
     step = model_step()
     loaders = {}
-    for backend, workers in (("memory", 0), ("stream", 1)):
-        data = datamodule(backend, work, n, workers)
+    for backend, workers, codec in [("memory", 0, "png")] + [("stream", 1, c) for c in codecs]:
+        data = datamodule(backend, work, n, workers, codec)
         data.setup("fit")
+        backend = backend if backend == "memory" else f"stream-{codec}"
         loaders[backend] = forever(data.train_dataloader())
         step(next(loaders[backend]))  # warm-up
     times: dict[str, list[float]] = {b: [] for b in loaders}
@@ -163,8 +179,9 @@ def step_parity(work: Path, n: int, blocks: int = 3, steps: int = 15) -> dict:
                 step(next(it))
                 times[backend].append(time.perf_counter() - t)
     med = {b: statistics.median(v) for b, v in times.items()}
-    return {"memory_step_s": round(med["memory"], 4), "stream_step_s": round(med["stream"], 4),
-            "stream_over_memory": round(med["stream"] / med["memory"], 4), "steps_each": blocks * steps}
+    return {"memory_step_s": round(med["memory"], 4), "steps_each": blocks * steps,
+            **{f"{b}_step_s": round(med[b], 4) for b in med if b != "memory"},
+            **{f"{b}_over_memory": round(med[b] / med["memory"], 4) for b in med if b != "memory"}}
 
 
 def run_child(args: list[str]) -> dict:
@@ -179,6 +196,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[50, 100, 200])
     ap.add_argument("--memory-sizes", type=int, nargs="+", default=[50, 100, 200])
+    ap.add_argument("--parts", nargs="+", default=["first_step", "throughput", "parity"],
+                    help="what to measure (the images and prepared sets are made either way)")
+    ap.add_argument("--codecs", nargs="+", default=["png", "raw"], help="prepare.py codec=... of the streamed sets")
     ap.add_argument("--work", type=Path, default=None, help="keep the images and prepared sets here (reused)")
     ap.add_argument("--child", nargs=3, metavar=("BACKEND", "WORK", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -192,22 +212,27 @@ def main() -> None:
         print(f"images: {max(args.sizes + args.memory_sizes)} of {SIZE[0]}x{SIZE[1]} in {time.perf_counter() - t:.0f} s",
               flush=True)
         results = {"cpu": os.cpu_count(), "prepare_s": {}, "first_step": [], "patches_per_s": {}}
-        for n in sorted(set(args.sizes)):
-            results["prepare_s"][n] = round(prepare_size(work, n)[1], 1)
-            print(f"prepared {n} images in {results['prepare_s'][n]} s", flush=True)
+        for codec in args.codecs:
+            for n in sorted(set(args.sizes)):
+                results["prepare_s"][f"{codec} {n}"] = round(prepare_size(work, n, codec)[1], 1)
+                print(f"prepared {n} images ({codec}) in {results['prepare_s'][f'{codec} {n}']} s", flush=True)
         for n in sorted(set(args.memory_sizes)):
             link_images(work, n)
-        for backend, sizes in (("stream", args.sizes), ("memory", args.memory_sizes)):
+        runs = [(f"stream-{c}" if c != "png" else "stream", args.sizes) for c in args.codecs]
+        for backend, sizes in (runs + [("memory", args.memory_sizes)]) * ("first_step" in args.parts):
             for n in sorted(sizes):
                 r = run_child(["--child", backend, str(work), str(n)])
                 results["first_step"].append(r)
                 print(json.dumps(r), flush=True)
         n = min(args.sizes)
-        for workers in (0, 1, 2):
-            results["patches_per_s"][workers] = round(loader_rate(work, max(args.sizes), workers), 1)
-            print(f"streamed patches/s with {workers} workers: {results['patches_per_s'][workers]}", flush=True)
-        results["parity"] = step_parity(work, n)
-        print(json.dumps(results["parity"]), flush=True)
+        for codec in args.codecs * ("throughput" in args.parts):
+            for workers in (0, 1, 2):
+                rate = round(loader_rate(work, max(args.sizes), workers, codec), 1)
+                results["patches_per_s"][f"{codec} {workers}"] = rate
+                print(f"streamed patches/s ({codec}) with {workers} workers: {rate}", flush=True)
+        if "parity" in args.parts:
+            results["parity"] = step_parity(work, n, args.codecs)
+            print(json.dumps(results["parity"]), flush=True)
         print(json.dumps(results, indent=1))
 
 

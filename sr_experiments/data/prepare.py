@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from sr_experiments.imaging.io import IMAGE_SUFFIXES, list_images, load_rgb
 from sr_experiments.data.pairs import mod_crop
-from sr_experiments.data.prepared import (FORMAT, FORMAT_VERSION, MANIFEST, PreparedDataError, encode_png,
+from sr_experiments.data.prepared import (CODECS, FORMAT, FORMAT_VERSION, MANIFEST, PreparedDataError, encode_image,
                                           scales_lcm, subimage_boxes)
 from sr_experiments.imaging.imresize import imresize
 from sr_experiments.extras import require
@@ -85,6 +85,10 @@ def plan(cfg: DictConfig) -> dict[str, Any]:
     scales = _scales(OmegaConf.to_object(cfg.scale) if OmegaConf.is_config(cfg.scale) else cfg.scale)
     crop, step, thresh = int(cfg.crop_size), int(cfg.step), int(cfg.thresh_size)
     lcm = scales_lcm(scales)
+    codec = str(cfg.get("codec", "png"))
+    if codec not in CODECS:
+        raise ValueError(f"codec={codec} is not one of {', '.join(CODECS)} (png: a third of the disk; raw: no "
+                         "decoding in the loader workers)")
     if crop % lcm or step % lcm or step < 1:
         raise ValueError(f"crop_size={crop} and step={step} must be multiples of {lcm} (every scale in {scales}), "
                          "so each LR crop is aligned with its HR crop")
@@ -117,7 +121,9 @@ def plan(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError(f"input: no image in {', '.join(map(str, inputs))} is at least {crop}x{crop} pixels "
                          "(crop_size)")
     config = {"format_version": FORMAT_VERSION, "inputs": [str(p) for p in inputs], "lr_dirs": [str(p) for p in lr_dirs],
-              "scales": scales, "crop_size": crop, "step": step, "thresh_size": thresh, "png_level": int(cfg.png_level)}
+              "scales": scales, "crop_size": crop, "step": step, "thresh_size": thresh, "png_level": int(cfg.png_level),
+              # png, the first codec, is left out: folders prepared before codec= keep their config hash
+              **({"codec": codec} if codec != "png" else {})}
     sha = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
     return {"config": config, "config_sha256": sha, "tasks": tasks, "skipped": skipped}
 
@@ -131,13 +137,13 @@ def image_items(task: dict[str, Any], config: dict[str, Any]):
     stem = Path(task["hr"]).stem
     for n, (y, x) in enumerate(subimage_boxes(gt.shape[0], gt.shape[1], crop, step, config["thresh_size"]), start=1):
         sub = np.ascontiguousarray(gt[y:y + crop, x:x + crop])
-        item = {"name": f"{stem}_s{n:03d}", "gt": encode_png(sub, config["png_level"])}
+        item = {"name": f"{stem}_s{n:03d}", "gt": encode_image(sub, config.get("codec", "png"), config["png_level"])}
         for s in scales:
             if s in lrs:
                 lr = lrs[s][y // s:(y + crop) // s, x // s:(x + crop) // s]
             else:
                 lr = imresize(torch.from_numpy(sub).permute(2, 0, 1), scale=1 / s).permute(1, 2, 0).numpy()
-            item[f"lq_x{s}"] = encode_png(lr, config["png_level"])
+            item[f"lq_x{s}"] = encode_image(lr, config.get("codec", "png"), config["png_level"])
         yield item
 
 

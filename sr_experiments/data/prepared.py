@@ -55,12 +55,24 @@ def scales_lcm(scales: list[int]) -> int:
     return math.lcm(*scales)
 
 
+CODECS = ("png", "raw")
+
+
 def encode_png(rgb: np.ndarray, level: int = 1) -> bytes:
     """Lossless PNG bytes of an (H, W, 3) uint8 RGB array (level 1: BasicSR's LMDB choice, fast)."""
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, int(level)])
     if not ok:
         raise ValueError(f"PNG encoding failed for an array of shape {rgb.shape}")
     return buf.tobytes()
+
+
+def encode_image(rgb: np.ndarray, codec: str = "png", level: int = 1) -> bytes | np.ndarray:
+    """A sub-image as stored: PNG bytes (about a third of the disk), or ``raw``: the uint8 array itself
+    (litdata's numpy serializer), which a loader worker reads without decoding. PNG decoding is
+    most of a worker's time (BENCHMARKS.md: Data at scale)."""
+    if codec == "raw":
+        return np.ascontiguousarray(rgb, dtype=np.uint8)
+    return encode_png(rgb, level)
 
 
 def decode_png(data: bytes, where: str) -> np.ndarray:
@@ -70,6 +82,16 @@ def decode_png(data: bytes, where: str) -> np.ndarray:
         raise PreparedDataError(f"{where}: the stored image cannot be decoded (a corrupt chunk?); run prepare.py "
                                 "again into a new folder")
     return img[..., ::-1]
+
+
+def decode_image(value: bytes | np.ndarray, where: str) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a stored sub-image, either codec (``encode_image``)."""
+    if isinstance(value, np.ndarray):
+        if value.dtype != np.uint8 or value.ndim != 3 or value.shape[2] != 3:
+            raise PreparedDataError(f"{where}: the stored array is {value.dtype} {tuple(value.shape)}, not an RGB "
+                                    "uint8 image (a corrupt chunk?); run prepare.py again into a new folder")
+        return value
+    return decode_png(value, where)
 
 
 def read_manifest(folder: str | Path, key: str = "data.train_dir") -> dict[str, Any]:

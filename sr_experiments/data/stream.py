@@ -31,7 +31,7 @@ from litdata import StreamingDataLoader, StreamingDataset  # noqa: E402
 from sr_experiments.data.datamodule import SRDataModule
 from sr_experiments.data.datasets import sample_patch
 from sr_experiments.data.pairs import ImagePair, to_chw
-from sr_experiments.data.prepared import PreparedDataError, decode_png, read_manifest
+from sr_experiments.data.prepared import PreparedDataError, decode_image, read_manifest
 from sr_experiments.data.sampler import derived_seed
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class SubImageStream(StreamingDataset):
             raise PreparedDataError(f"data.train_dir: '{self.where}' holds LR for x{stored}, not x{self.scale}: "
                                     "prepare it with this scale (prepare.py scale=[...])")
         where = f"{self.where}: sub-image {name}"
-        return ImagePair(name, to_chw(decode_png(item[key], where)), to_chw(decode_png(item["gt"], where)), False)
+        return ImagePair(name, to_chw(decode_image(item[key], where)), to_chw(decode_image(item["gt"], where)), False)
 
     def stored(self, index: Any) -> dict[str, Any]:
         """Item ``index`` as stored (PNG bytes), or one line naming the folder if it cannot be read."""

@@ -158,3 +158,21 @@ def test_cli_refusal_is_one_line_with_exit_2(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and str(out) in lines[0] and "another dataset" in lines[0], proc.stderr
+
+
+def test_raw_codec_stores_the_same_pixels_and_streams_the_same_patches(tmp_path: Path) -> None:
+    from sr_experiments.data.stream import SubImageStream
+
+    images = make_images(tmp_path / "hr", n=2)
+    png = prepare(images, tmp_path / "png")
+    raw = prepare(images, tmp_path / "raw", ["codec=raw"])
+    png_items, raw_items = _by_name(stored_items(png)), _by_name(stored_items(raw))
+    assert png_items.keys() == raw_items.keys()
+    for name, item in raw_items.items():
+        assert isinstance(item["gt"], np.ndarray) and isinstance(png_items[name]["gt"], bytes)
+        for key in ("gt", "lq_x2", "lq_x4"):
+            assert np.array_equal(item[key], decode_png(png_items[name][key], "test"))
+    patches = [SubImageStream(str(folder), 2, 8, seed=3)[5] for folder in (png, raw)]
+    assert all(torch.equal(patches[0][k], patches[1][k]) for k in ("lq", "gt"))
+    with pytest.raises(ValueError, match="codec=jpeg is not one of png, raw"):
+        prepare(images, tmp_path / "bad", ["codec=jpeg"])
