@@ -223,14 +223,16 @@ def _tiny_video_runs(root: Path, lrs: list[str]) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-def test_compare_two_tiny_video_runs(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_compare_a_video_cpu_sweep(tmp_path: Path) -> None:
+    """`train.py -m experiment=video_cpu lr=...` as a user runs it (the synthetic clips: minutes on 2 cores)."""
     sweep = tmp_path / "video"
     _tiny_video_runs(sweep, ["1e-4", "5e-4"])
     runs = find_runs([sweep])
     assert len(runs) == 2 and {r.metrics["network"] for r in runs} == {"basicvsr"}
     table, written = compare([sweep])
     lines = [ln for ln in table.splitlines() if ln.startswith("| lr=")]
-    assert sorted(ln.split("|")[1].strip() for ln in lines) == ["lr=1e-4", "lr=5e-4"]
+    assert sorted(ln.split("|")[1].strip() for ln in lines) == ["lr=0.0001", "lr=0.0005"]  # as Hydra's sweep writes them
     for r, ln in zip(by_psnr(runs), lines):  # the gain is over bicubic on the same clips
         assert float(ln.split("|")[5]) == pytest.approx(r.best_psnr - r.metrics["bicubic"]["psnr"], abs=0.006)
     assert {p.name for p in written} >= {"comparison.md", "comparison.csv", "psnr_curves.png", "psnr_vs_lr.png"}
@@ -247,3 +249,35 @@ def test_video_and_image_runs_are_not_ranked_together(tmp_path: Path) -> None:
     (tmp_path / "mixed" / "sisr" / "metrics.json").unlink()
     table, _ = compare([tmp_path / "mixed"])  # video runs alone (and the unjudged one) compare as ever
     assert "lr=1e-4" in table and "lr=1e-2" in table
+
+
+def test_compare_two_tiny_video_runs(tmp_path: Path) -> None:
+    """Two experiment=video_cpu runs (BasicVSR, 2 steps) on a small Vid4-layout set: one table, each
+    gain over bicubic on the same clips, bicubic dashed in the curves."""
+    import numpy as np
+    from conftest import compose_train
+    from PIL import Image
+
+    from sr_experiments.runs.run import train
+
+    rng = np.random.default_rng(0)
+    for clip in ("calendar", "walk"):
+        (tmp_path / "Vid4" / "GT" / clip).mkdir(parents=True)
+        base = rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)
+        for t in range(4):
+            Image.fromarray(np.roll(base, t, axis=1)).save(tmp_path / "Vid4" / "GT" / clip / f"{t:03d}.png")
+    vid4 = [f"paths.data_dir={tmp_path}", "data.train.layout=vid4", f"data.train.root={tmp_path / 'Vid4'}",
+            "data.train.split=all"]  # data=vid4 validates on Vid4; here it trains on it too
+    for lr in ("1e-4", "5e-4"):
+        train(compose_train(["experiment=video_cpu", "data=vid4", *vid4, f"lr={lr}",
+                             "data.num_frame=3", "data.patch_size=8", "data.batch_size=1", "data.patches_per_epoch=2",
+                             "trainer.max_steps=2", "logger=none", "trainer.enable_progress_bar=false"],
+                            tmp_path / "runs" / f"lr{lr}"))
+    runs = find_runs([tmp_path / "runs"])
+    assert len(runs) == 2 and {r.metrics["network"] for r in runs} == {"basicvsr"}
+    table, written = compare([tmp_path / "runs"], tmp_path / "out")
+    lines = {ln.split("|")[1].strip(): ln.split("|") for ln in table.splitlines()[2:]}
+    assert set(lines) == {"lr1e-4", "lr5e-4"}
+    for r in runs:
+        assert float(lines[r.path.name][5]) == pytest.approx(r.best_psnr - r.metrics["bicubic"]["psnr"], abs=0.006)
+    assert {p.name for p in written} == {"comparison.md", "comparison.csv", "psnr_curves.png"}
