@@ -219,7 +219,7 @@ def _tiny_video_runs(root: Path, lrs: list[str]) -> None:
             "data.patches_per_epoch=4", "data.patch_size=16", "data.val_max_frames=2", "logger=none",
             "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
     proc = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
