@@ -58,7 +58,7 @@ def _teco_crop(img: np.ndarray) -> np.ndarray:
 
 
 def _teco_tof(outputs: np.ndarray, targets: np.ndarray, cutfr: int = 2) -> float:
-    found = []
+    found, prev_out, prev_tar = [], None, None
     for i in range(cutfr, len(targets) - cutfr):
         out_grey = cv2.cvtColor(outputs[i], cv2.COLOR_RGB2GRAY)
         tar_grey = cv2.cvtColor(targets[i], cv2.COLOR_RGB2GRAY)
