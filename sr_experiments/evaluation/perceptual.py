@@ -53,8 +53,9 @@ __all__ = [
 # Every name eval.metrics / module.val_metrics take; psnr and ssim are always computed (the protocol).
 PERCEPTUAL = ("lpips", "lpips_vgg", "dists", "niqe")
 METRICS = ("psnr", "ssim", *PERCEPTUAL)
-LOWER_IS_BETTER = frozenset(PERCEPTUAL)
-LABELS = {"lpips": "LPIPS", "lpips_vgg": "LPIPS-VGG", "dists": "DISTS", "niqe": "NIQE"}
+# The tables' lower-is-better columns: these and the video sets' tOF (evaluation/temporal.py).
+LOWER_IS_BETTER = frozenset((*PERCEPTUAL, "tof"))
+LABELS = {"lpips": "LPIPS", "lpips_vgg": "LPIPS-VGG", "dists": "DISTS", "niqe": "NIQE", "tof": "tOF"}
 # LPIPS backbone of each name: torchmetrics' net_type and torchvision's architecture.
 _LPIPS_NETS = {"lpips": ("alex", "alexnet"), "lpips_vgg": ("vgg", "vgg16")}
 # NIQE needs at least one 96x96 block (the authors' block size) after the border crop.

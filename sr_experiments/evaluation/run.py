@@ -27,6 +27,7 @@ from sr_experiments.evaluation.protocol import (
     ways_to_get,
     write_results,
 )
+from sr_experiments.evaluation.temporal import TOF_PROTOCOL
 from sr_experiments.evaluation.video import VIDEO_SETS, evaluate_video_set
 from sr_experiments.extras import require_logger_packages
 from sr_experiments.hardware import resolve_device
@@ -99,6 +100,8 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
         perceptual = PerceptualScorer(names, cfg.paths.get("weights_dir"), str(ev.get("missing_weights", "error")), device)
         for reason in perceptual.skipped.values():
             print(reason, flush=True)
+    if not isinstance(ev.get("tof", True), bool):
+        raise ValueError(f"eval.tof={ev.tof}: expected true or false (tOF on video sets, evaluation/temporal.py)")
     record_owner(out_dir, "eval")  # after the checks above: a refused run leaves no folder behind
     methods, baseline, scales = _methods(cfg, device)
     runners = {(m.label, s): _runner(m, s, device, ev) for m in methods if not m.any_scale for s in scales}
@@ -122,7 +125,8 @@ def run_eval(cfg: DictConfig) -> list[SetResult]:
                 nets = {**make_nets(s), **({"bicubic": Bicubic(s).to(device)} if ev.baseline and label != "bicubic" else {})}
                 try:
                     results += evaluate_video_set(nets, str(name), cfg.paths.data_dir, s, device,
-                                                  str(ev.get("video_degradation", "BI")), str(ev.lr_source))
+                                                  str(ev.get("video_degradation", "BI")), str(ev.lr_source),
+                                                  ev.get("tof", True))
                 except (ValueError, OSError, RuntimeError) as e:
                     failed.append(f"{name} x{s}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
             continue
@@ -197,6 +201,8 @@ def _report(cfg: DictConfig, results: list[SetResult], methods: list[Method], ba
                                "config": f"sr_experiments/conf/degradation/{d.pipeline.name}.yaml, usm_gt=false"}
     if perceptual is not None:
         meta["perceptual"] = perceptual.describe()
+    if any("tof" in r.scores for r in results):  # a video set's temporal column: how it was measured
+        meta["tof"] = TOF_PROTOCOL
     write_results(results, out_dir, table, meta, methods_table(results, "tex"))
     name = labels[0] if len(labels) == 1 else ", ".join(labels)
     shown = len(table.splitlines()) - 2  # the rows the table above has (below its header and rule)

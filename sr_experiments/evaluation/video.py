@@ -11,10 +11,14 @@ Conventions of the papers' own test configs (``VIDEO_SETS``):
   ``test_y_channel: true, crop_border: 0``; mmagic ``VID4-BIx4-Y``);
 - Vimeo-90K-T: Y, crop_border 0, centre frame (im4) only (BasicSR ``center_frame_only: true``,
   ``flip_seq: true`` for recurrent networks; mmagic ``gt=['im4.png']``, ``MirrorSequence``).
+
+Beside them, each clip's tOF, TecoGAN's temporal-consistency metric (``evaluation/temporal.py``;
+lower is better), on the clip's SR frames, all of them even where PSNR takes the centre one alone.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +28,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from sr_experiments.evaluation.metrics import protocol_luma, psnr_y, quantize, shave, ssim_y
+from sr_experiments.evaluation.temporal import tof
 
 
 @dataclass(frozen=True)
@@ -140,9 +145,11 @@ class ClipMetrics(Metric):
 
 
 def evaluate_video_set(nets: dict[str, nn.Module], name: str, data_dir: str | Path, scale: int, device: str = "cpu",
-                       degradation: str = "BI", lr_source: str = "auto") -> list:
+                       degradation: str = "BI", lr_source: str = "auto", with_tof: bool = True) -> list:
     """``SetResult`` rows (one per network, per-clip rows inside) of the video set ``name``
-    (a key of ``VIDEO_SETS``) under ``<data_dir>/<folder>``, by that set's published protocol."""
+    (a key of ``VIDEO_SETS``) under ``<data_dir>/<folder>``, by that set's published protocol;
+    with ``with_tof``, each clip's tOF (``evaluation/temporal.py``, on all its frames, the centre
+    frame's neighbours too where PSNR takes the centre alone) in ``scores["tof"]``."""
     from sr_experiments.data.clips import load_clip, resolve_clip_sources
     from sr_experiments.evaluation.protocol import ImageResult, SetResult
 
@@ -150,6 +157,7 @@ def evaluate_video_set(nets: dict[str, nn.Module], name: str, data_dir: str | Pa
     spec = {"layout": proto.layout, "root": str(Path(data_dir) / proto.folder), "split": proto.split}
     sources = resolve_clip_sources(spec, scale, lr_source, degradation, key=f"eval.sets.{name}")
     metrics = {label: ClipMetrics(proto.channel, proto.border, proto.center_only) for label in nets}
+    tofs: dict[str, dict[int, float]] = {label: {} for label in nets}
     for i, source in enumerate(sources):
         clip = load_clip(source, scale, degradation)
         lq, gt = clip.lq.to(device).float() / 255, clip.gt.to(device).float() / 255
@@ -157,11 +165,22 @@ def evaluate_video_set(nets: dict[str, nn.Module], name: str, data_dir: str | Pa
             net = net if isinstance(net, nn.Module) else net.forward  # an inference Engine: its module
             sr = run_clip(net.eval(), lq, proto.center_only).float().clamp(0, 1)
             metrics[label].update(sr, gt, i)
+            if with_tof:
+                tofs[label][i] = tof(sr, gt)
     results = []
     lr_from = "files" if sources and sources[0].lq is not None else f"made here ({degradation})"
     for label, m in metrics.items():
         idx, p, s = m.per_clip()
-        clips = [ImageResult(name, scale, label, sources[int(j)].name, float(a), float(b)) for j, a, b in zip(idx, p, s)]
+        per_clip = [{"tof": tofs[label][int(j)]} if with_tof else {} for j in idx]
+        clips = [ImageResult(name, scale, label, sources[int(j)].name, float(a), float(b), extra)
+                 for j, a, b, extra in zip(idx, p, s, per_clip)]
+        scores = {"tof": _mean_of_finite([c["tof"] for c in per_clip])} if with_tof else {}
         results.append(SetResult(f"{name}-{degradation}", scale, label, float(p.mean()), float(s.mean()), len(clips),
-                                 lr_from, clips))
+                                 lr_from, clips, scores))
     return results
+
+
+def _mean_of_finite(values: list[float]) -> float:
+    """The mean over clips that have a value (a one-frame clip has no tOF); NaN when none has."""
+    kept = [v for v in values if math.isfinite(v)]
+    return sum(kept) / len(kept) if kept else math.nan

@@ -280,6 +280,35 @@ def plot_axis(runs: list[Run], out: Path, overwrite: bool = True) -> Path | None
     return path
 
 
+def run_kinds(runs: list[Run]) -> dict[int, str]:
+    """``video`` or ``image`` for each run (by ``id``) whose network is registered: video networks
+    (``is_multi_frame``: BasicVSR, EDVR...) validate on whole clips under the video protocol
+    (``evaluation/video.py``), image networks on images; a network not registered here is left out."""
+    named = [(r, r.metrics.get("network")) for r in runs if isinstance(r.metrics.get("network"), str)]
+    if not named:
+        return {}
+    from sr_experiments.models import NETWORKS, is_multi_frame  # imports torch: only when runs name networks
+
+    return {id(r): "video" if is_multi_frame(name) else "image" for r, name in named if name in NETWORKS}
+
+
+def check_one_kind(runs: list[Run]) -> None:
+    """Refuse, in one line, to rank video runs and image runs together: their PSNRs were measured on
+    different validation data (clips vs images), so one ranking, one bicubic line would mislead."""
+    kinds = run_kinds(runs)
+    if len(set(kinds.values())) < 2:
+        return
+
+    def some(kind: str) -> str:
+        found = [r.where for r in runs if kinds.get(id(r)) == kind]
+        return ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+
+    raise ValueError(f"video runs ({some('video')}) and image runs ({some('image')}) were validated on different "
+                     "data (clips vs images): compare each kind in its own compare.py call, or score both on the "
+                     "same clips with eval.py ckpt_path=[A.ckpt,B.ckpt] eval.sets=[Vid4] (image networks run frame "
+                     "by frame)")
+
+
 def compare(paths: list[Path], out: Path | None = None, overwrite: bool = False) -> tuple[str, list[Path]]:
     """Read every run under ``paths``; write ``comparison.md``/``.csv`` and the plots into ``out``
     (default: the first path). Returns the markdown table and the files written.
@@ -287,8 +316,9 @@ def compare(paths: list[Path], out: Path | None = None, overwrite: bool = False)
     Without matplotlib (the ``sweeps`` extra) the table and CSV are still written; one line on
     stderr says the plots were skipped and what to install. Every file is planned before anything is
     written: one that exists is refused (``OutputError``, one line) unless ``overwrite``; each is
-    written atomically."""
+    written atomically. Video runs and image runs are not ranked together (``check_one_kind``)."""
     runs = find_runs(paths)
+    check_one_kind(runs)
     out = Path(out) if out is not None else Path(paths[0])
     if out.is_file():
         out = out.parent

@@ -13,18 +13,20 @@ import pytest
 from conftest import ROOT
 
 from sr_experiments.config_values import parse_overrides
-from sr_experiments.tools.compare import compare, find_runs, table_rows, varying_keys
+from sr_experiments.tools.compare import by_psnr, compare, find_runs, table_rows, varying_keys
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def write_run(root: Path, name: str, overrides: list[str], psnr: float, steps: int = 10, params: int = 1000) -> None:
+def write_run(root: Path, name: str, overrides: list[str], psnr: float, steps: int = 10, params: int = 1000,
+              network: str | None = None) -> None:
     run = root / name
     run.mkdir(parents=True)
     history = [{"step": s, "psnr": psnr - (steps - s) * 0.1, "ssim": 0.9} for s in range(2, steps + 1, 2)]
     metrics = {"params": params, "best": max(history, key=lambda h: h["psnr"]), "bicubic": {"psnr": 30.0, "ssim": 0.85},
                "history": history, "steps": steps, "train_seconds": 12.3,
-               "overrides": [*overrides, "trainer.max_steps=10", f"paths.data_dir=/data/{name}"]}
+               "overrides": [*overrides, "trainer.max_steps=10", f"paths.data_dir=/data/{name}"],
+               **({"network": network} if network else {})}
     (run / "metrics.json").write_text(json.dumps(metrics))
 
 
@@ -208,3 +210,74 @@ def test_a_second_compare_refuses_then_overwrite_replaces(grid: Path, capsys) ->
     assert len(err.splitlines()) == 1 and "comparison.md" in err and "overwrite" in err, err
     assert {p: p.read_bytes() for p in grid.rglob("*") if p.is_file()} == before
     assert _compare_cli([str(grid), "--overwrite"]) == 0
+
+
+def _tiny_video_runs(root: Path, lrs: list[str]) -> None:
+    """A sweep of ``experiment=video_cpu`` over ``lr`` (BasicVSR on the synthetic clips), 2 steps each."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    args = ["-m", "experiment=video_cpu", f"lr={','.join(lrs)}", "trainer.max_steps=2", f"hydra.sweep.dir={root}",
+            "data.patches_per_epoch=4", "data.patch_size=16", "data.val_max_frames=2", "logger=none",
+            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+    proc = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_compare_a_video_cpu_sweep(tmp_path: Path) -> None:
+    """`train.py -m experiment=video_cpu lr=...` as a user runs it (the synthetic clips: minutes on 2 cores)."""
+    sweep = tmp_path / "video"
+    _tiny_video_runs(sweep, ["1e-4", "5e-4"])
+    runs = find_runs([sweep])
+    assert len(runs) == 2 and {r.metrics["network"] for r in runs} == {"basicvsr"}
+    table, written = compare([sweep])
+    lines = [ln for ln in table.splitlines() if ln.startswith("| lr=")]
+    assert sorted(ln.split("|")[1].strip() for ln in lines) == ["lr=0.0001", "lr=0.0005"]  # as Hydra's sweep writes them
+    for r, ln in zip(by_psnr(runs), lines):  # the gain is over bicubic on the same clips
+        assert float(ln.split("|")[5]) == pytest.approx(r.best_psnr - r.metrics["bicubic"]["psnr"], abs=0.006)
+    assert {p.name for p in written} >= {"comparison.md", "comparison.csv", "psnr_curves.png", "psnr_vs_lr.png"}
+
+
+def test_video_and_image_runs_are_not_ranked_together(tmp_path: Path) -> None:
+    write_run(tmp_path / "mixed", "vsr", ["lr=1e-4"], 27.0, network="basicvsr")
+    write_run(tmp_path / "mixed", "sisr", ["lr=1e-3"], 31.0, network="edsr")
+    write_run(tmp_path / "mixed", "old", ["lr=1e-2"], 30.0)  # no network recorded: not judged
+    with pytest.raises(ValueError, match=r"video runs \(vsr\) and image runs \(sisr\) .*different data"):
+        compare([tmp_path / "mixed"])
+    assert _compare_cli([str(tmp_path / "mixed")]) == 2
+    assert not (tmp_path / "mixed" / "comparison.md").exists()
+    (tmp_path / "mixed" / "sisr" / "metrics.json").unlink()
+    table, _ = compare([tmp_path / "mixed"])  # video runs alone (and the unjudged one) compare as ever
+    assert "lr=1e-4" in table and "lr=1e-2" in table
+
+
+def test_compare_two_tiny_video_runs(tmp_path: Path) -> None:
+    """Two experiment=video_cpu runs (BasicVSR, 2 steps) on a small Vid4-layout set: one table, each
+    gain over bicubic on the same clips, bicubic dashed in the curves."""
+    import numpy as np
+    from conftest import compose_train
+    from PIL import Image
+
+    from sr_experiments.runs.run import train
+
+    rng = np.random.default_rng(0)
+    for clip in ("calendar", "walk"):
+        (tmp_path / "Vid4" / "GT" / clip).mkdir(parents=True)
+        base = rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)
+        for t in range(4):
+            Image.fromarray(np.roll(base, t, axis=1)).save(tmp_path / "Vid4" / "GT" / clip / f"{t:03d}.png")
+    vid4 = [f"paths.data_dir={tmp_path}", "data.train.layout=vid4", f"data.train.root={tmp_path / 'Vid4'}",
+            "data.train.split=all"]  # data=vid4 validates on Vid4; here it trains on it too
+    for lr in ("1e-4", "5e-4"):
+        train(compose_train(["experiment=video_cpu", "data=vid4", *vid4, f"lr={lr}",
+                             "data.num_frame=3", "data.patch_size=8", "data.batch_size=1", "data.patches_per_epoch=2",
+                             "trainer.max_steps=2", "logger=none", "trainer.enable_progress_bar=false"],
+                            tmp_path / "runs" / f"lr{lr}"))
+    runs = find_runs([tmp_path / "runs"])
+    assert len(runs) == 2 and {r.metrics["network"] for r in runs} == {"basicvsr"}
+    table, written = compare([tmp_path / "runs"], tmp_path / "out")
+    lines = {ln.split("|")[1].strip(): ln.split("|") for ln in table.splitlines()[2:]}
+    assert set(lines) == {"lr1e-4", "lr5e-4"}
+    for r in runs:
+        assert float(lines[r.path.name][5]) == pytest.approx(r.best_psnr - r.metrics["bicubic"]["psnr"], abs=0.006)
+    assert {p.name for p in written} == {"comparison.md", "comparison.csv", "psnr_curves.png"}
