@@ -103,9 +103,18 @@ class ClipForward:
 
     def __init__(self, net: nn.Module) -> None:
         self.net = net
+        # EDVR's PCD pyramid (two stride-2 levels) takes sides that are multiples of 4 (models/edvr.py
+        # refuses others): a frame or tile of any size is edge-padded to one, and the output cropped.
+        self.multiple = 4 if getattr(net, "frames_out", "all") == "center" else 1
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return run_clip(self.net, x)
+        h, w = x.shape[-2:]
+        ph, pw = -h % self.multiple, -w % self.multiple
+        if ph or pw:
+            x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")
+        y = run_clip(self.net, x)
+        s = y.shape[-1] // x.shape[-1]
+        return y[..., : h * s, : w * s]
 
 
 def clip_bytes_per_lr_pixel(net: nn.Module, scale: int, frames: int, size: int = 32) -> float:

@@ -21,7 +21,7 @@ from test_upscale import save_checkpoint
 
 from sr_experiments.imaging.video import TimedFrame, open_video, read_frames, write_video
 from sr_experiments.inference.upscale import cli
-from sr_experiments.methods.clips import run_clip, stream_clip
+from sr_experiments.methods.clips import ClipForward, run_clip, stream_clip
 from sr_experiments.models import build_network
 
 av = pytest.importorskip("av")  # the video extra (in dev)
@@ -109,6 +109,8 @@ def test_chunks_with_context_match_the_whole_clip_run() -> None:
     edvr = build_network(EDVR_TINY).eval()
     whole, streamed = _whole_and_streamed(edvr, chunk=4, context=2)  # a 5-frame window: 2 each side is all it sees
     assert torch.allclose(whole, streamed, atol=1e-5)
+    # Its pyramid takes sides that are multiples of 4: any frame or tile is padded, the output cropped.
+    assert ClipForward(edvr)(torch.rand(3, 3, 22, 30)).shape == (3, 3, 88, 120)
     basicvsr = build_network(BASICVSR_TINY).eval()
     whole, streamed = _whole_and_streamed(basicvsr, chunk=4, context=11)  # every chunk sees the whole clip
     assert torch.allclose(whole, streamed, atol=1e-5)
