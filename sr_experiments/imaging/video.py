@@ -40,6 +40,10 @@ from sr_experiments.outputs import atomic_write
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm")
 OUTPUT_SUFFIX = {".mp4": ".mp4", ".m4v": ".mp4", ".mov": ".mov", ".mkv": ".mkv", ".webm": ".mkv", ".avi": ".mkv"}
+_NAMED_LAYOUT = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}  # FFmpeg's default layouts: MP4 needs a named one
+# Audio an MP4/MOV file is copied with: what their muxers and players take (FFmpeg also muxes PCM
+# into MP4 as ISO 23003-5 `ipcm`, which few players read and which needs a named channel layout).
+_MP4_AUDIO = {"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"}
 # AVColorSpace tag -> the swscale matrix name (PyAV's reformat takes the latter).
 _MATRIX = {1: "itu709", 4: "fcc", 5: "itu601", 6: "itu601", 7: "smpte240m", 9: "bt2020", 10: "bt2020"}
 
@@ -82,7 +86,12 @@ class TimedFrame(NamedTuple):
 
 
 def _reason(e: BaseException) -> str:
-    return (getattr(e, "strerror", None) or str(e) or type(e).__name__).splitlines()[0]
+    """FFmpeg's error and its last log line (``[mp4] unsupported channel layout``), without the path."""
+    reason = (getattr(e, "strerror", None) or str(e) or type(e).__name__).splitlines()[0]
+    log = getattr(e, "log", None)
+    if log and log[1] and log[1][2].strip():
+        reason += f": [{log[1][1]}] {log[1][2].strip()}"
+    return reason
 
 
 def open_video(path: str | Path) -> VideoInfo:
@@ -93,7 +102,7 @@ def open_video(path: str | Path) -> VideoInfo:
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
-                raise VideoFileError("no video stream in it (an audio-only file?)")
+                raise VideoFileError("no video stream in it (an audio-only file, or truncated or corrupt?)")
             stream = container.streams.video[0]
             ctx = stream.codec_context
             fps = stream.average_rate or stream.guessed_rate or stream.base_rate
@@ -193,15 +202,18 @@ class _AudioTrack:
 
     def __init__(self, out: Any, src: Any, say: Callable[[str], None]) -> None:
         self.out, self.source = out, src.streams.audio[0]
-        codec = self.source.codec_context.name
+        codec, suffix = self.source.codec_context.name, Path(out.name).suffix.lower()
         try:
+            if suffix in (".mp4", ".mov") and codec not in _MP4_AUDIO:
+                raise ValueError(f"{codec} in {suffix}")
             self.stream = out.add_stream_from_template(self.source)
             self.transcode = False
-        except ValueError:  # "'mp4' format does not support 'pcm_s16le' codec"
+        except ValueError:  # "'mp4' format does not support 'vorbis' codec"
             self.stream = out.add_stream("aac", rate=self.source.codec_context.sample_rate)
-            self.stream.layout = self.source.codec_context.layout
+            layout = self.source.codec_context.layout  # "2 channels" (no order: PCM in Matroska) -> "stereo"
+            self.stream.layout = _NAMED_LAYOUT.get(layout.nb_channels, layout) if layout.name.endswith("channels") else layout
             self.transcode = True
-            say(f"audio: {codec} cannot go into a .{Path(out.name).suffix.lstrip('.')} file: transcoded to AAC")
+            say(f"audio: {codec} cannot go into a {suffix} file: transcoded to AAC")
         self.packets = src.demux(self.source)
         self.held = None  # the first packet past the last time asked for
 

@@ -97,27 +97,25 @@ def test_bicubic_round_trip_keeps_frames_size_fps_and_audio(tmp_path: Path) -> N
     assert np.abs(frames.astype(float) - ref).mean() < 3
 
 
-def _whole_and_streamed(net: torch.nn.Module, chunk: int, context: int) -> tuple[torch.Tensor, torch.Tensor]:
-    lq = torch.from_numpy(camera_frames()).permute(0, 3, 1, 2).float() / 255
-    whole = run_clip(net, lq)
-    streamed = torch.stack(list(stream_clip(partial(run_clip, net), iter(lq), chunk, context)))
-    return whole, streamed
+def _streamed(net: torch.nn.Module, lq: torch.Tensor, chunk: int, context: int) -> torch.Tensor:
+    return torch.stack(list(stream_clip(partial(run_clip, net), iter(lq), chunk, context)))
 
 
 def test_chunks_with_context_match_the_whole_clip_run() -> None:
+    lq = torch.from_numpy(camera_frames(8)).permute(0, 3, 1, 2).float() / 255
     torch.manual_seed(0)
-    edvr = build_network(EDVR_TINY).eval()
-    whole, streamed = _whole_and_streamed(edvr, chunk=4, context=2)  # a 5-frame window: 2 each side is all it sees
-    assert torch.allclose(whole, streamed, atol=1e-5)
+    edvr = build_network(EDVR_TINY).eval()  # a 5-frame window: 2 frames each side are all it sees
+    assert torch.allclose(_streamed(edvr, lq, chunk=3, context=2), run_clip(edvr, lq), atol=1e-4)  # float reordering
     # Its pyramid takes sides that are multiples of 4: any frame or tile is padded, the output cropped.
     assert ClipForward(edvr)(torch.rand(3, 3, 22, 30)).shape == (3, 3, 88, 120)
     basicvsr = build_network(BASICVSR_TINY).eval()
-    whole, streamed = _whole_and_streamed(basicvsr, chunk=4, context=11)  # every chunk sees the whole clip
-    assert torch.allclose(whole, streamed, atol=1e-5)
-    # A recurrent network carries information from any distance: 4 frames of context leave a small
-    # difference (measured 0.0 dB..., stated here as a bound in 8-bit levels).
-    whole, streamed = _whole_and_streamed(basicvsr, chunk=4, context=4)
-    assert float((whole - streamed).abs().mean()) * 255 < 0.5
+    whole = run_clip(basicvsr, lq)
+    assert torch.allclose(_streamed(basicvsr, lq, chunk=4, context=7), whole, atol=1e-5)  # each chunk sees it all
+    # A recurrent network carries information from any distance: 2 frames of context leave a
+    # difference under half an 8-bit level (measured: 0.09 at most, this random-init preset), and
+    # none at all is worse (0.73).
+    near, cut = ((_streamed(basicvsr, lq, chunk=4, context=c) - whole).abs().max() * 255 for c in (2, 0))
+    assert near < 0.5 and cut > near
 
 
 def test_video_network_round_trip_in_chunks(tmp_path: Path, capsys) -> None:
@@ -151,10 +149,12 @@ def test_image_network_runs_frame_by_frame(tmp_path: Path, monkeypatch) -> None:
     assert calls == [(32, 24)] * 12  # one call per frame
     out = decode(tmp_path / "out" / "clip.mov").astype(float)
     lr = torch.from_numpy(decode(src)).permute(0, 3, 1, 2).float() / 255
-    with torch.inference_mode():
-        ref = net(lr).clamp(0, 1).mul(255).permute(0, 2, 3, 1).numpy()
+    with torch.inference_mode():  # as upscale.py runs a 24-row image: 16 rows of edge context each side, cut
+        padded = torch.nn.functional.pad(lr, (0, 0, 16, 16), mode="replicate")
+        ref = net(padded)[:, :, 32:-32].clamp(0, 1).mul(255).permute(0, 2, 3, 1).numpy()
     assert out.shape == ref.shape == (12, 48, 64, 3) and open_video(tmp_path / "out" / "clip.mov").audio is None
-    assert np.abs(out - ref).mean() < 2
+    luma = np.array([0.299, 0.587, 0.114])  # 4:2:0 halves the chroma of a random network's noise-like output
+    assert np.abs(out @ luma - ref @ luma).mean() < 2  # measured 1.3
 
 
 def test_folder_of_images_and_a_webm(tmp_path: Path) -> None:
@@ -188,7 +188,7 @@ def test_audio_the_container_cannot_hold_is_transcoded_and_said(tmp_path: Path) 
     info, notes = open_video(src), []
     frames = (TimedFrame(f.rgb, f.pts, f.duration) for f in read_frames(info))
     assert write_video(tmp_path / "out.mp4", frames, info, say=notes.append) == 4
-    assert notes == ["audio: pcm_s16le cannot go into a .mp4 file: transcoded to AAC"]
+    assert notes == ["audio: pcm_s16le cannot go into a .mp4 file: transcoded to AAC"]  # MP4 players take AAC
     assert open_video(tmp_path / "out.mp4").audio == "aac"
 
 
