@@ -211,7 +211,8 @@ class _AudioTrack:
         except ValueError:  # "'mp4' format does not support 'vorbis' codec"
             self.stream = out.add_stream("aac", rate=self.source.codec_context.sample_rate)
             layout = self.source.codec_context.layout  # "2 channels" (no order: PCM in Matroska) -> "stereo"
-            self.stream.layout = _NAMED_LAYOUT.get(layout.nb_channels, layout) if layout.name.endswith("channels") else layout
+            unnamed = layout.name.endswith("channels")
+            self.stream.layout = _NAMED_LAYOUT.get(layout.nb_channels, layout) if unnamed else layout
             self.transcode = True
             say(f"audio: {codec} cannot go into a {suffix} file: transcoded to AAC")
         self.packets = src.demux(self.source)

@@ -23,7 +23,15 @@ from omegaconf import DictConfig
 from sr_experiments.extras import require
 from sr_experiments.imaging.io import INPUT_SUFFIXES
 from sr_experiments.imaging.tiling import fit_tiles, upscale
-from sr_experiments.imaging.video import VIDEO_SUFFIXES, TimedFrame, VideoFileError, is_video, open_video, read_frames, write_video
+from sr_experiments.imaging.video import (
+    VIDEO_SUFFIXES,
+    TimedFrame,
+    VideoFileError,
+    is_video,
+    open_video,
+    read_frames,
+    write_video,
+)
 from sr_experiments.methods.clips import clip_context, stream_clip
 from sr_experiments.methods.engines import Engine
 
