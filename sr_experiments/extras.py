@@ -1,7 +1,7 @@
 """Optional dependencies: a missing one is named in one line with the extra that installs it.
 
-The core install (`pip install sr-experiments`) trains, evaluates and upscales; sweeps, ONNX and
-TensorBoard come with extras (pyproject.toml), and code that needs one imports it through
+The core install (`pip install sr-experiments`) trains, evaluates and upscales; sweeps, ONNX,
+TensorBoard and video files come with extras (pyproject.toml), and code that needs one imports it through
 ``require`` so the user reads what to install rather than an ImportError traceback.
 """
 
@@ -27,6 +27,7 @@ EXTRAS = {
     "onnxruntime": "deploy",
     "tensorboard": "tensorboard",
     "litdata": "stream",
+    "av": "video",
 }
 
 

@@ -29,6 +29,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from sr_experiments.evaluation.metrics import protocol_luma, psnr_y, quantize, shave, ssim_y
 from sr_experiments.evaluation.temporal import tof
+from sr_experiments.methods.clips import run_clip, window_indices  # noqa: F401  (moved below: upscale.py runs them too)
 
 
 @dataclass(frozen=True)
@@ -69,40 +70,6 @@ def frame_psnr_ssim(sr: torch.Tensor, gt: torch.Tensor, channel: str = "y", bord
     psnr = psnr_y(a.reshape(n, -1, a.shape[-1]), b.reshape(n, -1, b.shape[-1]))  # MSE over all channels
     ssim = ssim_y(a.flatten(0, 1), b.flatten(0, 1)).view(n, 3).mean(1)
     return psnr, ssim
-
-
-def window_indices(center: int, total: int, num_frame: int) -> list[int]:
-    """Frame indices of the ``num_frame`` window around ``center``, padded at the clip ends by
-    BasicSR's ``reflection_circle`` (``generate_frame_indices``, used by its EDVR REDS4 test)."""
-    half, last = num_frame // 2, total - 1
-    out = []
-    for i in range(center - half, center + half + 1):
-        if i < 0:
-            i = center + half - i
-        elif i > last:
-            i = (center - half) - (i - last)
-        out.append(min(max(i, 0), last))
-    return out
-
-
-@torch.no_grad()
-def run_clip(net: nn.Module, lq: torch.Tensor, center_only: bool = False, mirror: bool = True) -> torch.Tensor:
-    """SR frames (T, 3, sH, sW) of a clip ``lq`` (T, 3, h, w) in [0, 1].
-
-    A network that outputs all frames (BasicVSR, ``frames_out="all"``) takes the whole clip; for
-    ``center_only`` sets it runs on the clip followed by its mirror and averages the two passes
-    (BasicSR ``flip_seq``). A sliding-window network (EDVR, ``frames_out="center"``) runs once per
-    frame on its ``num_frame`` window. An image network (no ``multi_frame``) runs frame by frame.
-    """
-    if not getattr(net, "multi_frame", False):
-        return torch.cat([net(lq[t : t + 1]) for t in range(len(lq))])
-    if getattr(net, "frames_out", "all") == "center":
-        n = int(net.num_frame)
-        return torch.cat([net(lq[window_indices(t, len(lq), n)][None]) for t in range(len(lq))])
-    if center_only and mirror:
-        out = net(torch.cat([lq, lq.flip(0)])[None])[0]
-        return 0.5 * (out[: len(lq)] + out[len(lq) :].flip(0))
-    return net(lq[None])[0]
 
 
 class ClipMetrics(Metric):

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from sr_experiments.imaging.png16 import is_png16_color, read_png16, write_png16
+from sr_experiments.imaging.video import is_video, video_output_path
 from sr_experiments.outputs import atomic_write, check_output_folder, check_targets
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -116,11 +117,12 @@ class Picture:
         return self.rgb.shape[1], self.rgb.shape[0]
 
 
-def find_inputs(spec: str | Path) -> list[Path]:
-    """A file, every image directly inside a folder, or the files a glob matches (sorted)."""
+def find_inputs(spec: str | Path, suffixes: tuple[str, ...] = INPUT_SUFFIXES) -> list[Path]:
+    """A file, every file with one of ``suffixes`` directly inside a folder (upscale.py adds
+    ``video.VIDEO_SUFFIXES``), or the files a glob matches (sorted)."""
     path = Path(spec)
     if path.is_dir():
-        return list_images(path, INPUT_SUFFIXES)
+        return list_images(path, suffixes)
     if path.is_file():
         return [path]
     matches = sorted(Path(p) for p in glob.glob(str(spec), recursive=True) if Path(p).is_file())
@@ -230,10 +232,11 @@ def plan_outputs(
     (``outputs.check_output_folder`` and ``outputs.check_targets``): ``out_dir`` is not the input
     folder ``spec`` nor another command's run folder; no output is an input file (the originals are
     never overwritten), no two outputs share a name (``a.png``, ``a.jpg``), and none exists already
-    unless ``overwrite``. ``extras``: further files written per input, ``<stem><extra>`` (``"_compare.png"``)."""
+    unless ``overwrite``. ``extras``: further files written per input image, ``<stem><extra>`` (``"_compare.png"``).
+    A video is written as a video (``video.video_output_path``: its container, whatever ``fmt``)."""
     check_output_folder(out_dir, command, [spec] if spec is not None else [])
-    plan = {src: output_path(out_dir, src, fmt) for src in inputs}
-    further = [(out_dir / f"{src.stem}{extra}", src) for src in inputs for extra in extras]
+    plan = {src: video_output_path(out_dir, src) if is_video(src) else output_path(out_dir, src, fmt) for src in inputs}
+    further = [(out_dir / f"{src.stem}{extra}", src) for src in inputs for extra in extras if not is_video(src)]
     check_targets([*plan.values(), *(t for t, _ in further)], inputs, overwrite,
                   made_from=[*plan, *(src for _, src in further)])
     return plan

@@ -1,4 +1,5 @@
-"""Upscale the user's own images: files, folders or globs, any mode, tiled, one bad file never stops the batch.
+"""Upscale the user's own images and videos: files, folders or globs, any mode, tiled, one bad file never
+stops the batch. Video files go through ``upscale_video.py`` (decode, chunks, encode); this module dispatches.
 
 ``run_upscale(cfg)`` is the whole command (sr_experiments/conf/upscale.yaml); ``upscale.py`` is its Hydra app and
 ``cli()`` the ``sr-upscale`` console script.
@@ -39,6 +40,17 @@ from sr_experiments.imaging.io import (
     write_picture,
 )
 from sr_experiments.imaging.tiling import Tile, count_tiles, fit_tiles, upscale
+from sr_experiments.imaging.video import is_video
+from sr_experiments.inference.upscale_video import (
+    VIDEO_INPUTS,
+    FrameSR,
+    clip_frames,
+    describe,
+    multi_frame,
+    require_video,
+    to_uint8,
+    upscale_video,
+)
 from sr_experiments.models.bicubic import Bicubic
 from sr_experiments.outputs import WriteError, check_writable_folder
 
@@ -58,13 +70,17 @@ class Summary:
 
 def load_engine(cfg: DictConfig) -> Engine:
     """The method the config means (``methods.resolve_method``: ``ckpt_path``, an ONNX file, a
-    parameter-free ``model``, or ``model=zssr``) as an engine on ``cfg.device``."""
+    parameter-free ``model``, or ``model=zssr``) as an engine on ``cfg.device``; a video network as
+    an engine over clips (``methods.clips.clip_engine``; an image is a one-frame clip)."""
     from sr_experiments.methods import resolve_method
+    from sr_experiments.methods.clips import clip_engine
 
     device = resolve_device(str(cfg.device))
     method = resolve_method(cfg, device, progress=bool(cfg.progress))
     if method.whole_image and cfg.ensemble:
         raise ValueError(f"model={method.label} has its own x8 ensemble: set model.{method.label}.ensemble, not ensemble=true")
+    if method.multi_frame:
+        return clip_engine(method, device, int(cfg.video_chunk) + 2 * int(cfg.video_overlap))
     return method.engine(device, str(cfg.precision), cfg.get("channels_last", "auto"))
 
 
@@ -152,8 +168,9 @@ def compare_image(pic: Picture, sr: Picture, scale: int, model_label: str = "SR"
 def _tile_setting(cfg: DictConfig, engine: Engine) -> tuple[int | None, str]:
     if _trains_per_image(engine):
         return None, "it trains on each image whole"
-    if str(cfg.tile) == "auto":
-        return auto_tile(engine, int(cfg.tile_overlap), int(cfg.tile_batch), cfg.get("tile_memory_mb"))
+    if str(cfg.tile) == "auto":  # a video network's tiles hold a whole chunk, one at a time
+        batch = 1 if multi_frame(engine) else int(cfg.tile_batch)
+        return auto_tile(engine, int(cfg.tile_overlap), batch, cfg.get("tile_memory_mb"))
     tile = int(cfg.tile)
     return (tile or None), ("set by tile=" + str(tile))
 
@@ -167,21 +184,30 @@ def run_upscale(cfg: DictConfig) -> Summary:
         raise ValueError(f"format={cfg.format} is not one of {', '.join(FORMATS)}")
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
-    inputs = find_inputs(str(cfg.input))
+    inputs = find_inputs(str(cfg.input), VIDEO_INPUTS)
     out_dir = Path(str(cfg.output))
     overwrite = bool(cfg.get("overwrite", False))
     targets = plan_outputs(inputs, out_dir, fmt, ("_compare.png",) if cfg.compare else (), overwrite, "upscale",
                            cfg.input)
     check_writable_folder(out_dir)
+    require_video(inputs)
     engine = load_engine(cfg)
+    if multi_frame(engine):
+        cfg.tile_batch = 1  # the engine reads a batch as the frames of one clip: tiles go one at a time
     tile, why = _tile_setting(cfg, engine)
+    videos = f"; {describe(engine, cfg)}" if any(map(is_video, inputs)) else ""
     print(f"upscale: {engine.label} x{engine.scale} on {engine.device}; precision {engine.precision.precision} "
           f"({engine.precision.reason}){', channels_last' if engine.channels_last else ''}; "
-          f"tile {tile or 'off'} ({why}), overlap {cfg.tile_overlap}", file=sys.stderr, flush=True)
+          f"tile {tile or 'off'} ({why}), overlap {cfg.tile_overlap}{videos}", file=sys.stderr, flush=True)
 
     summary, show = Summary(), bool(cfg.progress)
 
     def one(path: Path) -> None:
+        if is_video(path):
+            done = upscale_video(path, targets[path], video_frames(engine, tile, cfg), cfg, overwrite, show)
+            summary.images += 1
+            summary.megapixels += done.size[0] * done.size[1] * done.frames / 1e6
+            return
         read = read_picture(path, int(cfg.max_pixels))
         frames = read.frames if isinstance(read, Animation) else [read]
         check_frames(len(frames), fmt)
@@ -205,6 +231,24 @@ def run_upscale(cfg: DictConfig) -> Summary:
 
     bars = tqdm(inputs, desc="images", unit="img", disable=not show or len(inputs) < 2, file=sys.stderr)
     return each_image("upscale", bars, summary, one)
+
+
+def video_frames(engine: Engine, tile: int | None, cfg: DictConfig) -> FrameSR:
+    """How a video's frames are upscaled: a video network on chunks of frames (``clip_frames``),
+    an image network frame by frame through ``upscale_picture`` (tiled as an image is)."""
+    if _trains_per_image(engine):
+        raise ValueError(f"model={engine.label} trains on each image: it is not run on every frame of a video")
+    if multi_frame(engine):
+        return clip_frames(engine, tile, cfg)
+
+    def frame_by_frame(frames: Iterable[np.ndarray]) -> Iterable[np.ndarray]:
+        for rgb in frames:
+            pad, fitted, _ = layout(rgb.shape[0], rgb.shape[1], tile, cfg)
+            sr = upscale_picture(engine, Picture(rgb.astype(np.float32) / 255, None, False, 8, None, "RGB"), cfg,
+                                 fitted, None, pad)
+            yield to_uint8(torch.from_numpy(sr.rgb).permute(2, 0, 1))
+
+    return frame_by_frame
 
 
 def each_image(prog: str, paths: Iterable[Path], summary: Any, process: Callable[[Path], None]) -> Any:

@@ -9,10 +9,12 @@ parameters). The kinds (``kinds.py``): a network from a weights file (``ckpt_pat
 network the zoo's keys or spandrel recognise), an exported ONNX file, a parameter-free model
 (``model=bicubic``) and per-image ZSSR (``model=zssr``: it trains on each image when called).
 
-Where the next kinds go. A **multi-frame (video) model** is a ``NetworkMethod`` today (its
-network declares ``multi_frame``; eval runs it on whole clips): a method of its own subclasses
-``Method`` with ``frames_in`` (the window it needs) and a ``__call__`` on (B, T, 3, h, w) clips,
-and ``resolve_methods`` picks it by ``is_multi_frame``. A **diffusion sampler** subclasses
+A **multi-frame (video) model** is a ``NetworkMethod`` with ``multi_frame=True`` (its network
+declares it): ``clips.py`` runs it on a whole clip (``run_clip``: eval's protocol) or streamed in
+chunks with context (``stream_clip``: upscale.py on video files), as an engine over clips
+(``clip_engine``).
+
+Where the next kinds go. A **diffusion sampler** subclasses
 ``Method`` with its sampler settings (``steps``, ``seed``, from ``model.sampler``) as fields,
 recorded in ``provenance`` so a result names how it was sampled, and ``whole_image=True`` where
 tiles would break its global noise; ``resolve_methods`` builds it from the config's node the

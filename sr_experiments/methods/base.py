@@ -17,6 +17,8 @@ class Method:
     ``any_scale``: it runs at any integer scale (``at_scale``), as parameter-free and per-image
     methods do; otherwise it is the one ``scale`` its weights were trained for. ``whole_image``:
     it must see each image whole and alone (no tiles, no outside self-ensemble): ZSSR trains on it.
+    ``multi_frame``: its network takes (B, T, 3, h, w) clips (``models.is_multi_frame``): commands run
+    it with ``clips.run_clip`` / ``clips.stream_clip`` on the module, not as an image ``engine``.
     """
 
     label: str
@@ -26,6 +28,7 @@ class Method:
     any_scale: bool = False
     whole_image: bool = False
     tuned: bool = False  # eval measures its precision and layout here (trained networks)
+    multi_frame: bool = False  # a video network: it runs on clips (methods/clips.py), in fp32
     _networks: dict[tuple[int, str], Any] = field(default_factory=dict, repr=False)
 
     def network(self, device: torch.device | str = "cpu", scale: int | None = None) -> Any:

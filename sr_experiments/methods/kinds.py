@@ -29,8 +29,8 @@ class NetworkMethod(Method):
         net, spec = load_network(path, model=model)
         provenance = {**checkpoint_info(path), "params": count_parameters(net)}
         multi = bool(getattr(net, "multi_frame", False))  # video: fp32 on whole clips (evaluation/video.py)
-        return cls(model_label(spec), int(spec["scale"]), provenance, dict(spec), tuned=not multi, net=net,
-                   path=str(path), model=model)
+        return cls(model_label(spec), int(spec["scale"]), provenance, dict(spec), tuned=not multi, multi_frame=multi,
+                   net=net, path=str(path), model=model)
 
     def _build(self, device: torch.device, scale: int) -> nn.Module:
         return self.net.eval().to(device)
