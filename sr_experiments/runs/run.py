@@ -235,6 +235,8 @@ def run_summary(cfg: DictConfig, trainer: L.Trainer, module: SRLitModule, datamo
     """The module's summary with the run's status, speed choice, folder and provenance (metrics.json)."""
     summary = module.run_summary()
     best_checkpoint = getattr(trainer.checkpoint_callback, "best_model_path", None) or None
+    shared = provenance(trainer.strategy.root_device, int(cfg.scale), cfg.data.get("lr_source"))
+    shared["protocol"].update(getattr(module, "metric_protocol", dict)())  # a video module's own protocol
     summary.update(
         status="interrupted" if interrupted else "finished",
         precision=speed.precision.precision,
@@ -251,8 +253,7 @@ def run_summary(cfg: DictConfig, trainer: L.Trainer, module: SRLitModule, datamo
         started_at=round(started_at, 3),
         finished_at=round(time.time(), 3),
         # The best checkpoint's hash, code and library versions, device and metric protocol.
-        provenance={**checkpoint_info(best_checkpoint), "params": module.num_params,
-                    **provenance(trainer.strategy.root_device, int(cfg.scale), cfg.data.get("lr_source"))},
+        provenance={**checkpoint_info(best_checkpoint), "params": module.num_params, **shared},
     )
     return summary
 

@@ -93,6 +93,14 @@ class VideoSRLitModule(SRLitModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         super().validation_step(batch, batch_idx)  # no outputs: the image panel shows single images only
 
+    def metric_protocol(self) -> dict[str, Any]:
+        """What validation measured, for the run's provenance: the video protocol's channel, border and
+        averaging (``evaluation/video.py``), in place of the image protocol's."""
+        channel, border, center_only = self.validator.options
+        frames = "the centre frame of each clip" if center_only else "every frame"
+        return {"channel": "RGB" if channel == "rgb" else "Y (BT.601: 16 + 65.481 R + 128.553 G + 24.966 B)",
+                "border_crop": border, "averaging": f"per frame ({frames}), mean over a clip, then over clips"}
+
 
 class ClipValidator(Validator):
     """Validation on whole clips under the video protocol (``evaluation/video.py``); no perceptual

@@ -152,3 +152,12 @@ def test_video_cpu_experiment_runs_basicvsr_tiny(tmp_path: Path):
     assert cfg.model.name == "basicvsr" and cfg.module._target_.endswith("VideoSRLitModule")
     summary = train(cfg)
     assert summary["steps"] == 2 and summary["final"]["psnr"] > 10
+
+
+def test_a_video_run_records_the_video_protocol(tmp_path: Path):
+    """metrics.json's provenance says what validation measured: Y, no border, frames then clips."""
+    summary = train(compose_train([*FAST, "trainer.max_steps=1"], tmp_path))
+    protocol = summary["provenance"]["protocol"]
+    assert protocol["border_crop"] == 0 and protocol["channel"].startswith("Y")
+    assert "mean over a clip, then over clips" in protocol["averaging"]
+    assert json.loads((tmp_path / "metrics.json").read_text())["provenance"]["protocol"]["border_crop"] == 0
