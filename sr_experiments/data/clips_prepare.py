@@ -88,7 +88,7 @@ def plan_clips(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError(f"clip_frames={window} and clip_step={frame_step}: give at least 2 frames per item, step >= 1")
     if (crop and crop % scale) or step % scale or step < 1:
         raise ValueError(f"crop_size={crop} and step={step} must be multiples of the scale {scale}")
-    degradation = str(cfg.degradation).upper()
+    degradation = str(cfg.clip_degradation).upper()
     inp, layout, clips = _sources(cfg, scale, degradation)
     tasks = []
     for k, clip in enumerate(clips):

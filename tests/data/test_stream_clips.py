@@ -122,7 +122,7 @@ def test_vimeo_septuplets_with_their_lr_files_or_bd_made_here(tmp_path: Path) ->
         assert torch.equal(frames_of(items[f"{name}_t0000_s001"], "lq_x4"), bd[name])
     made = {it["name"]: it for it in stored_items(prepare_clips(root, tmp_path / "bd", ["layout=vimeo90k",
                                                                                       "lr_source=generate",
-                                                                                      "degradation=BD"]))}
+                                                                                      "clip_degradation=BD"]))}
     assert torch.equal(frames_of(made["00001/0001_t0000_s001"], "lq_x4"), bd["00001/0001"])
 
 
