@@ -32,8 +32,9 @@ def make_reds(root: Path, clips: tuple[str, ...] = ("000", *TRAIN_CLIPS), frames
 
 def make_vimeo(root: Path, names: tuple[str, ...] = ("00001/0001", "00001/0002"), size=(32, 48)) -> Path:
     """Vimeo-90K septuplets (``sequences/<a>/<b>/im1..7.png``) listed in ``sep_trainlist.txt``."""
+    scenes = make_reds(root / "tmp", tuple(f"x{k}" for k in range(len(names))), 7, size) / "train_sharp"
     for k, name in enumerate(names):
-        src = make_reds(root / "tmp" / str(k), ("x",), 7, size) / "train_sharp" / "x"
+        src = scenes / f"x{k}"
         folder = root / "sequences" / name
         folder.mkdir(parents=True)
         for t in range(7):

@@ -25,7 +25,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from sr_experiments.data.clips import ClipSource, load_clip, resolve_clip_sources
 from sr_experiments.data.clips_synthetic import synthetic_clips
-from sr_experiments.data.prepared import CLIP_FORMAT, FORMAT_VERSION, encode_frames, image_size, tile_starts
+from sr_experiments.data.prepared import (
+    CLIP_FORMAT,
+    FORMAT_VERSION,
+    encode_frames,
+    image_size,
+    tile_starts,
+)
 
 SYNTHETIC = "synthetic:"  # input=synthetic:train | synthetic:val
 

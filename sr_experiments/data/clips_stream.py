@@ -19,7 +19,12 @@ import torch
 from sr_experiments.data.clips_datamodule import ClipDataModule, sample_clip_patch
 from sr_experiments.data.prepared import CLIP_FORMAT, PreparedDataError, decode_frames
 from sr_experiments.data.sampler import derived_seed
-from sr_experiments.data.stream import StreamLoader, SubImageStream, batches_consumed, open_prepared
+from sr_experiments.data.stream import (
+    StreamLoader,
+    SubImageStream,
+    batches_consumed,
+    open_prepared,
+)
 
 log = logging.getLogger(__name__)
 

@@ -6,16 +6,21 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from clip_data import FRAMES, make_reds, make_vimeo
 from conftest import compose_train
 from PIL import Image
-from clip_data import FRAMES, make_reds, make_vimeo
-from stream_data import make_images, prepare, prepare_config, stored_items
+from stream_data import (
+    kill_9_resume_matches_uninterrupted,
+    make_images,
+    prepare,
+    prepare_config,
+    stored_items,
+)
 
 from sr_experiments.data.clips import ClipError, degrade, degrade_bi
 from sr_experiments.data.clips_datamodule import sample_clip_patch
@@ -26,6 +31,7 @@ from sr_experiments.data.sampler import derived_seed
 from sr_experiments.data.stream import StreamLoader
 from sr_experiments.imaging.io import load_rgb
 from sr_experiments.runs.run import train
+
 
 def prepare_clips(source: str | Path, output: Path, extra: list[str] = ()) -> Path:
     overrides = ["kind=clips", f"input={source}", f"output={output}", "scale=4", "num_workers=1", "part_size=2"]
@@ -195,24 +201,10 @@ def test_bad_inputs_and_folders_are_refused_in_one_line_naming_the_path(tmp_path
 
 @pytest.mark.slow
 def test_kill_9_then_resume_gives_the_uninterrupted_weights(tmp_path: Path, prepared: Path, reds: Path) -> None:
-    from test_runs import _assert_same_weights, _run, _start, _wait_for
-
-    from sr_experiments.models.weights import read_weights
-
     # 12 items, 2 per step: 6 steps per epoch; last.ckpt every 4: resumes mid-epoch, then crosses epochs.
     args = ["experiment=video_cpu", "data=stream_clips", f"data.train_dir={prepared}", f"data.val.root={reds}",
             "data.num_frame=3", "data.patch_size=8", "data.batch_size=2", "data.val_max_frames=2", "model.num_feat=8",
             "model.num_block=1", "module.fix_flow_steps=3", "trainer.precision=32", "model.channels_last=false",
-            "trainer.max_steps=14", "trainer.val_check_interval=4", "trainer.log_every_n_steps=2",
-            "trainer.enable_progress_bar=false", "data.num_workers=0"]
-    reference = _run([*args, f"hydra.run.dir={tmp_path / 'reference'}"])
-    assert reference.returncode == 0, reference.stderr[-3000:]
-    run_dir = tmp_path / "run"
-    proc = _start([*args, f"hydra.run.dir={run_dir}"])
-    _wait_for(run_dir / "checkpoints" / "last.ckpt", proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert 0 < read_weights(run_dir / "checkpoints" / "last.ckpt")["global_step"] < 14
-    done = _run([f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"])
-    assert done.returncode == 0, done.stderr[-3000:]
-    _assert_same_weights(tmp_path / "reference", run_dir)
+            "trainer.val_check_interval=4", "trainer.log_every_n_steps=2", "trainer.enable_progress_bar=false",
+            "data.num_workers=0"]
+    kill_9_resume_matches_uninterrupted(args, tmp_path, max_steps=14)

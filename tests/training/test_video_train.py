@@ -157,29 +157,16 @@ def test_video_cpu_experiment_runs_basicvsr_tiny(tmp_path: Path):
 @pytest.mark.slow
 def test_kill_9_then_resume_gives_the_uninterrupted_weights(tmp_path: Path):
     """The real small BasicVSR on in-memory REDS-layout clips, killed (SIGKILL) after its first
-    checkpoint and resumed with ckpt_path= alone (its original overrides): the uninterrupted run's
-    weights, the flow network unfrozen at step 3 in both. 8 steps per epoch, last.ckpt every 4:
-    resumes mid-epoch, then crosses an epoch."""
-    import signal
-
+    checkpoint and resumed with ckpt_path= alone: the uninterrupted run's weights, the flow network
+    unfrozen at step 3 in both. 8 steps per epoch, last.ckpt every 4: resumes mid-epoch, then
+    crosses an epoch."""
     from clip_data import make_reds
-    from test_runs import _assert_same_weights, _run, _start, _wait_for
-
-    from sr_experiments.models.weights import read_weights
+    from stream_data import kill_9_resume_matches_uninterrupted
 
     reds = make_reds(tmp_path / "REDS")
     args = ["experiment=video_cpu", "data=reds", f"data.train.root={reds}", f"data.val.root={reds}", "data.num_frame=3",
-            "data.patch_size=8", "data.batch_size=2", "data.patches_per_epoch=16", "data.val_max_frames=2", "model.num_feat=8", "model.num_block=1",
-            "module.fix_flow_steps=3", "trainer.precision=32", "model.channels_last=false", "trainer.max_steps=12",
-            "trainer.val_check_interval=4", "trainer.log_every_n_steps=2", "trainer.enable_progress_bar=false"]
-    reference = _run([*args, f"hydra.run.dir={tmp_path / 'reference'}"])
-    assert reference.returncode == 0, reference.stderr[-3000:]
-    run_dir = tmp_path / "run"
-    proc = _start([*args, f"hydra.run.dir={run_dir}"])
-    _wait_for(run_dir / "checkpoints" / "last.ckpt", proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert 0 < read_weights(run_dir / "checkpoints" / "last.ckpt")["global_step"] < 12
-    done = _run([f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"])
-    assert done.returncode == 0, done.stderr[-3000:]
-    _assert_same_weights(tmp_path / "reference", run_dir)
+            "data.patch_size=8", "data.batch_size=2", "data.patches_per_epoch=16", "data.val_max_frames=2",
+            "model.num_feat=8", "model.num_block=1", "module.fix_flow_steps=3", "trainer.precision=32",
+            "model.channels_last=false", "trainer.val_check_interval=4", "trainer.log_every_n_steps=2",
+            "trainer.enable_progress_bar=false"]
+    kill_9_resume_matches_uninterrupted(args, tmp_path, max_steps=12)
