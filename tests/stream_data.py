@@ -45,3 +45,25 @@ def stored_items(folder: Path) -> list[dict]:
 
     ds = StreamingDataset(str(folder))
     return [ds[i] for i in range(len(ds))]
+
+
+def kill_9_resume_matches_uninterrupted(args: list[str], tmp_path: Path, max_steps: int) -> None:
+    """``train.py args`` run whole, and run again killed (SIGKILL) after its first last.ckpt and
+    resumed with ``ckpt_path=`` alone (its original overrides): the same final weights (torch.equal)."""
+    import signal
+
+    from test_runs import _assert_same_weights, _run, _start, _wait_for
+
+    from sr_experiments.models.weights import read_weights
+
+    reference = _run([*args, f"trainer.max_steps={max_steps}", f"hydra.run.dir={tmp_path / 'reference'}"])
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    run_dir = tmp_path / "run"
+    proc = _start([*args, f"trainer.max_steps={max_steps}", f"hydra.run.dir={run_dir}"])
+    _wait_for(run_dir / "checkpoints" / "last.ckpt", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 0 < read_weights(run_dir / "checkpoints" / "last.ckpt")["global_step"] < max_steps
+    done = _run([f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    _assert_same_weights(tmp_path / "reference", run_dir)

@@ -30,6 +30,27 @@ def augment_clip(lq: torch.Tensor, gt: torch.Tensor, flags: list[int]) -> tuple[
     return lq, gt
 
 
+def sample_clip_patch(lq: torch.Tensor, gt: torch.Tensor, num_frame: int, patch_size: int, scale: int,
+                      flips: tuple[bool, bool], seed: int) -> dict[str, torch.Tensor]:
+    """The training patch of a clip (uint8 ``lq`` (T, 3, h, w), ``gt`` (T, 3, h*s, w*s)) drawn by
+    ``seed``: ``num_frame`` consecutive frames from a random start, one aligned random crop, then
+    the same flips/transpose on every frame (``flips[0]``, augment) and random temporal reversal
+    (``flips[1]``). The one clip sampler of every backend (in memory here, streamed in clips_stream.py)."""
+    augment, reverse = flips
+    g = torch.Generator().manual_seed(seed)
+    t = int(torch.randint(0, lq.shape[0] - num_frame + 1, (1,), generator=g))
+    h, w = lq.shape[-2:]
+    p, s = patch_size, scale
+    y = int(torch.randint(0, h - p + 1, (1,), generator=g))
+    x = int(torch.randint(0, w - p + 1, (1,), generator=g))
+    lq = lq[t : t + num_frame, :, y : y + p, x : x + p]
+    gt = gt[t : t + num_frame, :, y * s : (y + p) * s, x * s : (x + p) * s]
+    flags = torch.randint(0, 2, (4,), generator=g).tolist()
+    flags = [f if augment else 0 for f in flags[:3]] + [flags[3] if reverse else 0]
+    lq, gt = augment_clip(lq, gt, flags)
+    return {"lq": lq.contiguous(), "gt": gt.contiguous()}
+
+
 class ClipPatchDataset(Dataset):
     """Random aligned (LR, HR) clip patches: ``num_frame`` consecutive frames of one clip, one crop.
 
@@ -52,18 +73,8 @@ class ClipPatchDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         clip = self.clips[i % len(self.clips)]
-        g = torch.Generator().manual_seed(derived_seed(self.seed, 0, i))
-        t = int(torch.randint(0, clip.num_frames - self.num_frame + 1, (1,), generator=g))
-        h, w = clip.lq.shape[-2:]
-        p, s = self.patch_size, self.scale
-        y = int(torch.randint(0, h - p + 1, (1,), generator=g))
-        x = int(torch.randint(0, w - p + 1, (1,), generator=g))
-        lq = clip.lq[t : t + self.num_frame, :, y : y + p, x : x + p]
-        gt = clip.gt[t : t + self.num_frame, :, y * s : (y + p) * s, x * s : (x + p) * s]
-        flags = torch.randint(0, 2, (4,), generator=g).tolist()
-        flags = [f if self.augment else 0 for f in flags[:3]] + [flags[3] if self.reverse else 0]
-        lq, gt = augment_clip(lq, gt, flags)
-        return {"lq": lq.contiguous(), "gt": gt.contiguous()}
+        return sample_clip_patch(clip.lq, clip.gt, self.num_frame, self.patch_size, self.scale,
+                                 (self.augment, self.reverse), derived_seed(self.seed, 0, i))
 
 
 class ClipDataset(Dataset):
@@ -138,12 +149,16 @@ class ClipDataModule(ResumablePatches, L.LightningDataModule):
         if self.val_set is None:
             self.val_set = ClipDataset(self.load(self.val_spec, "data.val", self.val_max_frames))
         if stage in (None, "fit") and self.train_set is None:
-            clips = self.load(self.train_spec, "data.train")
-            self.train_set = ClipPatchDataset(clips, self.scale, self.num_frame, self.patch_size, self.epoch_length,
-                                              self.augment, self.reverse, self.seed)
-            log.info("data: %d training clips, %d validation clips, x%d, %d frames of %d LR px, batch %d",
-                     len(self.train_set.clips), len(self.val_set), self.scale, self.num_frame, self.patch_size,
-                     self.batch_size)
+            self._setup_train()
+
+    def _setup_train(self) -> None:
+        """Build ``train_set`` (the hook another backend replaces: clips_stream.py)."""
+        clips = self.load(self.train_spec, "data.train")
+        self.train_set = ClipPatchDataset(clips, self.scale, self.num_frame, self.patch_size, self.epoch_length,
+                                          self.augment, self.reverse, self.seed)
+        log.info("data: %d training clips, %d validation clips, x%d, %d frames of %d LR px, batch %d",
+                 len(self.train_set.clips), len(self.val_set), self.scale, self.num_frame, self.patch_size,
+                 self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=1, shuffle=False, num_workers=0)

@@ -10,6 +10,9 @@ Resumable: images go in parts of ``part_size``; a finished part is renamed into 
 so a killed preparation continues at the first unfinished part. The folder is claimed with the
 config's SHA-256 (``outputs.record_owner``): a folder that holds another dataset or other files is
 refused. ``sr_manifest.json``, written last and atomically, marks a complete dataset.
+
+``kind=clips`` prepares video clips instead (one item per window of frames; clips_prepare.py),
+through the same parts, resume, claim and manifest.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,13 +31,12 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image
 from tqdm import tqdm
 
 from sr_experiments.imaging.io import IMAGE_SUFFIXES, list_images, load_rgb
 from sr_experiments.data.pairs import mod_crop
 from sr_experiments.data.prepared import (CODECS, FORMAT, FORMAT_VERSION, MANIFEST, PreparedDataError, encode_image,
-                                          scales_lcm, subimage_boxes)
+                                          image_size, scales_lcm, subimage_boxes)
 from sr_experiments.imaging.imresize import imresize
 from sr_experiments.extras import require
 from sr_experiments.outputs import check_owner, check_targets, read_owner, record_owner, write_text
@@ -47,17 +50,6 @@ def _scales(value: Any) -> list[int]:
     if not scales or any(not isinstance(s, int) or isinstance(s, bool) or s < 2 for s in scales) or len(set(scales)) < len(scales):
         raise ValueError(f"scale={value!r}: give distinct integers >= 2, e.g. scale=[2,3,4]")
     return sorted(scales)
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    """(height, width) as ``load_rgb`` will decode it (EXIF rotation applied), from the header only."""
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-            turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
-        raise PreparedDataError(f"input: {path}: not a readable image ({e}); remove it or re-save it as PNG") from None
-    return (w, h) if turned else (h, w)
 
 
 def _folder_images(folder: Path, key: str) -> list[Path]:
@@ -102,7 +94,7 @@ def plan(cfg: DictConfig) -> dict[str, Any]:
             if hr.stem in seen:
                 raise ValueError(f"input: '{hr}' and '{seen[hr.stem]}' have the same name; sub-image names must be unique")
             seen[hr.stem] = hr
-            h, w = _image_size(hr)
+            h, w = image_size(hr)
             h, w = h - h % lcm, w - w % lcm
             count = len(subimage_boxes(h, w, crop, step, thresh))
             if not count:
@@ -111,7 +103,7 @@ def plan(cfg: DictConfig) -> dict[str, Any]:
             lrs = {}
             for s, lr_dir in zip(scales, lr_dirs):
                 lr = _lr_file(lr_dir, hr.stem, s)
-                lh, lw = _image_size(lr)
+                lh, lw = image_size(lr)
                 if lh < h // s or lw < w // s or lh > (h + lcm) // s or lw > (w + lcm) // s:
                     raise ValueError(f"lr_dirs: '{lr}' is {lw}x{lh}, but the LR x{s} of '{hr}' must be about "
                                      f"{w // s}x{h // s}: is it another scale's LR? (lr_dirs follow scale={scales})")
@@ -180,9 +172,10 @@ def _image_items_list(task: dict[str, Any], config: dict[str, Any]) -> list[dict
     return list(image_items(task, config))
 
 
-def _write_parts(groups: list[list[dict]], parts: list[Path], config: dict, workers: int, chunk_bytes: str,
-                 bar: tqdm) -> None:
-    """Write each unfinished part with litdata's chunk writer, images cut in ``workers`` processes.
+def _write_parts(groups: list[list[dict]], parts: list[Path], cut: Callable[[dict], list[dict]], workers: int,
+                 chunk_bytes: str, bar: tqdm) -> None:
+    """Write each unfinished part with litdata's chunk writer, its inputs (images or clips) cut into
+    items by ``cut`` in ``workers`` processes.
 
     Not ``litdata.optimize``: it starts its worker processes anew for each call (~45 s per part on
     the 2-core development machine, longer than the part's work) and cannot resume a fn that yields
@@ -196,7 +189,6 @@ def _write_parts(groups: list[list[dict]], parts: list[Path], config: dict, work
     from litdata.streaming.writer import BinaryWriter
 
     todo = [(g, part) for g, part in zip(groups, parts) if not part.is_dir()]
-    cut = partial(_image_items_list, config=config)
     # fork: the workers inherit the imported modules (spawn re-imports torch: ~30 s on a loaded 2-core machine);
     # this process has run no torch operation yet, so no thread pool is copied half-way.
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
@@ -241,36 +233,54 @@ def _merge_parts(parts: list[Path], output: Path) -> int:
     return len(chunks)
 
 
+def _image_manifest(p: dict[str, Any], n_chunks: int) -> dict[str, Any]:
+    tasks = p["tasks"]
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "config_sha256": p["config_sha256"],
+            "config": p["config"], "scales": p["config"]["scales"], "crop_size": p["config"]["crop_size"],
+            "counts": {"images": len(tasks), "subimages": sum(t["subimages"] for t in tasks), "chunks": n_chunks,
+                       "skipped_small": len(p["skipped"])},
+            "sources": [{"file": t["hr"], "lr": t["lr"], "subimages": t["subimages"]} for t in tasks],
+            "skipped_small": p["skipped"]}
+
+
 def run_prepare(cfg: DictConfig) -> Path:
-    """Prepare ``cfg.input`` into ``cfg.output`` (see the module docstring); returns the output folder."""
+    """Prepare ``cfg.input`` into ``cfg.output`` (see the module docstring; ``kind=clips``:
+    clips_prepare.py); returns the output folder."""
     litdata = require("litdata", "prepare.py")
 
-    p = plan(cfg)
+    kind = str(cfg.get("kind", "images"))
+    if kind not in ("images", "clips"):
+        raise ValueError(f"kind={kind}: prepare images (kind=images) or video clips (kind=clips)")
+    clips = kind == "clips"
+    if clips:
+        from sr_experiments.data.clips_prepare import clip_items_list, clip_manifest, plan_clips
+    p = plan_clips(cfg) if clips else plan(cfg)
     output = Path(str(cfg.output)).expanduser().resolve()
-    if not claim_output(output, p["config_sha256"], p["config"]["inputs"] + p["config"]["lr_dirs"]):
+    if not claim_output(output, p["config_sha256"], p["config"]["inputs"] + p["config"].get("lr_dirs", [])):
         print(f"prepare: {output} already holds this dataset (same config, SHA-256 {p['config_sha256'][:12]}): "
               "nothing to do", flush=True)
         return output
-    tasks, part_size = p["tasks"], max(1, int(cfg.part_size))
+    tasks, part_size, unit = p["tasks"], max(1, int(cfg.part_size)), "clip" if clips else "image"
     workers = os.cpu_count() or 1 if str(cfg.num_workers) == "auto" else max(1, int(cfg.num_workers))
+    if p.get("in_process"):
+        workers = 1  # clips decoded here already (synthetic): no process is forked after torch ran
     parts_dir = output / ".parts"
     parts_dir.mkdir(exist_ok=True)
     groups = [tasks[i:i + part_size] for i in range(0, len(tasks), part_size)]
     parts = [parts_dir / f"{k:05d}" for k in range(len(groups))]
     done = sum(len(g) for g, part in zip(groups, parts) if part.is_dir())
     if done:
-        print(f"prepare: resuming: {done} of {len(tasks)} images were prepared by an earlier run", flush=True)
-    with tqdm(total=len(tasks), initial=done, unit="image", desc="prepare", dynamic_ncols=True) as bar:
-        _write_parts(groups, parts, p["config"], workers, str(cfg.chunk_bytes), bar)
+        print(f"prepare: resuming: {done} of {len(tasks)} {unit}s were prepared by an earlier run", flush=True)
+    cut = partial(clip_items_list if clips else _image_items_list, config=p["config"])
+    with tqdm(total=len(tasks), initial=done, unit=unit, desc="prepare", dynamic_ncols=True) as bar:
+        _write_parts(groups, parts, cut, workers, str(cfg.chunk_bytes), bar)
     n_chunks = _merge_parts(parts, output)
-    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "config_sha256": p["config_sha256"],
-                "config": p["config"], "scales": p["config"]["scales"], "crop_size": p["config"]["crop_size"],
-                "counts": {"images": len(tasks), "subimages": sum(t["subimages"] for t in tasks), "chunks": n_chunks,
-                           "skipped_small": len(p["skipped"])},
-                "sources": [{"file": t["hr"], "lr": t["lr"], "subimages": t["subimages"]} for t in tasks],
-                "skipped_small": p["skipped"], "litdata": litdata.__version__, "created_at": round(time.time(), 3)}
+    manifest = clip_manifest(p, n_chunks) if clips else _image_manifest(p, n_chunks)
+    manifest.update(litdata=litdata.__version__, created_at=round(time.time(), 3))
     write_text(output / MANIFEST, json.dumps(manifest, indent=1))
     shutil.rmtree(parts_dir, ignore_errors=True)
-    print(f"prepare: {manifest['counts']['subimages']} sub-images of {len(tasks)} images (x{p['config']['scales']}) "
-          f"in {output}", flush=True)
+    counts = manifest["counts"]
+    what = (f"{counts['items']} clip items ({counts['frames']} frames) of {len(tasks)} clips" if clips else
+            f"{counts['subimages']} sub-images of {len(tasks)} images")
+    print(f"prepare: {what} (x{p['config']['scales']}) in {output}", flush=True)
     return output

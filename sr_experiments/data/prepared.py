@@ -7,6 +7,11 @@ A prepared folder (``prepare.py``) holds litdata's ``index.json`` and ``chunk-*.
 - ``gt``: the HR sub-image, PNG bytes (lossless, 8-bit RGB),
 - ``lq_x<s>``: its LR at scale ``s``, PNG bytes, for every scale the folder was prepared for.
 
+A folder prepared from clips (``prepare.py kind=clips``, format ``CLIP_FORMAT``) holds one item
+per clip window instead: ``name`` (``<clip>_t<first frame>_s<NNN>``), ``frames`` (T), and ``gt`` /
+``lq_x<s>`` the T frames stacked top to bottom in one PNG (``encode_frames``): lossless, and one
+field whatever T, so every item has litdata's one data format.
+
 Any other source of sub-images (an LMDB reader, say) plugs into ``SubImageStream`` by yielding the
 same ``{"name", "gt", "lq_x<s>"}`` dicts of PNG bytes, or by giving decoded ``ImagePair``s to
 ``sample_patch`` (datasets.py). PNG rather than raw arrays: 2-3x smaller chunks for ~4 ms of
@@ -22,10 +27,14 @@ from typing import Any
 
 import cv2
 import numpy as np
+from PIL import Image
 
 MANIFEST = "sr_manifest.json"
 FORMAT = "sr-experiments/subimages"
+CLIP_FORMAT = "sr-experiments/clips"
 FORMAT_VERSION = 1
+# What each format holds and the data preset that trains from it (named when the other one is given).
+KINDS = {FORMAT: ("sub-images", "data=stream"), CLIP_FORMAT: ("clips", "data=stream_clips")}
 
 
 class PreparedDataError(ValueError):
@@ -56,6 +65,17 @@ def scales_lcm(scales: list[int]) -> int:
 
 
 CODECS = ("png", "raw")
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(height, width) as ``load_rgb`` will decode it (EXIF rotation applied), from the header only."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
+        raise PreparedDataError(f"input: {path}: not a readable image ({e}); remove it or re-save it as PNG") from None
+    return (w, h) if turned else (h, w)
 
 
 def encode_png(rgb: np.ndarray, level: int = 1) -> bytes:
@@ -94,8 +114,24 @@ def decode_image(value: bytes | np.ndarray, where: str) -> np.ndarray:
     return decode_png(value, where)
 
 
-def read_manifest(folder: str | Path, key: str = "data.train_dir") -> dict[str, Any]:
-    """The manifest of a prepared folder (local), refusing anything that is not a complete one."""
+def encode_frames(frames: np.ndarray, level: int = 1) -> bytes:
+    """Lossless PNG bytes of (T, H, W, 3) uint8 RGB frames, stacked top to bottom."""
+    t, h, w, c = frames.shape
+    return encode_png(frames.reshape(t * h, w, c), level)
+
+
+def decode_frames(data: bytes, frames: int, where: str) -> np.ndarray:
+    """(T, H, W, 3) uint8 RGB frames from ``encode_frames``' bytes."""
+    img = decode_png(data, where)
+    if frames < 1 or img.shape[0] % frames:
+        raise PreparedDataError(f"{where}: {img.shape[0]} stored rows are not {frames} frames (a corrupt chunk?); "
+                                "run prepare.py again into a new folder")
+    return np.ascontiguousarray(img.reshape(frames, img.shape[0] // frames, *img.shape[1:]))
+
+
+def read_manifest(folder: str | Path, key: str = "data.train_dir", fmt: str = FORMAT) -> dict[str, Any]:
+    """The manifest of a prepared folder (local), refusing anything that is not a complete one of
+    format ``fmt`` (``FORMAT``: sub-images, ``CLIP_FORMAT``: clips)."""
     folder = Path(folder)
     path = folder / MANIFEST
     if not folder.is_dir():
@@ -109,8 +145,11 @@ def read_manifest(folder: str | Path, key: str = "data.train_dir") -> dict[str, 
         raise PreparedDataError(f"{key}: '{folder}' is not a prepared dataset (no {MANIFEST}): {hint}") from None
     except (OSError, ValueError) as e:
         raise PreparedDataError(f"{key}: '{path}' is unreadable ({e}); prepare the data again") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") not in KINDS:
         raise PreparedDataError(f"{key}: '{path}' is not an sr-experiments manifest")
+    if manifest["format"] != fmt:
+        (held, preset), (wanted, _) = KINDS[manifest["format"]], KINDS[fmt]
+        raise PreparedDataError(f"{key}: '{folder}' holds prepared {held}, not {wanted}: train from it with {preset}")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise PreparedDataError(f"{key}: '{folder}' has format version {manifest.get('format_version')}, this "
                                 f"version reads {FORMAT_VERSION}; prepare it again")

@@ -31,7 +31,7 @@ from litdata import StreamingDataLoader, StreamingDataset  # noqa: E402
 from sr_experiments.data.datamodule import SRDataModule
 from sr_experiments.data.datasets import sample_patch
 from sr_experiments.data.pairs import ImagePair, to_chw
-from sr_experiments.data.prepared import PreparedDataError, decode_image, read_manifest
+from sr_experiments.data.prepared import FORMAT, PreparedDataError, decode_image, read_manifest
 from sr_experiments.data.sampler import derived_seed
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,8 @@ class SubImageStream(StreamingDataset):
         cache_dir, max_cache_size: where and how much of a remote dataset litdata keeps locally.
     """
 
+    what = "sub-image"  # an item, in messages
+
     def __init__(self, input_dir: str, scale: int, patch_size: int, augment: bool = True, seed: int = 0,
                  cache_dir: str | None = None, max_cache_size: str | int = "50GB") -> None:
         # litdata shuffles with numpy's legacy RNG: a 32-bit seed derived from ours.
@@ -61,14 +63,19 @@ class SubImageStream(StreamingDataset):
         self.scale, self.patch_size, self.augment, self.patch_seed = int(scale), int(patch_size), augment, int(seed)
         self.where = input_dir
 
-    def decode(self, item: dict[str, Any]) -> ImagePair:
-        """The decoded (LR, HR) sub-image of a stored item."""
-        name = item.get("name", "?")
+    def lq_key(self, item: dict[str, Any]) -> str:
+        """The key of the LR at this scale in a stored item, or one line if it has none."""
         key = f"lq_x{self.scale}"
         if key not in item:
             stored = sorted(int(k[4:]) for k in item if k.startswith("lq_x"))
             raise PreparedDataError(f"data.train_dir: '{self.where}' holds LR for x{stored}, not x{self.scale}: "
                                     "prepare it with this scale (prepare.py scale=[...])")
+        return key
+
+    def decode(self, item: dict[str, Any]) -> ImagePair:
+        """The decoded (LR, HR) sub-image of a stored item."""
+        name = item.get("name", "?")
+        key = self.lq_key(item)
         where = f"{self.where}: sub-image {name}"
         return ImagePair(name, to_chw(decode_image(item[key], where)), to_chw(decode_image(item["gt"], where)), False)
 
@@ -78,7 +85,7 @@ class SubImageStream(StreamingDataset):
             return super().__getitem__(index)
         except Exception as e:  # litdata reading a damaged chunk fails in many ways; say where
             number = int(index.index if hasattr(index, "index") else index)
-            raise PreparedDataError(f"data.train_dir: '{self.where}': sub-image {number} cannot be read "
+            raise PreparedDataError(f"data.train_dir: '{self.where}': {self.what} {number} cannot be read "
                                     f"({type(e).__name__}: {e}); is a chunk corrupt? prepare the data again") from None
 
     def __getitem__(self, index: Any) -> dict:
@@ -97,7 +104,7 @@ class StreamLoader(StreamingDataLoader):
     run see exactly the batches the uninterrupted run would have seen.
     """
 
-    def __init__(self, dataset: SubImageStream, consumed_batches: Callable[[], int], **kwargs: Any) -> None:
+    def __init__(self, dataset: StreamingDataset, consumed_batches: Callable[[], int], **kwargs: Any) -> None:
         super().__init__(dataset, **kwargs)
         self.consumed_batches = consumed_batches
 
@@ -125,9 +132,28 @@ class StreamLoader(StreamingDataLoader):
             self._num_samples_yielded_streaming, self._latest_worker_idx, self.current_epoch = saved
 
 
+def batches_consumed(trainer: Any) -> int:
+    """Batches training has consumed (per process): ``StreamLoader``'s resume position."""
+    return 0 if trainer is None else trainer.global_step * trainer.accumulate_grad_batches
+
+
+def open_prepared(uri: str, scale: int, fmt: str = FORMAT) -> tuple[str, dict | None, int | None]:
+    """A local prepared folder checked before training: its manifest (format ``fmt``, prepared for
+    ``scale``) and its chunk files (``check_chunks``). Returns the folder, its manifest and item
+    count; a remote URI as it is, with None (litdata reads it)."""
+    if is_remote(uri):
+        return uri, None, None
+    folder = Path(uri).expanduser().resolve()
+    manifest = read_manifest(folder, fmt=fmt)
+    if scale not in manifest["scales"]:
+        raise PreparedDataError(f"data.train_dir: '{folder}' was prepared for x{manifest['scales']}, not "
+                                f"x{scale}: prepare it with scale=[...,{scale}] or change scale=")
+    return str(folder), manifest, check_chunks(folder)
+
+
 def check_chunks(folder: Path) -> int:
     """Refuse a prepared folder whose chunk files are missing or not the size its index says
-    (a copy cut short); returns the number of sub-images. Reads no chunk: stat only."""
+    (a copy cut short); returns the number of items. Reads no chunk: stat only."""
     try:
         index = json.loads((folder / "index.json").read_text())
         chunks = index["chunks"]
@@ -174,20 +200,12 @@ class StreamDataModule(SRDataModule):
         self.train_set: SubImageStream | None = None
 
     def _setup_train(self) -> None:
-        uri = self.train_dirs[0]
-        count = None
-        if not is_remote(uri):
-            folder = Path(uri).expanduser().resolve()
-            manifest = read_manifest(folder)
-            if self.scale not in manifest["scales"]:
-                raise PreparedDataError(f"data.train_dir: '{folder}' was prepared for x{manifest['scales']}, not "
-                                        f"x{self.scale}: prepare it with scale=[...,{self.scale}] or change scale=")
+        uri, manifest, count = open_prepared(self.train_dirs[0], self.scale)
+        if manifest is not None:
             lr_side = int(manifest["crop_size"]) // self.scale
             if self.patch_size > lr_side:
                 raise PreparedDataError(f"data.patch_size={self.patch_size} is larger than the {lr_side}-pixel LR "
-                                        f"sub-images of '{folder}' at x{self.scale}: lower it")
-            count = check_chunks(folder)
-            uri = str(folder)
+                                        f"sub-images of '{uri}' at x{self.scale}: lower it")
         self.train_set = SubImageStream(uri, self.scale, self.patch_size, self.augment, self.seed, self.cache_dir,
                                         self.max_cache_size)
         self.train_set.decode(self.train_set.stored(0))  # a wrong scale or an unreadable first chunk: refused now
@@ -202,8 +220,7 @@ class StreamDataModule(SRDataModule):
         self.seed = int(state_dict.get("seed", self.seed))  # before setup() on resume
 
     def _batches_consumed(self) -> int:
-        trainer = self.trainer
-        return 0 if trainer is None else trainer.global_step * trainer.accumulate_grad_batches
+        return batches_consumed(self.trainer)
 
     def train_dataloader(self) -> StreamLoader:
         return StreamLoader(self.train_set, self._batches_consumed, batch_size=self.batch_size, drop_last=True,

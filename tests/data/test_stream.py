@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.distributed as dist
 from conftest import ROOT, compose_train
-from stream_data import make_images, prepare
+from stream_data import kill_9_resume_matches_uninterrupted, make_images, prepare
 
 from sr_experiments.data.prepared import PreparedDataError
 from sr_experiments.data.stream import StreamDataModule, StreamLoader, SubImageStream
@@ -128,23 +128,7 @@ def test_ddp_training_run_from_a_prepared_folder(tmp_path: Path, prepared: Path)
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 2])
 def test_kill_9_then_resume_gives_the_uninterrupted_weights(tmp_path: Path, prepared: Path, workers: int) -> None:
-    import signal
-
-    from test_runs import _assert_same_weights, _run, _start, _wait_for
-
-    from sr_experiments.models.weights import read_weights
-
     # 20 steps per epoch, a validation (and last.ckpt) every 6: resumes mid-epoch, then crosses an epoch.
-    args = [*STREAM, f"data.train_dir={prepared}", f"data.num_workers={workers}", "trainer.max_steps=30",
-            "trainer.val_check_interval=6", "trainer.log_every_n_steps=2"]
-    reference = _run([*args, f"hydra.run.dir={tmp_path / 'reference'}"])
-    assert reference.returncode == 0, reference.stderr[-3000:]
-    run_dir = tmp_path / "run"
-    proc = _start([*args, f"hydra.run.dir={run_dir}"])
-    _wait_for(run_dir / "checkpoints" / "last.ckpt", proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert 0 < read_weights(run_dir / "checkpoints" / "last.ckpt")["global_step"] < 30
-    done = _run([f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"])
-    assert done.returncode == 0, done.stderr[-3000:]
-    _assert_same_weights(tmp_path / "reference", run_dir)
+    args = [*STREAM, f"data.train_dir={prepared}", f"data.num_workers={workers}", "trainer.val_check_interval=6",
+            "trainer.log_every_n_steps=2"]
+    kill_9_resume_matches_uninterrupted(args, tmp_path, max_steps=30)

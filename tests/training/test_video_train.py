@@ -161,3 +161,19 @@ def test_a_video_run_records_the_video_protocol(tmp_path: Path):
     assert protocol["border_crop"] == 0 and protocol["channel"].startswith("Y")
     assert "mean over a clip, then over clips" in protocol["averaging"]
     assert json.loads((tmp_path / "metrics.json").read_text())["provenance"]["protocol"]["border_crop"] == 0
+@pytest.mark.slow
+def test_kill_9_then_resume_gives_the_uninterrupted_weights(tmp_path: Path):
+    """The real small BasicVSR on in-memory REDS-layout clips, killed (SIGKILL) after its first
+    checkpoint and resumed with ckpt_path= alone: the uninterrupted run's weights, the flow network
+    unfrozen at step 3 in both. 8 steps per epoch, last.ckpt every 4: resumes mid-epoch, then
+    crosses an epoch."""
+    from clip_data import make_reds
+    from stream_data import kill_9_resume_matches_uninterrupted
+
+    reds = make_reds(tmp_path / "REDS")
+    args = ["experiment=video_cpu", "data=reds", f"data.train.root={reds}", f"data.val.root={reds}", "data.num_frame=3",
+            "data.patch_size=8", "data.batch_size=2", "data.patches_per_epoch=16", "data.val_max_frames=2",
+            "model.num_feat=8", "model.num_block=1", "module.fix_flow_steps=3", "trainer.precision=32",
+            "model.channels_last=false", "trainer.val_check_interval=4", "trainer.log_every_n_steps=2",
+            "trainer.enable_progress_bar=false"]
+    kill_9_resume_matches_uninterrupted(args, tmp_path, max_steps=12)
