@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from sr_experiments.extras import require
 
 require("litdata", "data=stream (streaming a prepared dataset)")
 from litdata import StreamingDataLoader, StreamingDataset  # noqa: E402
+from torch.utils.data import get_worker_info  # noqa: E402
 
 from sr_experiments.data.datamodule import SRDataModule
 from sr_experiments.data.datasets import sample_patch
@@ -35,6 +37,11 @@ from sr_experiments.data.prepared import FORMAT, PreparedDataError, decode_image
 from sr_experiments.data.sampler import derived_seed
 
 log = logging.getLogger(__name__)
+# Training on the CPU, the model's threads use every core: a loader worker at normal priority takes
+# a core from one of them, and both wait at the next barrier (the step was 5% slower with one worker
+# than in memory; at nice 19 the worker fills the gaps and the step is in-memory's: BENCHMARKS.md,
+# Data at scale). On a GPU the workers keep their priority: the host's cores are theirs.
+CPU_WORKER_NICE = 19
 
 
 def is_remote(uri: str) -> bool:
@@ -62,6 +69,7 @@ class SubImageStream(StreamingDataset):
                          max_cache_size=max_cache_size)
         self.scale, self.patch_size, self.augment, self.patch_seed = int(scale), int(patch_size), augment, int(seed)
         self.where = input_dir
+        self.worker_nice, self._reniced = 0, False
 
     def lq_key(self, item: dict[str, Any]) -> str:
         """The key of the LR at this scale in a stored item, or one line if it has none."""
@@ -89,6 +97,9 @@ class SubImageStream(StreamingDataset):
                                     f"({type(e).__name__}: {e}); is a chunk corrupt? prepare the data again") from None
 
     def __getitem__(self, index: Any) -> dict:
+        if self.worker_nice and not self._reniced and get_worker_info() is not None:
+            os.nice(self.worker_nice)  # once per loader worker (each holds its own copy of the dataset)
+            self._reniced = True
         number = int(index.index if hasattr(index, "index") else index)
         pair = self.decode(self.stored(index))
         seed = derived_seed(self.patch_seed, 2, self.current_epoch, number)
@@ -223,5 +234,7 @@ class StreamDataModule(SRDataModule):
         return batches_consumed(self.trainer)
 
     def train_dataloader(self) -> StreamLoader:
+        on_cpu = self.trainer is None or self.trainer.strategy.root_device.type == "cpu"
+        self.train_set.worker_nice = CPU_WORKER_NICE if on_cpu and self.num_workers else 0
         return StreamLoader(self.train_set, self._batches_consumed, batch_size=self.batch_size, drop_last=True,
                             num_workers=self.num_workers, pin_memory=self.pin_memory)
