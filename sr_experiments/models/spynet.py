@@ -18,6 +18,7 @@ import logging
 import math
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,14 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "SpyNet",
+    "SpyNetPretraining",
     "build_spynet",
     "clip_flow_pairs",
     "endpoint_error",
+    "flow_batches",
     "flow_warp",
     "load_spynet",
+    "mean_epe",
     "pretrain_spynet",
     "spynet_pretrain_recipe",
 ]
@@ -166,12 +170,38 @@ def clip_flow_pairs(clips: Iterable[Any]) -> Iterator[tuple[torch.Tensor, torch.
             yield lq[t + 1 : t + 2], lq[t : t + 1], clip.flow_bwd[t : t + 1].float()
 
 
+def flow_batches(pairs: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], batch_size: int, patch: int,
+                 seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``pairs`` (as ``clip_flow_pairs`` yields them) shuffled, cropped to ``patch`` x ``patch`` at a
+    random place (the same crop of ref, supp and flow: a flow vector is a displacement, unchanged by
+    cropping) and stacked ``batch_size`` at a time: one pass over the pairs, the same for a seed."""
+    g = torch.Generator().manual_seed(int(seed))
+    pairs = list(pairs)
+    order = torch.randperm(len(pairs), generator=g).tolist()
+    crops = []
+    for i in order:
+        ref, supp, flow = pairs[i]
+        h, w = ref.shape[-2:]
+        ph, pw = min(patch, h), min(patch, w)
+        y = int(torch.randint(0, h - ph + 1, (1,), generator=g))
+        x = int(torch.randint(0, w - pw + 1, (1,), generator=g))
+        crops.append(tuple(t[..., y : y + ph, x : x + pw] for t in (ref, supp, flow)))
+    batches = []
+    for k in range(0, len(crops), max(int(batch_size), 1)):
+        group = crops[k : k + batch_size]
+        if any(c[0].shape != group[0][0].shape for c in group):  # frames of other sizes: one pair a batch
+            batches.extend(group)
+        else:
+            batches.append(tuple(torch.cat(parts) for parts in zip(*group)))
+    return batches
+
+
 def pretrain_spynet(spynet: SpyNet, clips_with_flow: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
                     steps: int, lr: float = 1e-4) -> list[float]:
     """Fit ``spynet`` to known motion: Adam on the end-point error for ``steps`` steps, cycling over
     ``clips_with_flow`` ((ref, supp, flow) batches, ``flow`` as SpyNet returns it: see
-    ``clip_flow_pairs``). Returns the EPE of each step. For when no pretrained file is available:
-    BasicVSR's alignment needs a flow estimator that is right from the first steps."""
+    ``clip_flow_pairs`` and ``flow_batches``). Returns the EPE of each step. For when no pretrained
+    file is available: BasicVSR's alignment needs a flow estimator that is right from the first steps."""
     pairs = list(clips_with_flow)
     if not pairs:
         raise ValueError("pretrain_spynet: no (ref, supp, flow) pairs: the clips carry no true motion")
@@ -187,8 +217,39 @@ def pretrain_spynet(spynet: SpyNet, clips_with_flow: Iterable[tuple[torch.Tensor
         opt.step()
         history.append(float(loss.detach()))
     spynet.train(was_training)
-    log.info("SpyNet: pre-trained for %d steps on known motion (EPE %.3f -> %.3f px)", steps, history[0], history[-1])
     return history
+
+
+@torch.no_grad()
+def mean_epe(spynet: nn.Module | None, batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> float:
+    """The end-point error of ``spynet`` over ``batches``, pixel-weighted; ``None``: of zero flow
+    (the mean true motion, what "no alignment" costs)."""
+    total, pixels = 0.0, 0
+    for ref, supp, flow in batches:
+        pred = torch.zeros_like(flow) if spynet is None else spynet(ref, supp)
+        n = flow[:, 0].numel()
+        total += float(endpoint_error(pred, flow)) * n
+        pixels += n
+    return total / max(pixels, 1)
+
+
+@dataclass(frozen=True)
+class SpyNetPretraining:
+    """What ``spynet_pretrain_recipe`` did: its steps, the EPE (px) of the flow network on held-aside
+    pairs before and after, and of zero flow on them; ``history``: the training EPE of each step;
+    ``kept``: whether the pre-trained network was kept (else the zero flow it started from)."""
+
+    steps: int
+    epe_before: float
+    epe_after: float
+    epe_zero: float
+    history: list[float]
+    kept: bool = True
+
+    def describe(self) -> str:
+        line = (f"spynet: pre-trained {self.steps} steps on the clips' true motion, EPE {self.epe_before:.3f} -> "
+                f"{self.epe_after:.3f} px (zero flow: {self.epe_zero:.3f} px)")
+        return line if self.kept else line + "; no better than zero flow: zero flow kept"
 
 
 def build_spynet(pretrained: str | Path | None) -> tuple[SpyNet, str]:
@@ -204,16 +265,34 @@ def build_spynet(pretrained: str | Path | None) -> tuple[SpyNet, str]:
     return spynet, source
 
 
-def spynet_pretrain_recipe(net: nn.Module, clips: Iterable[Any], steps: int, lr: float = 1e-4) -> list[float]:
-    """The recipe hook: pre-train ``net.spynet`` on the true motion of ``clips`` (see
-    ``clip_flow_pairs``) for ``steps`` steps, unless it was loaded from a file; records the source
-    in ``net.spynet_source``. Returns the EPE history (empty when nothing was done)."""
+def spynet_pretrain_recipe(net: nn.Module, clips: Iterable[Any], steps: int, lr: float = 1e-4, batch_size: int = 8,
+                           patch: int = 32, seed: int = 0) -> SpyNetPretraining | None:
+    """The recipe: pre-train ``net.spynet`` on the true motion of ``clips`` (see ``clip_flow_pairs``)
+    for ``steps`` Adam steps of ``batch_size`` pairs cropped to ``patch`` LR pixels, unless it was
+    loaded from a file; ``net.spynet_source`` then says so. It starts from zero flow and keeps the
+    trained network only where it beats zero flow on two batches held aside. Returns what was done
+    (None when nothing was)."""
     spynet = getattr(net, "spynet", None)
     if spynet is None or steps <= 0 or str(getattr(net, "spynet_source", "")).startswith("SpyNet: loaded"):
-        return []
-    history = pretrain_spynet(spynet, clip_flow_pairs(clips), steps, lr)
-    net.spynet_source = f"SpyNet: pre-trained on known motion for {steps} steps (EPE {history[0]:.3f} -> {history[-1]:.3f} px)"
-    return history
+        return None
+    batches = flow_batches(clip_flow_pairs(clips), batch_size, patch, seed)
+    if not batches:
+        raise ValueError("pretrain_spynet: no (ref, supp, flow) pairs: the clips carry no true motion")
+    probe, train = (batches[:2], batches[2:]) if len(batches) > 4 else (batches, batches)
+    # Start from zero flow (each level's last conv zeroed: it adds nothing to the upsampled flow):
+    # the no-motion prior is already close on sub-pixel camera motion, where a random SpyNet's
+    # flow is worse than none; pre-training then only has to improve on it.
+    for level in spynet.basic_module:
+        nn.init.zeros_(level.basic_module[-1].weight)
+        nn.init.zeros_(level.basic_module[-1].bias)
+    before, start = mean_epe(spynet, probe), {k: v.clone() for k, v in spynet.state_dict().items()}
+    history = pretrain_spynet(spynet, train, steps, lr)
+    after = mean_epe(spynet, probe)
+    if after >= before:  # no better than zero flow on the held-aside pairs: keep zero flow
+        spynet.load_state_dict(start)
+    done = SpyNetPretraining(int(steps), before, after, mean_epe(None, probe), history, kept=after < before)
+    net.spynet_source = done.describe()
+    return done
 
 
 def from_mmagic_state_dict(state: dict[str, Any], renames: dict[str, str]) -> dict[str, Any]:

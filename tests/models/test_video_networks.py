@@ -26,8 +26,11 @@ from sr_experiments.models.edvr import DCNv2Pack
 from sr_experiments.models.weights import load_pretrained
 from sr_experiments.models.spynet import (
     SpyNet,
+    clip_flow_pairs,
     endpoint_error,
+    flow_batches,
     flow_warp,
+    mean_epe,
     pretrain_spynet,
     spynet_pretrain_recipe,
 )
@@ -212,10 +215,45 @@ def test_recipe_pretrains_on_clips_with_true_motion() -> None:
     lq = torch.cat([_textured((0.0, 0.0), 32), _textured(shift, 32)]).mul(255).round().to(torch.uint8)
     flow = torch.tensor(shift).view(1, 2, 1, 1).expand(1, 2, 32, 32).clone()
     clips = [SimpleNamespace(lq=lq, flow_fwd=flow, flow_bwd=-flow), SimpleNamespace(lq=lq, flow_fwd=None, flow_bwd=None)]
-    history = spynet_pretrain_recipe(net, clips, steps=4, lr=1e-3)
-    assert len(history) == 4 and net.spynet_source.startswith("SpyNet: pre-trained on known motion for 4 steps")
+    done = spynet_pretrain_recipe(net, clips, steps=4, lr=1e-3, batch_size=2, patch=32)
+    assert len(done.history) == 4 and net.spynet_source == done.describe()
+    assert net.spynet_source.startswith("spynet: pre-trained 4 steps on the clips' true motion, EPE ")
+    assert done.epe_zero == pytest.approx(math.hypot(*shift), rel=1e-5)  # zero flow misses by the true motion
     with pytest.raises(ValueError, match="no \\(ref, supp, flow\\) pairs"):
-        spynet_pretrain_recipe(net, clips[1:], steps=2)
+        spynet_pretrain_recipe(build_network({"name": "basicvsr", "scale": 4, "num_feat": 8, "num_block": 1}),
+                               clips[1:], steps=2)
+    assert spynet_pretrain_recipe(net, clips, steps=0) is None  # nothing asked: nothing done
+
+
+def test_pretraining_on_the_synthetic_clips_never_ends_worse_than_zero_flow() -> None:
+    """The recipe on the synthetic clips' analytic motion starts from zero flow (a random SpyNet's
+    is worse than none on sub-pixel camera motion) and keeps the trained network only where it beats
+    zero flow on held-aside pairs, whichever way a short run goes (a high and a low rate here)."""
+    from sr_experiments.data.clips_synthetic import synthetic_clips
+
+    clips = synthetic_clips("val", 4)  # 4 clips of 10 frames, 32x32 LR: small
+    probe = flow_batches(clip_flow_pairs(clips), 4, 32, seed=0)[:2]  # the recipe's held-aside pairs
+    for lr in (1e-2, 1e-4):
+        torch.manual_seed(0)
+        net = build_network({"name": "basicvsr", "scale": 4, "num_feat": 8, "num_block": 1})
+        done = spynet_pretrain_recipe(net, clips, steps=6, lr=lr, batch_size=4, patch=32)
+        assert done.epe_before == pytest.approx(done.epe_zero, rel=1e-4)
+        assert 0.05 < done.epe_zero < 2.0  # the camera moves a fraction of an LR pixel a frame
+        final = mean_epe(net.spynet, probe)
+        assert final == pytest.approx(min(done.epe_after, done.epe_zero), rel=1e-4)
+        assert done.kept == (done.epe_after < done.epe_zero)
+        assert net.spynet_source.endswith("zero flow kept") != done.kept
+
+
+def test_flow_batches_crop_ref_supp_and_flow_alike() -> None:
+    ref = torch.arange(48 * 48, dtype=torch.float32).view(1, 1, 48, 48).expand(1, 3, 48, 48)
+    pairs = [(ref, ref + 1, ref[:, :2] + 2) for _ in range(5)]
+    batches = flow_batches(pairs, batch_size=2, patch=32, seed=3)
+    assert [b[0].shape[0] for b in batches] == [2, 2, 1]
+    for r, s, f in batches:
+        assert r.shape[-2:] == s.shape[-2:] == f.shape[-2:] == (32, 32)
+        assert torch.equal(s, r + 1) and torch.equal(f, r[:, :2] + 2)  # one crop for the three
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, flow_batches(pairs, 2, 32, seed=3)))
 
 
 # --- info.py -------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ A stand-in network (registered here, tests only) has the video interface: ``mult
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -145,13 +146,41 @@ def test_resume_is_exact(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_video_cpu_experiment_runs_basicvsr_tiny(tmp_path: Path):
-    """experiment=video_cpu on a fresh machine: the real small BasicVSR, two steps."""
+def test_video_cpu_experiment_runs_basicvsr_tiny(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """experiment=video_cpu on a fresh machine: the real small BasicVSR, its SpyNet pre-trained on the
+    synthetic clips' true motion first (2 steps here), said in the log, metrics.json and checkpoint."""
     cfg = compose_train(["experiment=video_cpu", "trainer.max_steps=2", "data.patches_per_epoch=4",
-                         "data.patch_size=16", "data.val_max_frames=2", "logger=none"], tmp_path)
+                         "data.patch_size=16", "data.val_max_frames=2", "logger=none",
+                         "module.spynet_pretrain_steps=2"], tmp_path)
     assert cfg.model.name == "basicvsr" and cfg.module._target_.endswith("VideoSRLitModule")
-    summary = train(cfg)
+    with caplog.at_level(logging.INFO):
+        summary = train(cfg)
     assert summary["steps"] == 2 and summary["final"]["psnr"] > 10
+    line = summary["spynet"]
+    assert line.startswith("spynet: pre-trained 2 steps on the clips' true motion, EPE ") and line in caplog.text
+    assert json.loads((tmp_path / "metrics.json").read_text())["spynet"] == line
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["sr_spynet"] == line and ckpt["hyper_parameters"]["spynet_pretrain_steps"] == 2
+
+
+@pytest.mark.slow
+def test_spynet_file_is_used_as_given_not_pretrained(tmp_path: Path):
+    """model.spynet_pretrained=FILE: the file's flow network, no pre-training, and the run says so."""
+    from sr_experiments.models.spynet import SpyNet
+
+    torch.manual_seed(3)
+    weights = {k: v for k, v in SpyNet().state_dict().items() if k not in ("mean", "std")}
+    path = tmp_path / "spynet.pth"
+    torch.save({"params": weights}, path)
+    cfg = compose_train(["experiment=video_cpu", "trainer.max_steps=1", "data.patches_per_epoch=4",
+                         "data.patch_size=16", "data.val_max_frames=2", "logger=none",
+                         "module.spynet_pretrain_steps=5", "module.fix_flow_steps=10",
+                         f"model.spynet_pretrained={path}"], tmp_path / "run")
+    summary = train(cfg)
+    assert summary["spynet"] == f"spynet: from {path}"
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    w = "basic_module.2.basic_module.0.weight"
+    assert torch.equal(state[f"net.spynet.{w}"], weights[w])  # frozen all run: the file's weights exactly
 
 
 def test_a_video_run_records_the_video_protocol(tmp_path: Path):
@@ -161,6 +190,8 @@ def test_a_video_run_records_the_video_protocol(tmp_path: Path):
     assert protocol["border_crop"] == 0 and protocol["channel"].startswith("Y")
     assert "mean over a clip, then over clips" in protocol["averaging"]
     assert json.loads((tmp_path / "metrics.json").read_text())["provenance"]["protocol"]["border_crop"] == 0
+
+
 @pytest.mark.slow
 def test_kill_9_then_resume_gives_the_uninterrupted_weights(tmp_path: Path):
     """The real small BasicVSR on in-memory REDS-layout clips, killed (SIGKILL) after its first
