@@ -149,7 +149,7 @@ def test_a_run_trains_basicvsr_from_prepared_clips(tmp_path: Path, prepared: Pat
     cfg = compose_train(["experiment=video_cpu", "data=stream_clips", f"data.train_dir={prepared}",
                          f"data.val.root={reds}", "data.num_frame=3", "data.patch_size=8", "data.batch_size=2",
                          "data.val_max_frames=2", "model.num_feat=8", "model.num_block=1", "trainer.max_steps=2",
-                         "trainer.precision=32", "model.channels_last=false", "logger=none",
+                         "module.spynet_pretrain_steps=0", "trainer.precision=32", "model.channels_last=false", "logger=none",
                          "trainer.enable_progress_bar=false"], tmp_path)
     summary = train(cfg)
     assert summary["steps"] == 2 and summary["val_images"] == 1 and summary["final"]["psnr"] > 10
@@ -206,5 +206,5 @@ def test_kill_9_then_resume_gives_the_uninterrupted_weights(tmp_path: Path, prep
             "data.num_frame=3", "data.patch_size=8", "data.batch_size=2", "data.val_max_frames=2", "model.num_feat=8",
             "model.num_block=1", "module.fix_flow_steps=3", "trainer.precision=32", "model.channels_last=false",
             "trainer.val_check_interval=4", "trainer.log_every_n_steps=2", "trainer.enable_progress_bar=false",
-            "data.num_workers=0"]
+            "data.num_workers=0", "module.spynet_pretrain_steps=0"]
     kill_9_resume_matches_uninterrupted(args, tmp_path, max_steps=14)

@@ -66,6 +66,7 @@ def test_trained_video_checkpoint_through_the_protocol(tmp_path: Path):
     from sr_experiments.runs.run import train
 
     cfg = compose_train(["experiment=video_cpu", "trainer.max_steps=1", "data.patches_per_epoch=2",
+                         "data.batch_size=2", "module.spynet_pretrain_steps=0",
                          "data.patch_size=16", "data.val_max_frames=2", "logger=none"], tmp_path / "run")
     train(cfg)
     _clip(tmp_path / "Vid4" / "GT" / "walk", [f"{i:03d}.png" for i in range(3)], 5)

@@ -217,6 +217,7 @@ def _tiny_video_runs(root: Path, lrs: list[str]) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
     args = ["-m", "experiment=video_cpu", f"lr={','.join(lrs)}", "trainer.max_steps=2", f"hydra.sweep.dir={root}",
             "data.patches_per_epoch=4", "data.patch_size=16", "data.val_max_frames=2", "logger=none",
+            "module.spynet_pretrain_steps=0",
             "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
     proc = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=900)
@@ -271,7 +272,8 @@ def test_compare_two_tiny_video_runs(tmp_path: Path) -> None:
     for lr in ("1e-4", "5e-4"):
         train(compose_train(["experiment=video_cpu", "data=vid4", *vid4, f"lr={lr}",
                              "data.num_frame=3", "data.patch_size=8", "data.batch_size=1", "data.patches_per_epoch=2",
-                             "trainer.max_steps=2", "logger=none", "trainer.enable_progress_bar=false"],
+                             "trainer.max_steps=2", "logger=none", "trainer.enable_progress_bar=false",
+                             "module.spynet_pretrain_steps=0"],
                             tmp_path / "runs" / f"lr{lr}"))
     runs = find_runs([tmp_path / "runs"])
     assert len(runs) == 2 and {r.metrics["network"] for r in runs} == {"basicvsr"}

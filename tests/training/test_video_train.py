@@ -206,5 +206,5 @@ def test_kill_9_then_resume_gives_the_uninterrupted_weights(tmp_path: Path):
             "data.patch_size=8", "data.batch_size=2", "data.patches_per_epoch=16", "data.val_max_frames=2",
             "model.num_feat=8", "model.num_block=1", "module.fix_flow_steps=3", "trainer.precision=32",
             "model.channels_last=false", "trainer.val_check_interval=4", "trainer.log_every_n_steps=2",
-            "trainer.enable_progress_bar=false"]
+            "trainer.enable_progress_bar=false", "module.spynet_pretrain_steps=0"]
     kill_9_resume_matches_uninterrupted(args, tmp_path, max_steps=12)
