@@ -275,8 +275,9 @@ def format_table(results: list[SetResult], model: str) -> str:
         if with_baseline:
             b = rows["bicubic"]
             line += f" {b.psnr:>9.2f} / {b.ssim:.4f} | {m.psnr - b.psnr:>+7.2f} / {m.ssim - b.ssim:+.4f} |"
-        values = [r.scores.get(n, math.nan) for n in extra for r in ([m, rows["bicubic"]] if with_baseline else [m])]
-        line += "".join(f" {v:>{max(len(h), 8)}.4f} |" for v, h in zip(values, extra_heads))
+        values = [r.scores.get(n) for n in extra for r in ([m, rows["bicubic"]] if with_baseline else [m])]
+        # A metric a set does not have (an image set beside a video set's tOF): a dash, not nan.
+        line += "".join(f" {'—' if v is None else f'{v:.4f}':>{max(len(h), 8)}} |" for v, h in zip(values, extra_heads))
         lines.append(line)
     return "\n".join(lines)
 

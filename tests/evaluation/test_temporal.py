@@ -146,3 +146,12 @@ def test_eval_writes_tof_for_video_sets_only_and_can_leave_it_out(tmp_path: Path
     with pytest.raises(ValueError, match="eval.tof=maybe: expected true or false"):
         run_eval(compose_eval([*base, "eval.tof=maybe"], tmp_path / "bad"))
     assert not (tmp_path / "bad").exists()
+
+
+def test_an_image_set_beside_a_video_set_shows_a_dash_for_tof():
+    from sr_experiments.evaluation.protocol import SetResult
+
+    rows = [SetResult("Vid4", 4, "net", 25.0, 0.8, 4, "files", scores={"tof": 0.25}),
+            SetResult("Set5", 4, "net", 30.0, 0.9, 5, "files")]
+    lines = format_table(rows, "net").splitlines()
+    assert lines[2].rstrip().endswith("0.2500 |") and lines[3].rstrip().endswith("— |") and "nan" not in lines[3]
