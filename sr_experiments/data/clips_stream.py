@@ -121,5 +121,5 @@ class ClipStreamDataModule(ClipDataModule):
                 self._setup_train()
 
     def train_dataloader(self) -> StreamLoader:
-        return StreamLoader(self.train_set, lambda: batches_consumed(self.trainer), batch_size=self.batch_size,
+        return StreamLoader(self.train_set, lambda: batches_consumed(self.trainer), self.trainer, batch_size=self.batch_size,
                             drop_last=True, num_workers=self.num_workers)

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,6 @@ from sr_experiments.extras import require
 
 require("litdata", "data=stream (streaming a prepared dataset)")
 from litdata import StreamingDataLoader, StreamingDataset  # noqa: E402
-from torch.utils.data import get_worker_info  # noqa: E402
 
 from sr_experiments.data.datamodule import SRDataModule
 from sr_experiments.data.datasets import sample_patch
@@ -69,7 +69,6 @@ class SubImageStream(StreamingDataset):
                          max_cache_size=max_cache_size)
         self.scale, self.patch_size, self.augment, self.patch_seed = int(scale), int(patch_size), augment, int(seed)
         self.where = input_dir
-        self.worker_nice, self._reniced = 0, False
 
     def lq_key(self, item: dict[str, Any]) -> str:
         """The key of the LR at this scale in a stored item, or one line if it has none."""
@@ -97,9 +96,6 @@ class SubImageStream(StreamingDataset):
                                     f"({type(e).__name__}: {e}); is a chunk corrupt? prepare the data again") from None
 
     def __getitem__(self, index: Any) -> dict:
-        if self.worker_nice and not self._reniced and get_worker_info() is not None:
-            os.nice(self.worker_nice)  # once per loader worker (each holds its own copy of the dataset)
-            self._reniced = True
         number = int(index.index if hasattr(index, "index") else index)
         pair = self.decode(self.stored(index))
         seed = derived_seed(self.patch_seed, 2, self.current_epoch, number)
@@ -115,8 +111,11 @@ class StreamLoader(StreamingDataLoader):
     run see exactly the batches the uninterrupted run would have seen.
     """
 
-    def __init__(self, dataset: StreamingDataset, consumed_batches: Callable[[], int], **kwargs: Any) -> None:
-        super().__init__(dataset, **kwargs)
+    def __init__(self, dataset: StreamingDataset, consumed_batches: Callable[[], int], trainer: Any = None,
+                 **kwargs: Any) -> None:
+        self.worker_nice = worker_nice(trainer, int(kwargs.get("num_workers", 0)))
+        super().__init__(dataset, worker_init_fn=partial(_renice, self.worker_nice) if self.worker_nice else None,
+                         **kwargs)
         self.consumed_batches = consumed_batches
 
     def _done_in_epoch(self) -> int:
@@ -141,6 +140,17 @@ class StreamLoader(StreamingDataLoader):
             return super().state_dict()
         finally:
             self._num_samples_yielded_streaming, self._latest_worker_idx, self.current_epoch = saved
+
+
+def _renice(nice: int, worker_id: int) -> None:
+    os.nice(nice)  # each loader worker once, as it starts (worker_init_fn)
+
+
+def worker_nice(trainer: Any, num_workers: int) -> int:
+    """The niceness of the loader workers: ``CPU_WORKER_NICE`` when training on the CPU (no trainer:
+    the CPU as well), 0 on a GPU or without workers."""
+    on_cpu = trainer is None or trainer.strategy.root_device.type == "cpu"
+    return CPU_WORKER_NICE if on_cpu and num_workers else 0
 
 
 def batches_consumed(trainer: Any) -> int:
@@ -234,7 +244,5 @@ class StreamDataModule(SRDataModule):
         return batches_consumed(self.trainer)
 
     def train_dataloader(self) -> StreamLoader:
-        on_cpu = self.trainer is None or self.trainer.strategy.root_device.type == "cpu"
-        self.train_set.worker_nice = CPU_WORKER_NICE if on_cpu and self.num_workers else 0
-        return StreamLoader(self.train_set, self._batches_consumed, batch_size=self.batch_size, drop_last=True,
-                            num_workers=self.num_workers, pin_memory=self.pin_memory)
+        return StreamLoader(self.train_set, self._batches_consumed, self.trainer, batch_size=self.batch_size,
+                            drop_last=True, num_workers=self.num_workers, pin_memory=self.pin_memory)

@@ -143,12 +143,9 @@ def test_loader_workers_yield_the_cpu_to_the_model_when_training_on_the_cpu(prep
     main = os.nice(0)
     data = StreamDataModule(str(prepared), val_dir="sample:val", scale=2, patch_size=8, batch_size=4, num_workers=1)
     data.setup("fit")
-    data.train_dataloader()  # no trainer: the CPU
-    assert data.train_set.worker_nice == 19
+    assert data.train_dataloader().worker_nice == 19  # no trainer: the CPU
     data.num_workers = 0
-    data.train_dataloader()
-    assert data.train_set.worker_nice == 0  # no worker: nothing to lower
+    assert data.train_dataloader().worker_nice == 0  # no worker: nothing to lower
     dataset = Niceness(str(prepared), 2, 8, seed=1)
-    dataset.worker_nice = 19
     batch = next(iter(StreamLoader(dataset, lambda: 0, batch_size=4, num_workers=1, drop_last=True)))
     assert batch["nice"].tolist() == [min(19, main + 19)] * 4 and os.nice(0) == main
