@@ -113,11 +113,18 @@ def degrade(gt: torch.Tensor, scale: int, kind: str = "BI") -> torch.Tensor:
 
 
 def _frames(folder: Path, what: str) -> tuple[Path, ...]:
-    """The frames of one clip folder in order; numbered names must be consecutive (a gap is a
-    missing frame, named)."""
+    """The frames of one clip folder in order (``order_frames``)."""
     files = list_images(folder)
     if not files:
         raise ClipError(f"{folder}: no frames (png, jpg, ...) in this {what} folder")
+    return order_frames(files, folder)
+
+
+def order_frames(files: list[Path], folder: Path) -> tuple[Path, ...]:
+    """The frame files of one clip (in ``folder``) in order: by the last number in their names when
+    every name has one, and those numbers must be consecutive (a gap is a missing frame, named);
+    else by name."""
+    files = sorted(files)
     numbers = [re.findall(r"\d+", f.stem) for f in files]
     if all(numbers):
         idx = [int(n[-1]) for n in numbers]

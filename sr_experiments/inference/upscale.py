@@ -46,9 +46,11 @@ from sr_experiments.inference.upscale_video import (
     FrameSR,
     clip_frames,
     describe,
+    frame_clips,
     multi_frame,
     require_video,
     to_uint8,
+    upscale_frame_clip,
     upscale_video,
 )
 from sr_experiments.models.bicubic import Bicubic
@@ -192,10 +194,13 @@ def run_upscale(cfg: DictConfig) -> Summary:
     check_writable_folder(out_dir)
     require_video(inputs)
     engine = load_engine(cfg)
+    clips: dict[Path, tuple[Path, ...]] = {}
     if multi_frame(engine):
         cfg.tile_batch = 1  # the engine reads a batch as the frames of one clip: tiles go one at a time
+        clips = frame_clips([p for p in inputs if not is_video(p)])  # each folder's images: one clip
+    items = [p for p in inputs if is_video(p)] + list(clips) if clips else inputs
     tile, why = _tile_setting(cfg, engine)
-    videos = f"; {describe(engine, cfg)}" if any(map(is_video, inputs)) else ""
+    videos = f"; {describe(engine, cfg)}" if clips or any(map(is_video, inputs)) else ""
     print(f"upscale: {engine.label} x{engine.scale} on {engine.device}; precision {engine.precision.precision} "
           f"({engine.precision.reason}){', channels_last' if engine.channels_last else ''}; "
           f"tile {tile or 'off'} ({why}), overlap {cfg.tile_overlap}{videos}", file=sys.stderr, flush=True)
@@ -203,6 +208,11 @@ def run_upscale(cfg: DictConfig) -> Summary:
     summary, show = Summary(), bool(cfg.progress)
 
     def one(path: Path) -> None:
+        if path in clips:
+            done = upscale_frame_clip(clips[path], targets, video_frames(engine, tile, cfg), cfg, overwrite, show)
+            summary.images += done.frames
+            summary.megapixels += done.size[0] * done.size[1] * done.frames / 1e6
+            return
         if is_video(path):
             done = upscale_video(path, targets[path], video_frames(engine, tile, cfg), cfg, overwrite, show)
             summary.images += 1
@@ -229,7 +239,7 @@ def run_upscale(cfg: DictConfig) -> Summary:
         summary.images += 1
         summary.megapixels += sr.size[0] * sr.size[1] * len(frames) / 1e6
 
-    bars = tqdm(inputs, desc="images", unit="img", disable=not show or len(inputs) < 2, file=sys.stderr)
+    bars = tqdm(items, desc="images", unit="img", disable=not show or len(items) < 2, file=sys.stderr)
     return each_image("upscale", bars, summary, one)
 
 

@@ -1,4 +1,5 @@
-"""upscale.py on video files (``input=clip.mp4``, or a folder or glob mixing images and videos).
+"""upscale.py on video files (``input=clip.mp4``, or a folder or glob mixing images and videos), and
+a video network on folders of frames (each folder's images are one clip).
 
 Memory stays bounded for a video of any length: frames are decoded as they are needed
 (``imaging/video.py``, PyAV); a video network runs on chunks of ``video_chunk`` frames with
@@ -20,8 +21,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from sr_experiments.data.clips import ClipError, order_frames
 from sr_experiments.extras import require
-from sr_experiments.imaging.io import INPUT_SUFFIXES
+from sr_experiments.imaging.io import INPUT_SUFFIXES, Animation, Picture, read_picture, write_picture
 from sr_experiments.imaging.tiling import fit_tiles, upscale
 from sr_experiments.imaging.video import (
     VIDEO_SUFFIXES,
@@ -85,7 +87,8 @@ def describe(engine: Engine, cfg: DictConfig) -> str:
     if not multi_frame(engine):
         return "videos frame by frame (an image network)"
     context = clip_context(engine.forward.net, int(cfg.video_overlap))
-    return f"videos in chunks of {int(cfg.video_chunk)} frames with {context} of context each side"
+    return (f"videos and folders of frames (a clip each) in chunks of {int(cfg.video_chunk)} frames "
+            f"with {context} of context each side")
 
 
 @dataclass
@@ -123,3 +126,41 @@ def upscale_video(path: Path, target: Path, sr_frames: FrameSR, cfg: DictConfig,
         say = lambda line: print(f"upscale: {path}: {line}", file=sys.stderr, flush=True)  # noqa: E731
         n = write_video(target, sr_timed(), info, int(cfg.video_crf), str(cfg.video_preset), overwrite, say)
     return VideoDone(n, (size[0], size[1]))
+
+
+def frame_clips(images: list[Path]) -> dict[Path, tuple[Path, ...]]:
+    """A video network's image inputs as clips: each folder's images are the frames of one clip, in
+    order (``data.clips.order_frames``: numbered frames must be consecutive), keyed by the folder."""
+    folders: dict[Path, list[Path]] = {}
+    for path in images:
+        folders.setdefault(path.parent, []).append(path)
+    return {folder: order_frames(files, folder) for folder, files in folders.items()}
+
+
+def upscale_frame_clip(frames: tuple[Path, ...], targets: dict[Path, Path], sr_frames: FrameSR,
+                       cfg: DictConfig, overwrite: bool, show: bool) -> VideoDone:
+    """The image files ``frames`` as one clip through ``sr_frames`` (a video network in chunks, so
+    memory is bounded as for a video file), each SR frame written to its planned target as an image
+    (8 bits, RGB) as soon as it comes. Frames of another size than the first are refused, named."""
+    from tqdm import tqdm
+
+    size: list[tuple[int, int]] = []
+
+    def lr_frames() -> Iterator[np.ndarray]:
+        for path in frames:
+            read = read_picture(path, int(cfg.max_pixels))
+            if isinstance(read, Animation):
+                raise ClipError(f"{path}: an animated file among the frames of a clip")
+            if size and read.size != size[0]:
+                raise ClipError(f"{path}: {read.size[0]}x{read.size[1]}, but the clip's first frame "
+                                f"'{frames[0].name}' is {size[0][0]}x{size[0][1]}: a clip's frames must be one size")
+            size.append(read.size)
+            yield np.floor(read.rgb * 255 + 0.5).astype(np.uint8)
+
+    with tqdm(total=len(frames), desc=frames[0].parent.name, unit="frame", leave=False, file=sys.stderr,
+              disable=not show) as bar:
+        for path, sr in zip(frames, sr_frames(lr_frames())):
+            write_picture(targets[path], Picture(sr.astype(np.float32) / 255, None, False, 8, None, "RGB"),
+                          str(cfg.format).lower(), int(cfg.quality), overwrite)
+            bar.update(1)
+    return VideoDone(len(frames), (sr.shape[1], sr.shape[0]))

@@ -140,6 +140,33 @@ def test_video_network_round_trip_in_chunks(tmp_path: Path, capsys) -> None:
     assert 0 < np.abs(outs["whole"] - outs["tiles"]).mean() < 0.5  # measured 0.017 (this random-init preset)
 
 
+def test_a_video_network_takes_each_folder_of_frames_as_one_clip(tmp_path: Path, capsys) -> None:
+    torch.manual_seed(0)
+    net = build_network(BASICVSR_TINY).eval()
+    ckpt = save_checkpoint(net, BASICVSR_TINY, tmp_path / "basicvsr.ckpt")
+    frames, folder = camera_frames(n=8), tmp_path / "clip"
+    folder.mkdir()
+    for i, f in enumerate(frames):  # numbered as REDS and Vid4 number them
+        Image.fromarray(f).save(folder / f"{i + 1:08d}.png")
+    args = [f"ckpt_path={ckpt}", "precision=32", "channels_last=false", "tile=0"]
+    assert run([*args, f"input={folder}", f"output={tmp_path / 'out'}", "video_chunk=3", "video_overlap=8"]) == 0
+    assert "folders of frames (a clip each) in chunks of 3 frames" in capsys.readouterr().err
+    out = np.stack([np.asarray(Image.open(tmp_path / "out" / f"{i + 1:08d}.png")) for i in range(8)]).astype(int)
+    lq = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        whole = run_clip(net, lq).clamp(0, 1).mul(255).add(0.5).floor().permute(0, 2, 3, 1).numpy()
+        alone = net(lq[3:4][None])[0, 0].clamp(0, 1).mul(255).add(0.5).floor().permute(1, 2, 0).numpy()
+    assert out.shape == (8, 96, 128, 3) and np.abs(out - whole).max() <= 1  # the clip, run as one (in chunks)
+    assert np.abs(out[3] - alone).mean() > 0.1  # not each frame alone: the recurrence saw its neighbours
+
+    (folder / "00000005.png").unlink()  # a gap: refused in one line before anything runs
+    assert run([*args, f"input={folder}", f"output={tmp_path / 'gap'}"]) == 2
+    assert "frame(s) 5..5 missing before '00000006.png'" in capsys.readouterr().err
+    Image.fromarray(frames[0][:20]).save(folder / "00000005.png")  # a frame of another size: named
+    assert run([*args, f"input={folder}", f"output={tmp_path / 'sizes'}"]) == 1
+    assert "00000005.png: 32x20, but the clip's first frame '00000001.png' is 32x24" in capsys.readouterr().err
+
+
 def test_image_network_runs_frame_by_frame(tmp_path: Path, monkeypatch) -> None:
     import sr_experiments.inference.upscale as up
 
