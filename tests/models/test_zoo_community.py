@@ -132,8 +132,11 @@ def test_span_eval_conv_is_derived_not_trained() -> None:
     assert frozen and all(".eval_conv." in n for n in frozen)
     assert count_parameters(net) == sum(p.numel() for n, p in net.named_parameters() if n not in frozen)
     x = _input(9, 11)
-    with torch.no_grad():  # the merged 3x3 conv computes what the trained branches do
-        torch.testing.assert_close(net.eval()(x), net.train()(x), atol=1e-5, rtol=0)
+    # the merged 3x3 conv computes what the trained branches do; merging reorders fp32 sums, and how
+    # far that moves the output depends on the CPU's conv kernels (1.05e-5 on an AVX512/AMX Xeon): a
+    # wrong merge (a branch or bias dropped) is off by far more than 1e-4
+    with torch.no_grad():
+        torch.testing.assert_close(net.eval()(x), net.train()(x), atol=1e-4, rtol=0)
 
 
 # --- spandrel round trips ------------------------------------------------------------------------
